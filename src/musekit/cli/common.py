@@ -1,0 +1,75 @@
+"""Helpers shared by the subcommands: one-line errors, output paths, seeded generators, model loading."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"musekit: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
+def check_output_path(path: str) -> Path:
+    """Fail early (before any work) when the PNG cannot be written."""
+    out = Path(path)
+    if out.suffix.lower() != ".png":
+        raise CLIError(f"output must be a .png file, got {path!r}")
+    if out.exists() and out.is_dir():
+        raise CLIError(f"output {path!r} is a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise CLIError(f"cannot write {path!r}: {err.strerror or err}") from None
+    return out
+
+
+def load_pipeline(model: str | None):
+    """Load ``--model`` or the bundled default; without either, a random demo model (and say so)."""
+    from musekit.pipeline import DEFAULT_MODEL_DIR, MODEL_INDEX, MusePipeline
+
+    if model is not None:
+        if not Path(model).exists():
+            raise CLIError(f"model folder not found: {model}")
+        return MusePipeline.from_pretrained(model)
+    if (DEFAULT_MODEL_DIR / MODEL_INDEX).is_file():
+        return MusePipeline.from_pretrained()
+    print(
+        "musekit: note: no trained default model is bundled yet; using a randomly initialised demo model "
+        "(the image shows noise, not the prompt). Pass --model DIR to use trained weights.",
+        file=sys.stderr,
+    )
+    return MusePipeline.from_configs(vqgan="shapes-f4", transformer="shapes", superres="shapes", seed=0)

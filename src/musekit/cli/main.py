@@ -1,0 +1,38 @@
+"""Entry point of the `musekit` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from musekit.cli import generate
+from musekit.cli.common import ArgumentParser, CLIError
+
+
+def build_parser() -> ArgumentParser:
+    from musekit import __version__
+
+    parser = ArgumentParser(prog="musekit", description="Muse-style text-to-image generation and personalization.")
+    parser.add_argument("--version", action="version", version=f"musekit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    generate.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="musekit: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("musekit: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, TypeError, FileNotFoundError, PermissionError, OSError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"musekit: error: {message}", file=sys.stderr)
+        return 2

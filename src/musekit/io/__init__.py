@@ -1,0 +1,1 @@
+"""Checkpoint and file I/O: safetensors + JSON, atomic writes, strict loading."""

@@ -1,0 +1,50 @@
+"""Image conversion helpers (PIL, numpy, torch) and atomic PNG writing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from musekit.io.checkpoint import atomic_replace
+
+
+def tensor_to_numpy(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) float32 numpy."""
+    return images.detach().clamp(0, 1).permute(0, 2, 3, 1).cpu().float().numpy()
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) float in [0, 1] -> list of RGB PIL images."""
+    arrays = (tensor_to_numpy(images) * 255.0).round().astype(np.uint8)
+    return [Image.fromarray(a, mode="RGB") for a in arrays]
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def make_grid(images: list[Image.Image], columns: int | None = None, padding: int = 2) -> Image.Image:
+    """Tile equally sized images into one image (white padding)."""
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * (width + padding) + padding, rows * (height + padding) + padding), "white")
+    for index, image in enumerate(images):
+        row, col = divmod(index, columns)
+        grid.paste(image, (padding + col * (width + padding), padding + row * (height + padding)))
+    return grid
+
+
+def save_image(image: Image.Image, path: str | Path) -> Path:
+    """Write a PNG atomically (temp file + rename); the parent folder is created."""
+    path = Path(path)
+    atomic_replace(path, lambda tmp: image.save(tmp, format="PNG"))
+    return path

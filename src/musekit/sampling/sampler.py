@@ -1,0 +1,58 @@
+"""The decoding loop: drive a masked transformer with the scheduler and guidance from a start token grid."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from musekit.config import SchedulerConfig
+from musekit.models.layers import ContextCache
+from musekit.models.transformer import MaskedTransformer
+from musekit.sampling.guidance import apply_guidance, guidance_scale_at
+from musekit.sampling.scheduler import MaskGITScheduler
+
+
+@torch.no_grad()
+def decode_tokens(
+    model: MaskedTransformer,
+    cache: ContextCache,
+    ids: torch.Tensor,
+    num_inference_steps: int,
+    scheduler_config: SchedulerConfig | None = None,
+    guidance_scale: float = 1.0,
+    guidance_schedule: str = "constant",
+    temperature: float | tuple[float, float] | None = None,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    description: str = "decoding",
+) -> torch.Tensor:
+    """Fill every [MASK] in ``ids`` by parallel decoding.
+
+    Args:
+        model: the base or super-resolution transformer.
+        cache: precomputed context for batch B (no guidance) or 2B ([unconditional/negative ; conditional]).
+        ids: (B, L) or (B, h, w) int64 start tokens; known tokens are kept as they are.
+        num_inference_steps: decoding steps K.
+        guidance_scale: s of u + s (c - u); ignored when the cache holds only the conditional batch.
+
+    Returns:
+        ids shaped like the input with no [MASK] left.
+    """
+    batch = ids.shape[0]
+    guided = cache.batch_size == 2 * batch
+    if not guided and cache.batch_size != batch:
+        raise ValueError(f"context batch {cache.batch_size} does not match {batch} images (or 2x for guidance)")
+    scheduler = MaskGITScheduler(model.config.mask_token_id, scheduler_config)
+    scheduler.set_timesteps(num_inference_steps, temperature)
+    steps = list(enumerate(scheduler.timesteps.tolist()))
+    for index, timestep in tqdm(steps, desc=description, disable=not progress, leave=False):
+        if guided:
+            logits = model(torch.cat([ids, ids]), cache=cache)
+            uncond, cond = logits.chunk(2)
+            scale = guidance_scale_at(index, num_inference_steps, guidance_scale, guidance_schedule)
+            logits = apply_guidance(uncond, cond, scale)
+        else:
+            logits = model(ids, cache=cache)
+        ids = scheduler.step(logits, timestep, ids, generator=generator, top_k=top_k).prev_ids
+    return ids

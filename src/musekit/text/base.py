@@ -1,0 +1,151 @@
+"""The text-encoder interface shared by MiniLM, CLIP and T5."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from musekit.config import TextEncoderConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TextEmbeddings:
+    """Encoded prompts.
+
+    Attributes:
+        hidden_states: (B, T, D) float32 per-token states fed to cross-attention.
+        pooled: (B, D_pooled) float32 one vector per prompt.
+        attention_mask: (B, T) bool, True for real tokens (padding is False and never attended to).
+    """
+
+    hidden_states: torch.Tensor
+    pooled: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.hidden_states.shape[0]
+
+    def to(self, device: torch.device | str) -> TextEmbeddings:
+        return TextEmbeddings(self.hidden_states.to(device), self.pooled.to(device), self.attention_mask.to(device))
+
+    def repeat_interleave(self, repeats: int) -> TextEmbeddings:
+        return TextEmbeddings(
+            self.hidden_states.repeat_interleave(repeats, 0),
+            self.pooled.repeat_interleave(repeats, 0),
+            self.attention_mask.repeat_interleave(repeats, 0),
+        )
+
+    def expand(self, batch_size: int) -> TextEmbeddings:
+        """Broadcast a batch-1 embedding to ``batch_size``."""
+        if len(self) != 1:
+            raise ValueError("expand() needs a batch of one prompt")
+        return self.repeat_interleave(batch_size)
+
+    @staticmethod
+    def cat(items: list[TextEmbeddings]) -> TextEmbeddings:
+        return TextEmbeddings(
+            torch.cat([i.hidden_states for i in items]),
+            torch.cat([i.pooled for i in items]),
+            torch.cat([i.attention_mask for i in items]),
+        )
+
+    def where(self, keep: torch.Tensor, other: TextEmbeddings) -> TextEmbeddings:
+        """Per-sample select: ``self`` where ``keep`` (B,) is True, else ``other`` (same shapes)."""
+        k3, k2 = keep.view(-1, 1, 1), keep.view(-1, 1)
+        return TextEmbeddings(
+            torch.where(k3, self.hidden_states, other.hidden_states),
+            torch.where(k2, self.pooled, other.pooled),
+            torch.where(k2, self.attention_mask, other.attention_mask),
+        )
+
+
+class TextEncoder(nn.Module):
+    """Frozen text encoder: ``encode(prompts) -> TextEmbeddings``.
+
+    Subclasses implement ``_encode_tokens``. Weights never train here; the encoded empty prompt is cached because
+    classifier-free guidance and conditioning dropout use it constantly.
+    """
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._empty: TextEmbeddings | None = None
+
+    # --- to implement -----------------------------------------------------------------------------------------
+    tokenizer = None  # a transformers tokenizer
+
+    @property
+    def hidden_size(self) -> int:  # width of hidden_states
+        raise NotImplementedError
+
+    @property
+    def pooled_size(self) -> int:  # width of pooled
+        return self.hidden_size
+
+    def _encode_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) ids and mask -> (hidden_states (B, T, D), pooled (B, D_pooled))."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------------------
+    def freeze(self) -> TextEncoder:
+        self.requires_grad_(False)
+        self.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> (input_ids (B, T) int64, attention_mask (B, T) int64), padded to ``max_length``."""
+        batch = self.tokenizer(
+            prompts,
+            padding="max_length",
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        )
+        untruncated = self.tokenizer(prompts, truncation=False)["input_ids"]
+        for prompt, ids in zip(prompts, untruncated):
+            if len(ids) > self.config.max_length:
+                logger.warning("prompt truncated to %d tokens: %r", self.config.max_length, prompt)
+        return batch["input_ids"], batch["attention_mask"]
+
+    @torch.no_grad()
+    def encode(self, prompts: str | list[str]) -> TextEmbeddings:
+        """Encode prompts.
+
+        Args:
+            prompts: one prompt or a list of prompts (the empty string is the unconditional prompt).
+
+        Returns:
+            ``TextEmbeddings`` with hidden_states (B, T, D), pooled (B, D_pooled), attention_mask (B, T) bool.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("prompts must be a string or a list of strings")
+        input_ids, attention_mask = self.tokenize(list(prompts))
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        hidden, pooled = self._encode_tokens(input_ids, attention_mask)
+        mask = attention_mask.bool() if self.config.mask_padding else torch.ones_like(attention_mask, dtype=torch.bool)
+        return TextEmbeddings(hidden.float(), pooled.float(), mask)
+
+    def empty(self, batch_size: int = 1) -> TextEmbeddings:
+        """The encoded empty prompt, cached, broadcast to ``batch_size``."""
+        if self._empty is None or self._empty.hidden_states.device != self.device:
+            self._empty = self.encode([""])
+        return self._empty.expand(batch_size)
+
+
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens: (B, T, D), (B, T) -> (B, D)."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)

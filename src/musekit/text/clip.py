@@ -1,0 +1,44 @@
+"""CLIP text tower with projection, as aMUSEd uses it (penultimate hidden states + projected pooled embedding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+from musekit.config import TextEncoderConfig
+from musekit.text.base import TextEncoder
+
+
+class CLIPTextEncoder(TextEncoder):
+    """``CLIPTextModelWithProjection`` from a local folder (``config.path``).
+
+    ``hidden_layer=-2`` gives aMUSEd's penultimate-layer context; ``pooled`` is the projected ``text_embeds``.
+    The folder may hold the tokenizer files too, or a ``tokenizer/`` sibling (diffusers layout).
+    """
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__(config)
+        if not config.path or not Path(config.path).is_dir():
+            raise FileNotFoundError(f"CLIP text encoder folder not found: {config.path!r} (musekit never downloads)")
+        path = Path(config.path)
+        self.path = path
+        tokenizer_dir = path if (path / "vocab.json").exists() else path.parent / "tokenizer"
+        self.tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        self.model = CLIPTextModelWithProjection.from_pretrained(str(path), local_files_only=True)
+        self.freeze()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def pooled_size(self) -> int:
+        return self.model.config.projection_dim
+
+    def _encode_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids=input_ids, output_hidden_states=True)
+        return out.hidden_states[self.config.hidden_layer], out.text_embeds

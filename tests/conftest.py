@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny real components built with fixed seeds, all offline."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from musekit.config import TextEncoderConfig
+from musekit.pipeline import MusePipeline
+from musekit.text.minilm import MiniLMTextEncoder, bundled_minilm_path
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def write_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """A tiny random BERT with the real MiniLM tokenizer (so prompts tokenize as in the bundled model)."""
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy2(bundled_minilm_path() / name, folder / name)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tiny_bert_dir) -> MiniLMTextEncoder:
+    return MiniLMTextEncoder(TextEncoderConfig(kind="minilm", path=str(tiny_bert_dir), max_length=16))
+
+
+@pytest.fixture()
+def tiny_pipe(tiny_text_encoder) -> MusePipeline:
+    pipe = MusePipeline.from_configs(tiny_text_encoder, vqgan="tiny", transformer="tiny", superres="tiny", seed=0)
+    pipe.progress_bar = False
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_text_encoder) -> Path:
+    pipe = MusePipeline.from_configs(tiny_text_encoder, vqgan="tiny", transformer="tiny", superres="tiny", seed=0)
+    return pipe.save_pretrained(tmp_path_factory.mktemp("tiny_model") / "model")
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,66 @@
+"""CLI smoke tests in subprocesses: real entry point, real exit codes, one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def musekit(*args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "musekit", *args], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+
+
+def test_generate_writes_a_png_and_says_where(tiny_model_dir, tmp_path):
+    out = tmp_path / "sub" / "img.png"
+    result = musekit("generate", "a red circle", "--model", str(tiny_model_dir), "--out", str(out), "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and Image.open(out).size == (16, 16)
+    assert str(out) in result.stdout
+
+
+def test_generate_grid_and_options(tiny_model_dir, tmp_path):
+    out = tmp_path / "grid.png"
+    result = musekit(
+        "generate", "a red circle", "--model", str(tiny_model_dir), "--out", str(out), "--num", "4",
+        "--steps", "3", "--sr-steps", "2", "--guidance", "3", "--negative", "blue", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
+
+
+def test_console_script_is_installed():
+    bindir = os.path.dirname(sys.executable)
+    result = subprocess.run([os.path.join(bindir, "musekit"), "--version"], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0 and "musekit" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["generate", "  "], "prompt is empty"),
+        (["generate", "a cat", "--steps", "0"], "positive integer"),
+        (["generate", "a cat", "--guidance", "abc"], "number"),
+        (["generate", "a cat", "--guidance-schedule", "zigzag"], "invalid choice"),
+        (["generate", "a cat", "--model", "/nonexistent/model"], "model folder not found"),
+        (["generate", "a cat", "--out", "/proc/forbidden/x.png"], "cannot write"),
+        (["generate", "a cat", "--out", "picture.jpg"], ".png"),
+        (["generate", "a cat", "--bogus"], "unrecognized arguments"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line(args, needle, tiny_model_dir, tmp_path):
+    if "--model" not in args and args[0] == "generate":
+        args = [*args, "--model", str(tiny_model_dir)]
+    if "--out" not in args and args[0] == "generate":
+        args = [*args, "--out", str(tmp_path / "x.png")]
+    result = musekit(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0] and "Traceback" not in result.stderr

@@ -1,0 +1,119 @@
+import pytest
+import torch
+from torch import nn
+
+from musekit.config import SuperResConfig, TransformerConfig
+from musekit.models import MaskedTransformer, SuperResTransformer
+from musekit.training import masked_modeling_loss
+
+from .conftest import seeded
+
+
+def build(cls, cfg_cls, text_dim=32, seed=0):
+    torch.manual_seed(seed)
+    return cls(cfg_cls.preset("tiny").replace(text_dim=text_dim))
+
+
+def random_ids(model, batch=2, seed=0, high=None):
+    c = model.config
+    return torch.randint(0, high or c.codebook_size, (batch, c.grid_size, c.grid_size), generator=seeded(seed))
+
+
+def low_res_ids(model, batch=2, seed=1):
+    c = model.config
+    return torch.randint(0, c.cond_codebook_size, (batch, c.cond_grid_size, c.cond_grid_size), generator=seeded(seed))
+
+
+def test_logits_cover_the_codebook_only(tiny_text_encoder):
+    model = build(MaskedTransformer, TransformerConfig)
+    text = tiny_text_encoder.encode(["a", "b"])
+    ids = random_ids(model)
+    ids[:, 0, 0] = model.config.mask_token_id
+    logits = model(ids, text=text)
+    assert logits.shape == (2, model.config.seq_len, model.config.codebook_size)
+    assert torch.isfinite(logits).all()
+
+
+def test_cross_attentions_have_explicit_projections():
+    model = build(MaskedTransformer, TransformerConfig)
+    for attn in model.cross_attentions:
+        for name in ("to_q", "to_k", "to_v", "to_out"):
+            assert isinstance(getattr(attn, name), nn.Linear)
+
+
+@pytest.mark.parametrize("kind", ["base", "sr"])
+def test_every_parameter_receives_a_gradient(kind, tiny_text_encoder):
+    model = build(
+        *((MaskedTransformer, TransformerConfig) if kind == "base" else (SuperResTransformer, SuperResConfig))
+    )
+    text = tiny_text_encoder.encode(["a red circle", "a blue square"])
+    cond = low_res_ids(model) if kind == "sr" else None
+    out = masked_modeling_loss(
+        model, random_ids(model), text, tiny_text_encoder.empty(), seeded(0), cond_ids=cond, cond_dropout=0.0
+    )
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        if name.startswith("token_embed"):
+            continue  # only rows of used ids get gradient; checked below
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.token_embed.weight.grad[model.config.mask_token_id].abs().sum() > 0
+
+
+def test_pooled_text_path_gets_gradient(tiny_text_encoder):
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig.preset("tiny").replace(use_pooled_text=True))
+    text = tiny_text_encoder.encode(["a", "b"])
+    model(random_ids(model), text=text).sum().backward()
+    assert model.pooled_proj.weight.grad.abs().sum() > 0
+
+
+def test_cache_matches_direct_forward(tiny_text_encoder):
+    model = build(SuperResTransformer, SuperResConfig).eval()
+    text = tiny_text_encoder.encode(["a red circle", "a blue square"])
+    ids, cond = random_ids(model), low_res_ids(model)
+    cache = model.precompute(text, cond)
+    assert torch.allclose(model(ids, cache=cache), model(ids, text=text, cond_ids=cond), atol=1e-6)
+
+
+def test_padding_is_never_attended(tiny_text_encoder):
+    model = build(MaskedTransformer, TransformerConfig).eval()
+    text = tiny_text_encoder.encode(["a red circle"])
+    ids = random_ids(model, batch=1)
+    garbage = text.hidden_states.clone()
+    garbage[~text.attention_mask] = 1e3
+    from musekit.text import TextEmbeddings
+
+    other = TextEmbeddings(garbage, text.pooled, text.attention_mask)
+    assert torch.allclose(model(ids, text=text), model(ids, text=other), atol=1e-6)
+
+
+def test_superres_output_depends_on_low_res_tokens(tiny_text_encoder):
+    model = build(SuperResTransformer, SuperResConfig).eval()
+    text = tiny_text_encoder.encode(["a red circle"])
+    ids = random_ids(model, batch=1)
+    a = model(ids, text=text, cond_ids=low_res_ids(model, 1, seed=1))
+    b = model(ids, text=text, cond_ids=low_res_ids(model, 1, seed=2))
+    assert (a - b).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="low-resolution"):
+        model(ids, text=text)
+
+
+def test_key_text_changes_only_the_key_pathway(tiny_text_encoder):
+    model = build(MaskedTransformer, TransformerConfig).eval()
+    text = tiny_text_encoder.encode(["a red circle"])
+    other = tiny_text_encoder.encode(["a blue square"])
+    plain, locked = model.precompute(text), model.precompute(text, key_text=other)
+    assert all(torch.equal(a, b) for a, b in zip(plain.values, locked.values))
+    assert not any(torch.equal(a, b) for a, b in zip(plain.keys, locked.keys))
+
+
+def test_bad_inputs_are_errors(tiny_text_encoder):
+    model = build(MaskedTransformer, TransformerConfig)
+    text = tiny_text_encoder.encode(["a"])
+    with pytest.raises(ValueError, match="tokens per image"):
+        model(torch.zeros(1, 3, 3, dtype=torch.long), text=text)
+    with pytest.raises(ValueError, match="needs `text`"):
+        model(random_ids(model, 1))
+    wide = build(MaskedTransformer, TransformerConfig, text_dim=8)
+    with pytest.raises(ValueError, match="width"):
+        wide(random_ids(wide, 1), text=text)
