@@ -220,6 +220,18 @@ class PipelineConfig(BaseConfig):
         _check(self.guidance_schedule in ("constant", "linear"), "PipelineConfig: guidance_schedule constant|linear")
 
 
+@dataclass(frozen=True)
+class CheckerConfig(BaseConfig):
+    """The shapes-world checker: a small CNN that reads scene attributes from pixels."""
+
+    image_size: int = 64  # inputs of any size are resized to this
+    channels: tuple[int, ...] = (32, 48, 96, 128)  # stride-2 stem, then one stride-2 stage each: 64 -> 4
+    feature_dim: int = 256  # penultimate features (FSD and image-similarity embedding)
+
+    def __post_init__(self) -> None:
+        _check(self.image_size % 2 ** len(self.channels) == 0, "CheckerConfig: image_size must divide by 2**stages")
+
+
 VQ_PRESETS: dict[str, VQConfig] = {
     "tiny": VQConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, latent_dim=4, codebook_size=16),
     # 64 px -> 16x16 codes (f4): a pixel-unshuffle stem then 96 channels at 16x16 (cpu-notes: best quality per minute).
@@ -271,6 +283,11 @@ SCHEDULER_PRESETS: dict[str, SchedulerConfig] = {
     "default": SchedulerConfig(),
 }
 
+CHECKER_PRESETS: dict[str, CheckerConfig] = {
+    "default": CheckerConfig(),
+    "tiny": CheckerConfig(image_size=16, channels=(8, 8, 8), feature_dim=16),
+}
+
 PIPELINE_PRESETS: dict[str, PipelineConfig] = {
     "default": PipelineConfig(),
     "tiny": PipelineConfig(num_inference_steps=4, sr_inference_steps=2),
@@ -283,10 +300,12 @@ _PRESETS_BY_CLASS: dict[type, dict[str, Any]] = {
     TextEncoderConfig: TEXT_ENCODER_PRESETS,
     SchedulerConfig: SCHEDULER_PRESETS,
     PipelineConfig: PIPELINE_PRESETS,
+    CheckerConfig: CHECKER_PRESETS,
 }
 
 __all__ = [
     "BaseConfig",
+    "CheckerConfig",
     "ConfigError",
     "PipelineConfig",
     "SchedulerConfig",

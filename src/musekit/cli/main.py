@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from musekit.cli import generate
+from musekit.cli import build, generate, train, train_checker
 from musekit.cli.common import ArgumentParser, CLIError
 
 
@@ -17,6 +17,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     generate.add_parser(sub)
+    train_checker.add_parser(sub)
+    train.add_parsers(sub)
+    build.add_parser(sub)
     return parser
 
 

@@ -95,7 +95,8 @@ def masked_modeling_loss(
     schedule: str = "cosine",
 ) -> MaskedLossOutput:
     """One training loss evaluation for the base (``cond_ids`` None) or super-resolution model."""
-    inputs, mask = mask_tokens(ids, model.config.mask_token_id, generator, schedule)
+    config = getattr(model, "module", model).config  # unwrap DistributedDataParallel
+    inputs, mask = mask_tokens(ids, config.mask_token_id, generator, schedule)
     text, _ = drop_conditioning(text, empty_text, cond_dropout, generator)
     logits = model(inputs, text=text, cond_ids=cond_ids)
     targets = ids.flatten(1)

@@ -1,0 +1,41 @@
+"""`musekit build-pipeline`: assemble trained components into one model folder (e.g. the bundled default)."""
+
+from __future__ import annotations
+
+import argparse
+
+from musekit.cli.common import CLIError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("build-pipeline", help="assemble trained components into a model", description=__doc__)
+    p.add_argument("--tokenizer", required=True, metavar="DIR")
+    p.add_argument("--base", required=True, metavar="DIR")
+    p.add_argument("--sr", default=None, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--fp16", action="store_true", help="store weights as float16 (shipped models)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from musekit.config import SuperResConfig, TextEncoderConfig, TransformerConfig, VQConfig
+    from musekit.io.checkpoint import load_component
+    from musekit.models import MaskedTransformer, SuperResTransformer
+    from musekit.pipeline import MusePipeline
+    from musekit.text import build_text_encoder
+    from musekit.tokenizer import VQModel
+
+    for name in ("tokenizer", "base", "sr"):
+        folder = getattr(args, name)
+        if folder is not None and not (__import__("pathlib").Path(folder) / "config.json").is_file():
+            raise CLIError(f"--{name} {folder} is not a component folder (config.json missing)")
+    vq = load_component(VQModel, VQConfig, args.tokenizer)
+    base = load_component(MaskedTransformer, TransformerConfig, args.base)
+    sr = load_component(SuperResTransformer, SuperResConfig, args.sr) if args.sr else None
+    pipe = MusePipeline(build_text_encoder(TextEncoderConfig()), vq, base, sr)
+    out = pipe.save_pretrained(args.out, dtype=torch.float16 if args.fp16 else None)
+    sizes = {k: f"{v:,}" for k, v in pipe.num_parameters().items()}
+    print(f"wrote {out} (parameters: {sizes})")
+    return 0

@@ -1,0 +1,68 @@
+"""`musekit train-tokenizer` and `musekit train --stage base|sr`: the training recipes (HF accelerate).
+
+Single process: `musekit train ...`. Several processes or GPUs: `accelerate launch -m musekit train ...` or
+`torchrun --nproc-per-node N -m musekit train ...`. Rerunning the same command resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from musekit.cli.common import CLIError, positive_int
+
+
+def _common(p) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, logs, samples, final/)")
+    p.add_argument("--config", default=None, metavar="JSON", help="a TrainConfig JSON file (see configs/)")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the config's number of steps")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="override the per-process batch size")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
+    p.add_argument("--stop-after", type=positive_int, default=None, metavar="N",
+                   help="train N more steps, checkpoint and exit (rerun to resume)")  # fmt: skip
+
+
+def add_parsers(subparsers) -> None:
+    p = subparsers.add_parser("train-tokenizer", help="train the VQ tokenizer on shapes renders", description=__doc__)
+    _common(p)
+    p.set_defaults(func=run_tokenizer)
+    p = subparsers.add_parser("train", help="train the base or super-resolution transformer", description=__doc__)
+    _common(p)
+    p.add_argument("--stage", choices=["base", "sr"], required=True)
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="trained tokenizer folder (…/final)")
+    p.add_argument("--shards", default=None, metavar="DIR", help="token shards (encoded on first use)")
+    p.set_defaults(func=run_transformer)
+
+
+def _config(args: argparse.Namespace, stage: str):
+    import torch
+
+    from musekit.training.config import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig.load(args.config) if args.config else TrainConfig(stage=stage)
+    if config.stage != stage:
+        raise CLIError(f"{args.config} is a {config.stage!r} config, not {stage!r}")
+    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
+    return config.replace(**changes) if changes else config
+
+
+def run_tokenizer(args: argparse.Namespace) -> int:
+    from musekit.training.tokenizer_loop import train_tokenizer
+
+    final = train_tokenizer(_config(args, "tokenizer"), args.out, stop_after=args.stop_after)
+    print(f"wrote {final}" if final else f"checkpointed {args.out}; rerun to resume")
+    return 0
+
+
+def run_transformer(args: argparse.Namespace) -> int:
+    from musekit.training.loop import train_transformer
+
+    if not Path(args.tokenizer).is_dir():
+        raise CLIError(f"tokenizer folder not found: {args.tokenizer}")
+    final = train_transformer(
+        _config(args, args.stage), args.out, args.tokenizer, args.shards, stop_after=args.stop_after
+    )
+    print(f"wrote {final}" if final else f"checkpointed {args.out}; rerun to resume")
+    return 0

@@ -1,0 +1,1 @@
+"""Datasets: the procedural shapes world and pre-encoded token shards."""

@@ -1,0 +1,89 @@
+"""Pre-encoded token shards: images are tokenized once, transformers train on ids.
+
+A shard folder holds ``shard-00000.safetensors`` ... with ``ids_lo`` (N, h, w) base tokens, ``ids_hi`` (N, H, W)
+super-resolution tokens and ``index`` (N,) the shapes-world example index (captions are drawn fresh each step from
+the scene, so every template and synonym is seen), plus ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from musekit.data.renders import render_examples, to_float
+from musekit.data.shapes import ShapesWorld
+from musekit.io.checkpoint import atomic_save_tensors, atomic_write_text
+from musekit.tokenizer import VQModel
+
+META = "meta.json"
+
+
+@torch.no_grad()
+def encode_shards(
+    vq: VQModel,
+    world: ShapesWorld,
+    out_dir: str | Path,
+    num_examples: int,
+    image_size: int,
+    split: str = "train",
+    shard_size: int = 5000,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> Path:
+    """Render and tokenize ``num_examples`` examples at ``image_size`` (hi) and ``image_size // 2`` (lo)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vq.eval()
+    bar = tqdm(total=num_examples, desc="encode shards", disable=not progress)
+    for shard, start in enumerate(range(0, num_examples, shard_size)):
+        count = min(shard_size, num_examples - start)
+        lo, hi = [], []
+        for offset in range(0, count, batch_size):
+            n = min(batch_size, count - offset)
+            images = to_float(render_examples(world.examples(split, n, start + offset), image_size))
+            small = F.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+            hi.append(vq.encode(images).to(torch.int16))
+            lo.append(vq.encode(small).to(torch.int16))
+            bar.update(n)
+        tensors = {"ids_lo": torch.cat(lo), "ids_hi": torch.cat(hi), "index": torch.arange(start, start + count)}
+        atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
+    bar.close()
+    meta = {"num_examples": num_examples, "image_size": image_size, "split": split, "world_seed": world.seed,
+            "two_object_fraction": world.two_object_fraction, "codebook_size": vq.config.codebook_size}  # fmt: skip
+    atomic_write_text(out / META, json.dumps(meta, indent=2))
+    return out
+
+
+class TokenShards:
+    """All shards of a folder in memory: ``ids_lo``, ``ids_hi`` (int64 on access) and example ``index``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        if not (folder / META).is_file():
+            raise FileNotFoundError(f"no token shards in {folder} ({META} missing)")
+        self.meta = json.loads((folder / META).read_text())
+        parts = [load_file(str(p)) for p in sorted(folder.glob("shard-*.safetensors"))]
+        self.ids_lo = torch.cat([p["ids_lo"] for p in parts])
+        self.ids_hi = torch.cat([p["ids_hi"] for p in parts])
+        self.index = torch.cat([p["index"] for p in parts])
+        if len(self.index) != self.meta["num_examples"]:
+            raise ValueError(f"{folder}: {len(self.index)} examples in shards, meta says {self.meta['num_examples']}")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def batch_indices(num_items: int, batch_size: int, step: int, rank: int, world_size: int, seed: int) -> torch.Tensor:
+    """Indices of this process's batch at ``step``: a fixed function of (seed, step, rank), so resuming after a kill
+    reproduces the same data order. Each epoch is a fresh permutation; processes take disjoint slices."""
+    global_batch = batch_size * world_size
+    per_epoch = max(1, num_items // global_batch)
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    start = position * global_batch + rank * batch_size
+    return order[start : start + batch_size]

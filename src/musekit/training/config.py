@@ -1,0 +1,71 @@
+"""Training recipes as typed, frozen configs (saved resolved in every run folder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from musekit.config import MASK_SCHEDULES, BaseConfig, ConfigError
+
+STAGES = ("tokenizer", "base", "sr")
+
+
+@dataclass(frozen=True)
+class TrainConfig(BaseConfig):
+    """One training run of one stage. Batch size is per process (``accelerate launch``/torchrun multiply it)."""
+
+    stage: str = "base"
+    model_preset: str = "shapes"  # preset of VQConfig / TransformerConfig / SuperResConfig for the stage
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # 0 disables EMA weights
+    seed: int = 0
+    # data: the shapes world
+    world_seed: int = 0
+    two_object_fraction: float = 0.4
+    image_size: int = 128  # final (super-resolution) image side; the base stage sees image_size // 2
+    num_examples: int = 50000  # examples pre-encoded to token shards (transformer stages)
+    # transformer objective
+    cond_dropout: float = 0.1
+    label_smoothing: float = 0.1
+    mask_schedule: str = "cosine"
+    # tokenizer objective
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    edge_weight: float = 0.0  # extra L1 weight on pixels near edges (where shapes live)
+    adversarial_weight: float = 0.0
+    adversarial_start: int = 0
+    restart_dead_every: int = 100
+    # bookkeeping
+    log_every: int = 25
+    sample_every: int = 500
+    checkpoint_every: int = 250
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f"TrainConfig: stage must be one of {STAGES}")
+        if self.mask_schedule not in MASK_SCHEDULES:
+            raise ConfigError(f"TrainConfig: mask_schedule must be one of {MASK_SCHEDULES}")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("TrainConfig: steps, batch_size and lr must be positive")
+        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.cond_dropout <= 1.0:
+            raise ConfigError("TrainConfig: ema_decay in [0, 1) and cond_dropout in [0, 1]")
+        if self.image_size % 2:
+            raise ConfigError("TrainConfig: image_size must be even")
+
+    @property
+    def base_image_size(self) -> int:
+        return self.image_size // 2
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Linear warm-up then cosine decay to 10% of the peak."""
+    import math
+
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
