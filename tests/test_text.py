@@ -71,7 +71,9 @@ def test_clip_adapter_penultimate_and_projection(tmp_path):
     assert out.hidden_states.shape == (1, 16, 16) and out.pooled.shape == (1, 8)
     ids, mask = encoder.tokenize(["a cat"])
     reference = encoder.model(input_ids=ids, output_hidden_states=True)
-    assert torch.allclose(out.hidden_states, reference.hidden_states[-2])
+    real = mask.bool()
+    assert torch.allclose(out.hidden_states[real], reference.hidden_states[-2][real], atol=1e-6)
+    assert (out.hidden_states[~real] == 0).all()
     assert torch.allclose(out.pooled, reference.text_embeds)
 
 
@@ -92,3 +94,13 @@ def test_missing_local_folders_are_clear_errors(tmp_path):
     for kind in ("clip", "t5", "minilm"):
         with pytest.raises(FileNotFoundError, match="not found"):
             build_text_encoder(TextEncoderConfig(kind=kind, path=str(tmp_path / "nope")))
+
+
+def test_encoding_up_to_the_longest_prompt_matches_full_padding(tiny_text_encoder):
+    prompts = ["a red circle", "a big blue square on a green background at the top"]
+    fast = tiny_text_encoder.encode(prompts)
+    ids, mask = tiny_text_encoder.tokenize(prompts)
+    hidden, _ = tiny_text_encoder._encode_tokens(ids, mask)
+    hidden = hidden * mask.unsqueeze(-1)
+    assert fast.hidden_states.shape == hidden.shape
+    assert torch.allclose(fast.hidden_states, hidden, atol=1e-5)

@@ -66,7 +66,7 @@ def test_training_step_reaches_every_parameter_and_straight_through():
 
 
 def test_usage_statistics_and_dead_code_restart():
-    vq = tiny_vq(dead_code_threshold=0.01)
+    vq = tiny_vq(dead_code_threshold=0.5)
     vq.train()
     out = vq(images(size=16))
     assert 1.0 <= out.quantizer.perplexity <= vq.config.codebook_size

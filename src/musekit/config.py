@@ -96,7 +96,7 @@ class VQConfig(BaseConfig):
     codebook_size: int = 1024
     l2_normalize_codes: bool = True  # cosine-similarity lookup (ViT-VQGAN), keeps codes alive
     commitment_beta: float = 0.25
-    dead_code_threshold: float = 1e-3  # codes whose EMA usage share falls below this are restarted in training
+    dead_code_threshold: float = 0.03  # restart codes whose EMA usage share is below this fraction of 1/K
     usage_decay: float = 0.99  # EMA decay of the per-code usage statistics
     norm_groups: int = 8
 

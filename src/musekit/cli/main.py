@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from musekit.cli import build, generate, train, train_checker
+from musekit.cli import build, evaluate, generate, train, train_checker
 from musekit.cli.common import ArgumentParser, CLIError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> ArgumentParser:
     train_checker.add_parser(sub)
     train.add_parsers(sub)
     build.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
 
 

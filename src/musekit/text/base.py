@@ -133,8 +133,19 @@ class TextEncoder(nn.Module):
         if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
             raise TypeError("prompts must be a string or a list of strings")
         input_ids, attention_mask = self.tokenize(list(prompts))
+        full_length = input_ids.shape[1]
+        if self.config.mask_padding:
+            # Run the encoder only up to the longest prompt (padding is masked, so the outputs are the same),
+            # then pad back to max_length so every batch has the same shape.
+            longest = max(int(attention_mask.sum(1).max()), 1)
+            input_ids, attention_mask = input_ids[:, :longest], attention_mask[:, :longest]
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         hidden, pooled = self._encode_tokens(input_ids, attention_mask)
+        if self.config.mask_padding:
+            hidden = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pad = full_length - hidden.shape[1]
+            hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
+            attention_mask = torch.nn.functional.pad(attention_mask, (0, pad))
         mask = attention_mask.bool() if self.config.mask_padding else torch.ones_like(attention_mask, dtype=torch.bool)
         return TextEmbeddings(hidden.float(), pooled.float(), mask)
 

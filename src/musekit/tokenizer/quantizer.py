@@ -46,7 +46,7 @@ class VectorQuantizer(nn.Module):
         beta: float = 0.25,
         l2_normalize: bool = True,
         usage_decay: float = 0.99,
-        dead_code_threshold: float = 1e-3,
+        dead_code_threshold: float = 0.03,
     ) -> None:
         super().__init__()
         self.codebook_size = codebook_size
@@ -105,7 +105,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self, latents: torch.Tensor, generator: torch.Generator | None = None) -> int:
-        """Re-initialise codes whose EMA usage share is below ``dead_code_threshold`` from random latents.
+        """Re-initialise codes whose EMA usage share is below ``dead_code_threshold / K`` from random latents.
 
         Args:
             latents: (B, D, h, w) recent encoder outputs to draw replacements from.
@@ -114,7 +114,7 @@ class VectorQuantizer(nn.Module):
         Returns:
             The number of codes restarted.
         """
-        dead = (self.code_usage < self.dead_code_threshold).nonzero().flatten()
+        dead = (self.code_usage < self.dead_code_threshold / self.codebook_size).nonzero().flatten()
         if dead.numel() == 0:
             return 0
         pool = latents.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)

@@ -1,0 +1,100 @@
+"""The shapes world, the checker and the evaluation harness."""
+
+import numpy as np
+import pytest
+import torch
+
+from musekit.config import CheckerConfig
+from musekit.data.renders import labels_of, render_examples
+from musekit.data.shapes import (
+    HELDOUT_PAIRS,
+    IGNORE,
+    PARAPHRASE_COLORS,
+    PARAPHRASE_SHAPES,
+    ShapesWorld,
+    render,
+    training_vocabulary,
+)
+from musekit.eval.checker import ShapeChecker, attribute_accuracy, checker_loss
+from musekit.eval.metrics import frechet_distance, psnr
+
+
+def test_deterministic_from_seed():
+    a, b = ShapesWorld(3).example("train", 17), ShapesWorld(3).example("train", 17)
+    assert a == b and a.caption == b.caption
+    assert np.array_equal(np.asarray(render(a.scene, 32)), np.asarray(render(b.scene, 32)))
+    assert ShapesWorld(4).example("train", 17) != a
+
+
+def test_train_never_contains_heldout_pairs_and_heldout_always_does():
+    world = ShapesWorld(0)
+    for ex in world.examples("train", 2000):
+        assert not {(o.color, o.shape) for o in ex.scene.objects} & HELDOUT_PAIRS
+    for ex in world.examples("heldout", 100) + world.examples("heldout2", 100):
+        first = ex.scene.objects[0]
+        assert (first.color, first.shape) in HELDOUT_PAIRS
+
+
+def test_canonical_captions():
+    world = ShapesWorld(0)
+    one = world.example("heldout", 0)
+    o = one.scene.objects[0]
+    assert one.caption.endswith(f"{o.color} {o.shape} " + ("in the center" if o.position == "center" else
+                                f"at the {o.position}") + f" on a {one.scene.background} background".replace(
+                                "a orange", "an orange"))  # fmt: skip
+    two = world.example("heldout2", 0)
+    assert f" {two.scene.relation} " in two.caption
+
+
+def test_paraphrases_use_only_unseen_words():
+    world = ShapesWorld(0)
+    vocabulary = training_vocabulary(world, 3000)
+    unseen = {w for words in (*PARAPHRASE_COLORS.values(), *PARAPHRASE_SHAPES.values()) for w in words}
+    assert not {w.split()[0] for w in unseen} & vocabulary
+    for ex in world.examples("paraphrase", 50):
+        o = ex.scene.objects[0]
+        assert o.color not in ex.caption.split() and o.shape not in ex.caption.split()
+
+
+def test_labels_and_renders():
+    world = ShapesWorld(0)
+    examples = world.examples("train", 20)
+    images = render_examples(examples, 32)
+    assert images.shape == (20, 3, 32, 32) and images.dtype == torch.uint8
+    labels = labels_of(examples)
+    two = labels["count"] == 1
+    assert ((labels["relation"] == IGNORE) == ~two).all() and ((labels["size"] == IGNORE) == two).all()
+
+
+def test_checker_learns_and_reports():
+    torch.manual_seed(0)
+    checker = ShapeChecker(CheckerConfig.preset("tiny"))
+    examples = ShapesWorld(0).examples("train", 16)
+    images = render_examples(examples, 32).float() / 255
+    labels = labels_of(examples)
+    loss = checker_loss(checker(images), labels)
+    loss.backward()
+    assert all(p.grad is not None for p in checker.parameters())
+    acc = attribute_accuracy(checker.predict(images), labels)
+    assert set(acc) >= {"color", "shape", "position", "background"} and all(0 <= v <= 1 for v in acc.values())
+    assert checker.embed(images).shape == (16, 16)
+
+
+def test_metrics():
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert psnr(x, x).item() == pytest.approx(100.0)
+    a = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 3) == pytest.approx(36.0, rel=1e-3)
+
+
+def test_eval_harness_on_tiny_components(tiny_pipe):
+    from musekit.eval.shapes_eval import EvalSettings, evaluate_shapes
+
+    torch.manual_seed(0)
+    checker = ShapeChecker(CheckerConfig.preset("tiny"))
+    report, grid = evaluate_shapes(tiny_pipe, checker, EvalSettings(num_prompts=4, batch_size=4), progress=False)
+    for split in ("heldout", "heldout2", "paraphrase"):
+        assert 0 <= report[split]["full_prompt"] <= 1
+    assert report["seconds_per_image"] > 0 and report["fsd"] >= 0
+    assert "psnr_final" in report["tokenizer"] and grid.shape[1:] == (3, 16, 16)
