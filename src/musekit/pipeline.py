@@ -24,7 +24,7 @@ from musekit.io.checkpoint import atomic_write_text, load_component, save_compon
 from musekit.io.images import tensor_to_numpy, tensor_to_pil
 from musekit.models.superres import SuperResTransformer
 from musekit.models.transformer import MaskedTransformer
-from musekit.sampling.guidance import GUIDANCE_SCHEDULES
+from musekit.sampling.options import SamplingOptions
 from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings, TextEncoder, build_text_encoder, load_text_encoder, save_text_encoder
 from musekit.tokenizer.vqgan import VQModel
@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
 MODEL_INDEX = "model_index.json"
-OUTPUT_TYPES = ("pil", "np", "pt", "ids")
 FORMAT_VERSION = 1
 
 
@@ -46,11 +45,14 @@ class ImageOutput:
             [0, 1] ("pt"), or None ("ids").
         ids: (B, h, w) int64 tokens of the final stage (super-resolution when present).
         base_ids: (B, h', w') int64 tokens of the base stage.
+        intermediates: for ``edit(..., return_intermediates=True)``, the images after each quarter of the
+            iterations (users may prefer an earlier one).
     """
 
     images: list[Image.Image] | np.ndarray | torch.Tensor | None
     ids: torch.Tensor
     base_ids: torch.Tensor | None = None
+    intermediates: list | None = None
 
 
 class MusePipeline:
@@ -245,15 +247,15 @@ class MusePipeline:
         prompts: list[str],
         negative_prompt: str | list[str] | None = None,
         num_images_per_prompt: int = 1,
-        guided: bool = True,
+        guidance_scale: float | None = None,
     ) -> TextEmbeddings:
         """Encode prompts for B = len(prompts) * num_images_per_prompt images.
 
-        Returns [unconditional-or-negative (B) ; conditional (B)] when ``guided``, else the conditional batch.
+        Returns [unconditional-or-negative (B) ; conditional (B)], the layout every stage takes.
         """
         cond = self.text_encoder.encode(prompts).repeat_interleave(num_images_per_prompt)
-        if not guided:
-            return cond
+        if negative_prompt is not None and guidance_scale == 1.0:
+            logger.warning("negative_prompt has no effect with guidance_scale=1")
         if negative_prompt is None:
             uncond = self.text_encoder.empty(len(cond))
         else:
@@ -300,27 +302,17 @@ class MusePipeline:
         Returns:
             ``ImageOutput(images, ids, base_ids)``, or the tuple ``(images, ids)`` when ``return_dict`` is False.
         """
-        prompts = self._check_prompts(prompt)
-        cfg = self.config
-        steps = num_inference_steps if num_inference_steps is not None else cfg.num_inference_steps
-        sr_steps = sr_inference_steps if sr_inference_steps is not None else cfg.sr_inference_steps
-        scale = guidance_scale if guidance_scale is not None else cfg.guidance_scale
-        sr_scale = sr_guidance_scale if sr_guidance_scale is not None else cfg.sr_guidance_scale
-        schedule = guidance_schedule or cfg.guidance_schedule
-        self._check_options(steps, sr_steps, scale, schedule, num_images_per_prompt, output_type)
-        if negative_prompt is not None and scale == 1.0:
-            logger.warning("negative_prompt has no effect with guidance_scale=1")
-
-        batch = len(prompts) * num_images_per_prompt
-        text = self.encode_prompt(prompts, negative_prompt, num_images_per_prompt, guided=True)
-        base_ids = self.generate_tokens(
-            self.transformer, text, batch, steps, scale, schedule, temperature, top_k, generator, None, "base"
-        )
+        prompts = self.check_prompts(prompt)
+        options = SamplingOptions.resolve(
+            self.config, num_inference_steps, sr_inference_steps, guidance_scale, sr_guidance_scale,
+            guidance_schedule, temperature, top_k, num_images_per_prompt, output_type,
+        )  # fmt: skip
+        text = self.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
+        batch = len(prompts) * options.num_images_per_prompt
+        base_ids = self.generate_tokens(self.transformer, text, batch, options, generator)
         ids = base_ids
         if self.superres is not None:
-            ids = self.generate_tokens(
-                self.superres, text, batch, sr_steps, sr_scale, schedule, temperature, top_k, generator, base_ids, "sr"
-            )
+            ids = self.generate_tokens(self.superres, text, batch, options, generator, cond_ids=base_ids)
         images = None if output_type == "ids" else self.decode(ids, output_type)
         if not return_dict:
             return images, ids
@@ -331,20 +323,22 @@ class MusePipeline:
         model: MaskedTransformer,
         text: TextEmbeddings,
         batch: int,
-        steps: int,
-        scale: float,
-        schedule: str,
-        temperature: float | tuple[float, float] | None,
-        top_k: int | None,
+        options: SamplingOptions,
         generator: torch.Generator | None,
         cond_ids: torch.Tensor | None = None,
-        stage: str = "base",
         start_ids: torch.Tensor | None = None,
+        num_steps: int | None = None,
     ) -> torch.Tensor:
-        """Decode one stage. ``text`` is [uncond ; cond] (2B); guidance 1 uses the conditional half only.
+        """Decode one stage (base, or super-resolution when ``cond_ids`` is given).
 
-        ``start_ids`` (B, h, w) with [MASK] where tokens are unknown; all-[MASK] when None.
+        Args:
+            text: [unconditional ; conditional] (2B) from ``encode_prompt``; guidance 1 uses the conditional half.
+            start_ids: (B, h, w) with [MASK] where tokens are unknown; all-[MASK] when None.
+            num_steps: decoding steps (default: the stage's steps in ``options``).
         """
+        is_sr = cond_ids is not None
+        steps = num_steps or (options.sr_inference_steps if is_sr else options.num_inference_steps)
+        scale = options.sr_guidance_scale if is_sr else options.guidance_scale
         grid = model.config.grid_size
         device = self.device
         if start_ids is None:
@@ -363,13 +357,64 @@ class MusePipeline:
             steps,
             self.scheduler_config,
             guidance_scale=scale,
-            guidance_schedule=schedule,
-            temperature=temperature,
-            top_k=top_k,
+            guidance_schedule=options.guidance_schedule,
+            temperature=options.temperature,
+            top_k=options.top_k,
             generator=generator,
             progress=self.progress_bar,
-            description=stage,
+            description="sr" if is_sr else "base",
         )
+
+    # --- editing (musekit.editing) -------------------------------------------------------------------------
+    def inpaint(self, image, mask, prompt, **kwargs) -> ImageOutput | tuple:
+        """Repaint the masked region of ``image`` to match ``prompt``.
+
+        The mask is a grayscale image (or tensor) of the image's size: **white pixels are repainted, black pixels
+        are kept**. Any token the white area touches is re-generated, the base tokens first and then the
+        super-resolution tokens conditioned on them (Muse 3.3.1); the result is composited into the original with a
+        feathered mask, so pixels outside the mask are unchanged.
+
+        Args:
+            image: PIL image or (3, H, W) tensor in [0, 1]; another size than the model's is resized (with a warning).
+            mask: PIL "L"/"1" image or tensor, same size as ``image``.
+            prompt: what to paint there.
+            feather_radius: width in pixels of the blend inside the mask edge (default 2).
+            **kwargs: ``negative_prompt``, ``generator``, ``return_dict`` and the sampling options of ``__call__``.
+        """
+        from musekit.editing.inpaint import inpaint
+
+        return inpaint(self, image, mask, prompt, **kwargs)
+
+    def outpaint(self, image, prompt, pad: tuple[int, int, int, int], **kwargs) -> ImageOutput | tuple:
+        """Extend ``image`` by ``pad`` = (left, top, right, bottom) pixels: inpainting on an enlarged canvas.
+
+        The result has the enlarged size; the original pixels are unchanged.
+        """
+        from musekit.editing.inpaint import outpaint
+
+        return outpaint(self, image, prompt, pad, **kwargs)
+
+    def edit(self, image, prompt, **kwargs) -> ImageOutput | tuple:
+        """Mask-free editing: tokenize, then re-mask and resample a random subset of tokens under ``prompt``.
+
+        Muse 3.3.2 defaults: ``iterations=100``, ``remask_fraction=0.08``, ``guidance_scale=4``, ``top_k=3``.
+        With ``source_prompt`` (the prompt that describes ``image``), the edit is confined to the tokens that the
+        words differing between the two prompts attend to: editing with no mask and nothing else touched.
+        ``return_intermediates=True`` adds the images after each quarter of the iterations.
+        """
+        from musekit.editing.maskfree import edit
+
+        return edit(self, image, prompt, **kwargs)
+
+    def img2img(self, image, prompt, strength: float = 0.5, **kwargs) -> ImageOutput | tuple:
+        """Re-generate a share of the image's tokens under ``prompt``.
+
+        ``strength`` 0 returns the input unchanged; 1 masks every token and regenerates fully (aMUSEd's
+        img2img masks almost nothing at 1.0). In between, gamma(1 - strength) of the tokens are masked.
+        """
+        from musekit.editing.img2img import img2img
+
+        return img2img(self, image, prompt, strength, **kwargs)
 
     def decode(self, ids: torch.Tensor, output_type: str = "pt") -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Tokens (B, h, w) of the final stage -> images in the requested ``output_type``."""
@@ -382,7 +427,7 @@ class MusePipeline:
         return tensor_to_pil(images)
 
     @staticmethod
-    def _check_prompts(prompt: str | list[str]) -> list[str]:
+    def check_prompts(prompt: str | list[str]) -> list[str]:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list | tuple) or not prompts:
             raise TypeError("prompt must be a non-empty string or a non-empty list of strings")
@@ -392,16 +437,3 @@ class MusePipeline:
                     "prompt is empty: describe the image you want, e.g. 'a red circle on a blue background'"
                 )
         return list(prompts)
-
-    @staticmethod
-    def _check_options(steps, sr_steps, scale, schedule, num_images, output_type) -> None:
-        if steps < 1 or sr_steps < 1:
-            raise ValueError(f"inference steps must be >= 1 (got {steps} and {sr_steps})")
-        if scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {scale}")
-        if schedule not in GUIDANCE_SCHEDULES:
-            raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}")
-        if num_images < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")

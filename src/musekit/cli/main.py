@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from musekit.cli import build, evaluate, generate, train, train_checker
+from musekit.cli import build, edit, evaluate, generate, train, train_checker
 from musekit.cli.common import ArgumentParser, CLIError
 
 
@@ -17,6 +17,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     generate.add_parser(sub)
+    edit.add_parsers(sub)
     train_checker.add_parser(sub)
     train.add_parsers(sub)
     build.add_parser(sub)

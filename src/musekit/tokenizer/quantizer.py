@@ -57,8 +57,9 @@ class VectorQuantizer(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         self.embedding = nn.Embedding(codebook_size, dim)
         nn.init.normal_(self.embedding.weight, std=1.0 if l2_normalize else 1.0 / codebook_size)
-        # EMA share of assignments per code; not a learned parameter, but saved so training can resume.
-        self.register_buffer("code_usage", torch.full((codebook_size,), 1.0 / codebook_size))
+        # EMA share of assignments per code; not a learned parameter, but saved so training can resume. It starts
+        # at zero so that the first restart revives every code the initial encoder never picks.
+        self.register_buffer("code_usage", torch.zeros(codebook_size))
 
     def codebook(self) -> torch.Tensor:
         """(K, D) code vectors as used for lookup."""

@@ -1,0 +1,108 @@
+"""Editing commands: `musekit inpaint`, `outpaint`, `edit`, `img2img` (same style as `generate`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from musekit.cli.common import CLIError, check_output_path, load_pipeline, non_negative_float, positive_int
+
+
+def read_image(path: str, what: str = "image"):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            return handle.copy()
+    except FileNotFoundError:
+        raise CLIError(f"{what} not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise CLIError(f"cannot read {what} {path}: {err}") from None
+
+
+def parse_pad(text: str) -> tuple[int, int, int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected L,T,R,B pixel counts, got {text!r}") from None
+    if len(values) != 4 or min(values) < 0 or sum(values) == 0:
+        raise argparse.ArgumentTypeError(f"expected four non-negative pixel counts L,T,R,B (not all 0), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def strength(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"strength must be in [0, 1], got {value}")
+    return value
+
+
+def _common(p, default_out: str) -> None:
+    p.add_argument("image", help="input image file")
+    p.add_argument("prompt", help="what the result should show")
+    p.add_argument("--negative", default=None, metavar="TEXT")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--sr-steps", type=positive_int, default=None)
+    p.add_argument("--guidance", type=non_negative_float, default=None)
+    p.add_argument("--model", default=None, metavar="DIR")
+    p.add_argument("--out", default=default_out, metavar="PATH")
+    p.add_argument("--quiet", action="store_true")
+
+
+def add_parsers(subparsers) -> None:
+    p = subparsers.add_parser("inpaint", help="repaint the white area of a mask", description=__doc__)
+    _common(p, "outputs/inpaint.png")
+    p.add_argument("--mask", required=True, metavar="MASK", help="grayscale mask of the image's size: white = repaint")
+    p.set_defaults(func=run, op="inpaint")
+    p = subparsers.add_parser("outpaint", help="extend an image beyond its borders", description=__doc__)
+    _common(p, "outputs/outpaint.png")
+    p.add_argument("--pad", type=parse_pad, required=True, metavar="L,T,R,B", help="pixels to add on each side")
+    p.set_defaults(func=run, op="outpaint")
+    p = subparsers.add_parser("edit", help="mask-free edit toward a new prompt", description=__doc__)
+    _common(p, "outputs/edit.png")
+    p.add_argument("--source-prompt", default=None, metavar="TEXT", help="describes the input: confines the edit")
+    p.add_argument("--iterations", type=positive_int, default=100)
+    p.set_defaults(func=run, op="edit")
+    p = subparsers.add_parser("img2img", help="re-generate part of an image's tokens", description=__doc__)
+    _common(p, "outputs/img2img.png")
+    p.add_argument("--strength", type=strength, required=True, help="0 keeps the image, 1 regenerates it fully")
+    p.set_defaults(func=run, op="img2img")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from musekit.io.images import make_grid, save_image
+
+    if not args.prompt.strip():
+        raise CLIError("prompt is empty: describe the result you want")
+    out = check_output_path(args.out)
+    image = read_image(args.image)
+    mask = read_image(args.mask, "mask") if args.op == "inpaint" else None
+    pipe = load_pipeline(args.model)
+    pipe.progress_bar = not args.quiet
+    if image.size != (pipe.image_size, pipe.image_size):
+        print(f"musekit: note: the {image.width}x{image.height} input is processed at {pipe.image_size}px")
+    common = dict(
+        negative_prompt=args.negative, generator=torch.Generator().manual_seed(args.seed),
+        num_inference_steps=args.steps, sr_inference_steps=args.sr_steps,
+    )  # fmt: skip
+    image = image.convert("RGB")
+    start = time.perf_counter()
+    if args.op == "inpaint":
+        result = pipe.inpaint(image, mask, args.prompt, guidance_scale=args.guidance, **common)
+    elif args.op == "outpaint":
+        result = pipe.outpaint(image, args.prompt, pad=args.pad, guidance_scale=args.guidance, **common)
+    elif args.op == "edit":
+        extra = {} if args.guidance is None else {"guidance_scale": args.guidance}
+        result = pipe.edit(image, args.prompt, iterations=args.iterations, source_prompt=args.source_prompt,
+                           **extra, **common)  # fmt: skip
+    else:
+        result = pipe.img2img(image, args.prompt, strength=args.strength, guidance_scale=args.guidance, **common)
+    picture = result.images[0] if len(result.images) == 1 else make_grid(result.images)
+    save_image(picture, out)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {out} ({picture.width}x{picture.height}, {elapsed:.2f} s)")
+    return 0

@@ -1,0 +1,153 @@
+"""Mask-free editing (Muse 3.3.2): repeatedly re-mask a random subset of tokens and resample under the new prompt.
+
+With ``source_prompt`` the edit is confined to a region found with no mask drawn: the cross-attention maps of the
+words that differ between the source and target prompts pick the tokens the edit is about; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from musekit.editing.img2img import random_mask
+from musekit.editing.inpaint import encode_stages, finish
+from musekit.editing.masks import feathered_alpha, fit_to_model, image_to_tensor
+from musekit.models.attention_maps import cross_attention_maps, word_map
+from musekit.sampling.options import SamplingOptions
+from musekit.sampling.sampler import decode_tokens
+from musekit.text import TextEmbeddings
+
+if TYPE_CHECKING:
+    from musekit.pipeline import ImageOutput, MusePipeline
+
+
+def differing_positions(tokenizer, source: str, target: str) -> tuple[list[int], list[int]]:
+    """Token positions (in each prompt's encoding) of the words that differ between the two prompts."""
+    src = tokenizer(source)["input_ids"]
+    tgt = tokenizer(target)["input_ids"]
+    src_pos, tgt_pos = [], []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=src, b=tgt, autojunk=False).get_opcodes():
+        if tag != "equal":
+            src_pos.extend(range(i1, i2))
+            tgt_pos.extend(range(j1, j2))
+    return src_pos, tgt_pos
+
+
+@torch.no_grad()
+def edit_region(
+    pipe: MusePipeline,
+    base_ids: torch.Tensor,
+    source_prompt: str,
+    prompt: str,
+    threshold: float = 0.5,
+    dilation: int = 1,
+) -> torch.Tensor:
+    """(B, h, w) bool: base tokens the changed words attend to (normalised map >= threshold, dilated)."""
+    src_pos, tgt_pos = differing_positions(pipe.text_encoder.tokenizer, source_prompt, prompt)
+    if not src_pos and not tgt_pos:
+        raise ValueError("source_prompt and prompt are identical: there is no changed word to locate")
+    model = pipe.transformer
+    grid = model.config.grid_size
+    batch = base_ids.shape[0]
+    maps = []
+    for text, positions in ((source_prompt, src_pos), (prompt, tgt_pos)):
+        limit = pipe.text_encoder.config.max_length
+        positions = [p for p in positions if p < limit]
+        if positions:
+            cache = model.precompute(pipe.text_encoder.encode([text]).expand(batch).to(pipe.device))
+            maps.append(word_map(cross_attention_maps(model, base_ids, cache), positions, grid))
+    combined = torch.stack(maps).amax(0)
+    region = (combined >= threshold).float().unsqueeze(1)
+    if dilation > 0:
+        region = F.max_pool2d(region, 2 * dilation + 1, stride=1, padding=dilation)
+    return region[:, 0] > 0
+
+
+def stage_cache(pipe: MusePipeline, model, text: TextEmbeddings, batch: int, scale: float, cond_ids=None):
+    if scale == 1.0:
+        text = TextEmbeddings(*(t[batch:] for t in (text.hidden_states, text.pooled, text.attention_mask)))
+    elif cond_ids is not None:
+        cond_ids = torch.cat([cond_ids, cond_ids])
+    return model.precompute(text.to(pipe.device), cond_ids)
+
+
+def edit(
+    pipe: MusePipeline,
+    image: Image.Image | torch.Tensor,
+    prompt: str | list[str],
+    iterations: int = 100,
+    remask_fraction: float = 0.08,
+    guidance_scale: float = 4.0,
+    top_k: int | None = 3,
+    return_intermediates: bool = False,
+    source_prompt: str | None = None,
+    negative_prompt=None,
+    generator: torch.Generator | None = None,
+    return_dict: bool = True,
+    intermediate_every: int | None = None,
+    region_threshold: float = 0.5,
+    region_dilation: int = 1,
+    **sampling,
+) -> ImageOutput | tuple:
+    """See ``MusePipeline.edit``."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not 0.0 < remask_fraction <= 1.0:
+        raise ValueError(f"remask_fraction must be in (0, 1], got {remask_fraction}")
+    prompts = pipe.check_prompts(prompt)
+    if source_prompt is not None and len(prompts) != 1:
+        raise ValueError("source_prompt editing takes a single prompt")
+    options = SamplingOptions.resolve(pipe.config, guidance_scale=guidance_scale, top_k=top_k, **sampling)
+    repeat = len(prompts) * options.num_images_per_prompt
+    original = image_to_tensor(image).to(pipe.device)
+    model_image = fit_to_model(original, pipe.image_size).expand(repeat, -1, -1, -1)
+    base_ids, high_ids = encode_stages(pipe, model_image)
+    region = None
+    if source_prompt is not None:
+        region = edit_region(pipe, base_ids, source_prompt, prompts[0], region_threshold, region_dilation)
+    text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
+    model = pipe.transformer
+    cfg = model.config
+    cache = stage_cache(pipe, model, text, repeat, options.guidance_scale)
+    per_iteration = max(1, round(remask_fraction * cfg.seq_len))
+    every = intermediate_every or max(1, iterations // 4)
+    ids, snapshots = base_ids.clone(), []
+    for step in range(iterations):
+        chosen = random_mask(tuple(ids.shape), per_iteration, generator, ids.device)
+        if region is not None:  # confine the random subset to the region (all of it when it is small)
+            scores = torch.rand(ids.shape, generator=generator).to(ids.device).masked_fill(~region, 2.0)
+            ranks = scores.flatten(1).argsort(1).argsort(1).view(ids.shape)
+            chosen = region & (ranks < per_iteration)
+        start = ids.masked_fill(chosen, cfg.mask_token_id)
+        ids = decode_tokens(model, cache, start, 1, pipe.scheduler_config, options.guidance_scale,
+                            top_k=options.top_k, generator=generator)  # fmt: skip
+        if return_intermediates and (step + 1) % every == 0:
+            snapshots.append(ids.clone())
+    finals = []
+    for base in snapshots if return_intermediates else [ids]:
+        finals.append(super_resolve(pipe, base, high_ids, region, text, repeat, options, generator))
+    alpha = None
+    if region is not None:
+        pixel_region = F.interpolate(region.float().unsqueeze(1), size=original.shape[-2:], mode="nearest") > 0
+        alpha = feathered_alpha(pixel_region, 2)
+    original = original.expand(repeat, -1, -1, -1)
+    intermediates = None
+    if return_intermediates:
+        intermediates = [finish(pipe, f, b, original, alpha, options, True).images for f, b in zip(finals, snapshots)]
+    return finish(pipe, finals[-1], ids, original, alpha, options, return_dict, intermediates=intermediates)
+
+
+def super_resolve(pipe, base_ids, high_ids, region, text, batch, options, generator) -> torch.Tensor:
+    """SR under the edit prompt: everything (random variant) or only the region's tokens (region variant)."""
+    if pipe.superres is None:
+        return base_ids
+    start = None
+    if region is not None:
+        grid = pipe.superres.config.grid_size
+        high_region = F.interpolate(region.float().unsqueeze(1), size=(grid, grid), mode="nearest")[:, 0] > 0
+        start = high_ids.masked_fill(high_region, pipe.superres.config.mask_token_id)
+    return pipe.generate_tokens(pipe.superres, text, batch, options, generator, cond_ids=base_ids, start_ids=start)

@@ -1,0 +1,68 @@
+"""The sampling options shared by text-to-image and every editing method, resolved against pipeline defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from musekit.config import PipelineConfig
+from musekit.sampling.guidance import GUIDANCE_SCHEDULES
+
+OUTPUT_TYPES = ("pil", "np", "pt", "ids")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    num_inference_steps: int
+    sr_inference_steps: int
+    guidance_scale: float
+    sr_guidance_scale: float
+    guidance_schedule: str
+    temperature: float | tuple[float, float] | None
+    top_k: int | None
+    num_images_per_prompt: int
+    output_type: str
+
+    @classmethod
+    def resolve(
+        cls,
+        config: PipelineConfig,
+        num_inference_steps: int | None = None,
+        sr_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        sr_guidance_scale: float | None = None,
+        guidance_schedule: str | None = None,
+        temperature: float | tuple[float, float] | None = None,
+        top_k: int | None = None,
+        num_images_per_prompt: int = 1,
+        output_type: str = "pil",
+    ) -> SamplingOptions:
+        """Fill unset options from ``config`` and validate everything (ValueError with what to do)."""
+        options = cls(
+            num_inference_steps if num_inference_steps is not None else config.num_inference_steps,
+            sr_inference_steps if sr_inference_steps is not None else config.sr_inference_steps,
+            guidance_scale if guidance_scale is not None else config.guidance_scale,
+            sr_guidance_scale if sr_guidance_scale is not None else config.sr_guidance_scale,
+            guidance_schedule or config.guidance_schedule,
+            temperature,
+            top_k,
+            num_images_per_prompt,
+            output_type,
+        )
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        if self.num_inference_steps < 1 or self.sr_inference_steps < 1:
+            raise ValueError(
+                f"inference steps must be >= 1 (got {self.num_inference_steps}, {self.sr_inference_steps})"
+            )
+        if self.guidance_scale < 0 or self.sr_guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.guidance_schedule not in GUIDANCE_SCHEDULES:
+            raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {self.guidance_schedule!r}")
+        if self.num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {self.num_images_per_prompt}")
+        if self.output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")

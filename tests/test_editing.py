@@ -1,0 +1,196 @@
+"""Editing: locked tokens, mask polarity, exact composites, strength edges, the text-only region, the CLI."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from musekit.editing.inpaint import encode_stages
+from musekit.editing.maskfree import differing_positions, edit_region
+from musekit.editing.masks import feathered_alpha, token_mask
+
+from .conftest import seeded
+
+PROMPT = "a small red circle at the top left on a blue background"
+
+
+def scene(size=16) -> torch.Tensor:
+    return torch.rand(1, 3, size, size, generator=seeded(7))
+
+
+def quadrant_mask(size=16) -> torch.Tensor:
+    mask = torch.zeros(1, 1, size, size, dtype=torch.bool)
+    mask[..., : size // 2, : size // 2] = True  # white (repaint) = top-left quadrant
+    return mask
+
+
+def test_token_mask_polarity_and_touching_tokens():
+    mask = quadrant_mask(16)
+    tokens = token_mask(mask, 4)
+    assert tokens[0, :2, :2].all() and not tokens[0, 2:].any() and not tokens[0, :, 2:].any()
+    one_pixel = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    one_pixel[..., 5, 5] = True
+    assert token_mask(one_pixel, 4).sum() == 1  # any token the mask touches
+
+
+def test_feathered_alpha_is_zero_outside_and_one_deep_inside():
+    mask = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    mask[..., 4:28, 4:28] = True
+    alpha = feathered_alpha(mask, 3)
+    assert (alpha[~mask] == 0).all() and alpha[..., 16, 16] == 1 and 0 < alpha[..., 4, 16] < 1
+
+
+def test_inpaint_locks_tokens_and_keeps_pixels_outside_the_mask(tiny_pipe):
+    image, mask = scene(), quadrant_mask()
+    out = tiny_pipe.inpaint(image, mask, PROMPT, generator=seeded(0), output_type="pt")
+    base_ids, high_ids = encode_stages(tiny_pipe, image)
+    base_keep = ~token_mask(mask, tiny_pipe.transformer.config.grid_size)
+    high_keep = ~token_mask(mask, tiny_pipe.superres.config.grid_size)
+    assert torch.equal(out.base_ids[base_keep], base_ids[base_keep])
+    assert torch.equal(out.ids[high_keep], high_ids[high_keep])
+    keep = ~mask.expand(1, 3, -1, -1)
+    assert torch.equal(out.images[keep], image[keep])
+    assert not torch.equal(out.images, image)
+
+
+def test_inpaint_input_checks(tiny_pipe):
+    image = Image.new("RGB", (16, 16))
+    with pytest.raises(ValueError, match="size"):
+        tiny_pipe.inpaint(image, Image.new("L", (8, 8)), PROMPT)
+    with pytest.raises(ValueError, match="mode"):
+        tiny_pipe.inpaint(image, Image.new("RGBA", (16, 16)), PROMPT)
+    with pytest.raises(ValueError, match="empty"):
+        tiny_pipe.inpaint(image, Image.new("L", (16, 16), 0), PROMPT)
+
+
+def test_other_image_sizes_are_resized_and_composited_at_their_size(tiny_pipe):
+    image = torch.rand(1, 3, 24, 24, generator=seeded(1))
+    mask = quadrant_mask(24)
+    out = tiny_pipe.inpaint(image, mask, PROMPT, generator=seeded(0), output_type="pt")
+    assert out.images.shape == (1, 3, 24, 24)
+    keep = ~mask.expand(1, 3, -1, -1)
+    assert torch.equal(out.images[keep], image[keep])
+
+
+def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe):
+    image = scene()
+    out = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 4, 0), generator=seeded(0), output_type="pt")
+    assert out.images.shape == (1, 3, 16, 20)
+    assert torch.equal(out.images[..., :, :16], image)
+    with pytest.raises(ValueError, match="pad"):
+        tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 0, 0))
+
+
+def test_img2img_strength_edges(tiny_pipe, monkeypatch):
+    image = scene()
+    base_ids, high_ids = encode_stages(tiny_pipe, image)
+    zero = tiny_pipe.img2img(image, PROMPT, strength=0.0, generator=seeded(0), output_type="pt")
+    assert torch.equal(zero.base_ids, base_ids) and torch.equal(zero.ids, high_ids)
+    assert torch.equal(zero.images, image)
+    starts = []
+    original = tiny_pipe.generate_tokens
+    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: starts.append(a[6]) or original(*a, **k))
+    tiny_pipe.img2img(image, PROMPT, strength=1.0, generator=seeded(0), output_type="ids")
+    mask_id = tiny_pipe.transformer.config.mask_token_id
+    assert all((s == mask_id).all() for s in starts) and len(starts) == 2  # 1.0 regenerates everything
+    starts.clear()
+    tiny_pipe.img2img(image, PROMPT, strength=0.5, generator=seeded(0), output_type="ids")
+    masked = (starts[0] == mask_id).float().mean().item()
+    assert 0 < masked < 1
+    with pytest.raises(ValueError, match="strength"):
+        tiny_pipe.img2img(image, PROMPT, strength=1.5)
+
+
+def test_mask_free_edit_and_intermediates(tiny_pipe):
+    image = scene()
+    out = tiny_pipe.edit(image, "a blue circle", iterations=8, generator=seeded(0), return_intermediates=True,
+                         output_type="pt")  # fmt: skip
+    assert out.images.shape == (1, 3, 16, 16) and len(out.intermediates) == 4
+    base_ids, _ = encode_stages(tiny_pipe, image)
+    assert not torch.equal(out.base_ids, base_ids)
+
+
+def test_differing_words_are_found(tiny_pipe):
+    tokenizer = tiny_pipe.text_encoder.tokenizer
+    src, tgt = differing_positions(
+        tokenizer, "a red circle on a blue background", "a green circle on a blue background"
+    )
+    assert len(src) == 1 and len(tgt) == 1
+    assert tokenizer.convert_ids_to_tokens(tokenizer("a red circle")["input_ids"])[src[0]] == "red"
+
+
+def test_region_edit_changes_nothing_outside_the_region(tiny_pipe):
+    image = scene()
+    source, target = "a red circle on a blue background", "a green circle on a blue background"
+    strict = dict(region_threshold=0.99, region_dilation=0)  # a 4x4 grid: keep the region small
+    out = tiny_pipe.edit(image, target, source_prompt=source, iterations=6, generator=seeded(0), output_type="pt",
+                         **strict)  # fmt: skip
+    base_ids, _ = encode_stages(tiny_pipe, image)
+    region = edit_region(tiny_pipe, base_ids, source, target, 0.99, 0)
+    assert region.any() and not region.all()
+    assert torch.equal(out.base_ids[~region], base_ids[~region])
+    pixel_region = torch.nn.functional.interpolate(region.float().unsqueeze(1), size=(16, 16)) > 0
+    keep = ~pixel_region.expand(1, 3, -1, -1)
+    assert torch.equal(out.images[keep], image[keep])
+    with pytest.raises(ValueError, match="identical"):
+        tiny_pipe.edit(image, source, source_prompt=source, iterations=1)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def musekit(*args):
+    return subprocess.run([sys.executable, "-m", "musekit", *args], capture_output=True, text=True, env=ENV,
+                          timeout=180)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("edit_files")
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(folder / "img.png")
+    mask = Image.new("L", (16, 16), 0)
+    mask.paste(255, (0, 0, 8, 8))
+    mask.save(folder / "mask.png")
+    Image.new("L", (8, 8), 255).save(folder / "small_mask.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inpaint", "{f}/img.png", "a blue star", "--mask", "{f}/mask.png"],
+        ["outpaint", "{f}/img.png", "a blue star", "--pad", "0,0,4,0"],
+        ["edit", "{f}/img.png", "a green circle", "--iterations", "3", "--source-prompt", "a red circle"],
+        ["img2img", "{f}/img.png", "a blue star", "--strength", "0.6"],
+    ],
+)
+def test_edit_commands_write_images(args, files, tiny_model_dir, tmp_path):
+    out = tmp_path / "out.png"
+    result = musekit(*[a.format(f=files) for a in args], "--model", str(tiny_model_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and str(out) in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["inpaint", "{f}/missing.png", "x", "--mask", "{f}/mask.png"], "not found"),
+        (["inpaint", "{f}/broken.png", "x", "--mask", "{f}/mask.png"], "cannot read"),
+        (["inpaint", "{f}/img.png", "x", "--mask", "{f}/small_mask.png"], "differs from the image size"),
+        (["inpaint", "{f}/img.png", "x", "--mask", "{f}/img.png"], "grayscale"),
+        (["outpaint", "{f}/img.png", "x", "--pad", "1,2"], "L,T,R,B"),
+        (["img2img", "{f}/img.png", "x", "--strength", "2"], "strength"),
+        (["edit", "{f}/img.png", "x", "--iterations", "0"], "positive integer"),
+    ],
+)
+def test_edit_commands_reject_bad_input_in_one_line(args, needle, files, tiny_model_dir, tmp_path):
+    result = musekit(
+        *[a.format(f=files) for a in args], "--model", str(tiny_model_dir), "--out", str(tmp_path / "o.png")
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
