@@ -93,6 +93,15 @@ class TextEncoder(nn.Module):
         """(B, T) ids and mask -> (hidden_states (B, T, D), pooled (B, D_pooled))."""
         raise NotImplementedError
 
+    def _encode_embeds(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like ``_encode_tokens`` but from input embeddings (lets personalization learn a new word)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support learned concept tokens yet")
+
+    def input_embeddings(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
     # --- shared ----------------------------------------------------------------------------------------------
     def freeze(self) -> TextEncoder:
         self.requires_grad_(False)

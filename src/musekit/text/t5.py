@@ -30,7 +30,14 @@ class T5TextEncoder(TextEncoder):
     def _encode_tokens(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return self._outputs(self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True),
+                             attention_mask)  # fmt: skip
+
+    def _encode_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor):
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
+        return self._outputs(out, attention_mask)
+
+    def _outputs(self, out, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.config.hidden_layer
         hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
         return hidden, masked_mean(out.last_hidden_state, attention_mask)

@@ -1,0 +1,134 @@
+"""Use concepts at inference: encode prompts with concept tokens, install the edits, compute the K/V cache once.
+
+The edits are installed only while each stage's cross-attention keys and values are computed (once per call), so
+a decoding step costs the same with or without concepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from musekit.models.layers import ContextCache
+from musekit.models.transformer import MaskedTransformer
+from musekit.personalize.concept import Concept
+from musekit.personalize.rank_one import ConceptTarget, RankOneEdit
+from musekit.personalize.tokens import (
+    collapse_superclass,
+    encode_with_concepts,
+    register_token,
+    substitute,
+    superclass_ids,
+)
+from musekit.text.base import TextEmbeddings
+
+KEY_LOCKING = ("local", "global")
+
+
+@contextmanager
+def installed_edits(
+    model: MaskedTransformer, c_inv: torch.Tensor, keys: list[list[ConceptTarget]], values: list[list[ConceptTarget]],
+    exact: bool = True,
+) -> Iterator[None]:  # fmt: skip
+    """Wrap every cross-attention's ``to_k``/``to_v`` with ``RankOneEdit``; restore the originals on exit."""
+    saved = []
+    try:
+        for attn, key_targets, value_targets in zip(model.cross_attentions, keys, values):
+            saved.append((attn, attn.to_k, attn.to_v))
+            attn.to_k = RankOneEdit(attn.to_k, c_inv, key_targets, exact)
+            attn.to_v = RankOneEdit(attn.to_v, c_inv, value_targets, exact)
+        yield
+    finally:
+        for attn, to_k, to_v in saved:
+            attn.to_k, attn.to_v = to_k, to_v
+
+
+@dataclass
+class ConceptPrompts:
+    """The encodings one call needs: the concept prompts, and the superclass prompts (for key-locking)."""
+
+    text: TextEmbeddings  # (B, T, D) prompts with concept tokens
+    super_text: TextEmbeddings  # (B, T, D) superclass prompts, aligned to the concept prompts' positions
+    positions: dict[str, torch.Tensor]  # token -> (B, T) bool, where the concept token is
+
+
+def encode_concept_prompts(encoder, prompts: list[str], concepts: list[Concept]) -> ConceptPrompts:
+    embeddings = {register_token(encoder, c.token): c.embedding for c in concepts}
+    text, ids = encode_with_concepts(encoder, prompts, embeddings)
+    super_prompts = prompts
+    for c in concepts:
+        super_prompts = substitute(super_prompts, c.token, c.superclass)
+    super_text = encoder.encode(super_prompts)
+    super_ids, _ = encoder.tokenize(super_prompts)
+    for c in concepts:
+        super_text = collapse_superclass(super_text, super_ids, ids, register_token(encoder, c.token),
+                                         superclass_ids(encoder, c.superclass))  # fmt: skip
+        super_ids = _collapse_ids(
+            super_ids, ids, register_token(encoder, c.token), superclass_ids(encoder, c.superclass)
+        )
+    positions = {c.token: ids == register_token(encoder, c.token) for c in concepts}
+    return ConceptPrompts(text, super_text, positions)
+
+
+def _collapse_ids(super_ids, concept_ids, token_id, pieces):
+    if len(pieces) == 1:
+        return super_ids
+    return torch.where(concept_ids == token_id, torch.full_like(concept_ids, pieces[0]), concept_ids)
+
+
+def local_key_targets(
+    model: MaskedTransformer, super_text: TextEmbeddings, positions: torch.Tensor, batch_rows: int
+) -> list[torch.Tensor]:
+    """Per layer, (rows, d) o*_K = W_K e_super, e_super = the superclass word's encoding in the same prompt.
+
+    ``positions`` (B, T) marks the concept token in the B conditional rows; rows without it (and the ``batch_rows
+    - B`` unconditional rows, which come first) get zeros: their gate is ~0 anyway.
+    """
+    context, _ = model.project_text(super_text)  # (B, T, d)
+    weights = positions.float().unsqueeze(-1)
+    e_super = (context * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, d)
+    e_super = torch.cat([torch.zeros(batch_rows - e_super.shape[0], e_super.shape[1]), e_super])
+    return [e_super @ attn.to_k.weight.t() for attn in model.cross_attentions]
+
+
+def concept_cache(
+    model: MaskedTransformer,
+    stage: str,
+    text: TextEmbeddings,
+    prompts: ConceptPrompts,
+    concepts: list[Concept],
+    c_inv: torch.Tensor,
+    beta: float,
+    tau: float,
+    key_locking: str,
+    cond_ids: torch.Tensor | None = None,
+    exact: bool = True,
+) -> ContextCache:
+    """The stage's K/V cache for ``text`` = [unconditional (B) ; concept prompts (B)] with the concept edits."""
+    if key_locking not in KEY_LOCKING:
+        raise ValueError(f"key_locking must be one of {KEY_LOCKING}, got {key_locking!r}")
+    rows = len(text)
+    layers = len(model.cross_attentions)
+    keys: list[list[ConceptTarget]] = [[] for _ in range(layers)]
+    values: list[list[ConceptTarget]] = [[] for _ in range(layers)]
+    for concept in concepts:
+        if stage not in concept.target_inputs:
+            raise ValueError(f"concept {concept.token} has no edit for the {stage} stage")
+        i_star = concept.target_inputs[stage]
+        if concept.variant == "trained-k":
+            key_out = [concept.key_outputs[stage][layer] for layer in range(layers)]
+        else:
+            key_out = local_key_targets(model, prompts.super_text, prompts.positions[concept.token], rows)
+        for layer in range(layers):
+            keys[layer].append(ConceptTarget(i_star, key_out[layer], beta, tau))
+            values[layer].append(ConceptTarget(i_star, concept.value_outputs[stage][layer], beta, tau))
+    key_text = None
+    if key_locking == "global":
+        uncond = TextEmbeddings(*(t[: rows - len(prompts.super_text)] for t in
+                                  (text.hidden_states, text.pooled, text.attention_mask)))  # fmt: skip
+        key_text = TextEmbeddings.cat([uncond, prompts.super_text])
+    with installed_edits(model, c_inv, keys, values, exact):
+        return model.precompute(text, cond_ids, key_text=key_text)

@@ -1,0 +1,107 @@
+"""The concept file: a few KB of safetensors with everything a concept needs, tied to its base model.
+
+Tensors: ``embedding`` (d_text,); per transformer stage ``{stage}.target_input`` (d,) and ``{stage}.value_outputs``
+(layers, d); for the trained-K variant also ``{stage}.key_outputs`` (layers, d). Metadata: token, superclass,
+variant, training beta and tau, and a fingerprint of the base model. C is never stored here: it belongs to the base
+model (``perfusion_covariance.safetensors`` beside it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from musekit.io.checkpoint import atomic_save_tensors
+
+VARIANTS = ("local", "global", "trained-k")
+FORMAT = "musekit-perfusion-concept"
+
+
+@dataclass
+class Concept:
+    token: str
+    superclass: str
+    variant: str
+    embedding: torch.Tensor
+    target_inputs: dict[str, torch.Tensor]
+    value_outputs: dict[str, torch.Tensor]
+    key_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    train_beta: float = 0.75
+    train_tau: float = 0.1
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Write the concept atomically (fp16 by default: about 2 bytes per stored float)."""
+        tensors = {"embedding": self.embedding}
+        for stage, value in self.target_inputs.items():
+            tensors[f"{stage}.target_input"] = value
+            tensors[f"{stage}.value_outputs"] = self.value_outputs[stage]
+            if stage in self.key_outputs:
+                tensors[f"{stage}.key_outputs"] = self.key_outputs[stage]
+        metadata = {"format": FORMAT, "token": self.token, "superclass": self.superclass, "variant": self.variant,
+                    "train_beta": str(self.train_beta), "train_tau": str(self.train_tau),
+                    "fingerprint": self.fingerprint}  # fmt: skip
+        path = Path(path)
+        atomic_save_tensors(tensors, path, metadata=metadata, dtype=dtype)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Concept:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"concept file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                tensors = {k: handle.get_tensor(k).float() for k in handle.keys()}  # noqa: SIM118
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f"{path} is not a concept file: {err}") from None
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a musekit concept file")
+        stages = sorted({k.split(".")[0] for k in tensors if "." in k})
+        return cls(
+            token=meta["token"],
+            superclass=meta["superclass"],
+            variant=meta["variant"],
+            embedding=tensors["embedding"],
+            target_inputs={s: tensors[f"{s}.target_input"] for s in stages},
+            value_outputs={s: tensors[f"{s}.value_outputs"] for s in stages},
+            key_outputs={s: tensors[f"{s}.key_outputs"] for s in stages if f"{s}.key_outputs" in tensors},
+            train_beta=float(meta["train_beta"]),
+            train_tau=float(meta["train_tau"]),
+            fingerprint=meta["fingerprint"],
+        )
+
+
+def model_fingerprint(pipe) -> str:
+    """Hash of what a concept depends on: the text encoder identity and every stage's text path and K/V weights."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(pipe.text_encoder.config.to_dict(), sort_keys=True).encode())
+    digest.update(str(pipe.text_encoder.hidden_size).encode())
+    for name, model in stages(pipe).items():
+        digest.update(name.encode())
+        tensors = [model.text_proj.weight]
+        for attn in model.cross_attentions:
+            tensors += [attn.to_k.weight if hasattr(attn.to_k, "weight") else attn.to_k.linear.weight]
+            tensors += [attn.to_v.weight if hasattr(attn.to_v, "weight") else attn.to_v.linear.weight]
+        for tensor in tensors:
+            digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+            digest.update(str(float(tensor.detach().double().sum())).encode())
+    return digest.hexdigest()[:16]
+
+
+def stages(pipe) -> dict:
+    """The transformers a concept edits, by name."""
+    out = {"transformer": pipe.transformer}
+    if pipe.superres is not None:
+        out["superres"] = pipe.superres
+    return out
