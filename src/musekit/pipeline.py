@@ -82,6 +82,9 @@ class MusePipeline:
         self.scheduler_config = scheduler_config or SchedulerConfig()
         self.config = config or PipelineConfig()
         self.progress_bar = True
+        self.source_folder: Path | None = None  # where from_pretrained loaded it (Perfusion's C lives there)
+        self._c_inv: dict[str, torch.Tensor] | None = None
+        self._concept_call = None  # set only inside a call that uses concepts
         self._check_compatible()
         for module in self.modules().values():
             module.eval().requires_grad_(False)
@@ -214,6 +217,7 @@ class MusePipeline:
             SchedulerConfig.from_dict(index.get("scheduler", {})),
             PipelineConfig.from_dict(index.get("pipeline", {})),
         )
+        pipe.source_folder = folder
         return pipe.to(device)
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -239,6 +243,10 @@ class MusePipeline:
             "pipeline": self.config.to_dict(),
         }
         atomic_write_text(folder / MODEL_INDEX, json.dumps(index, indent=2) + "\n")
+        if self._c_inv is not None:
+            from musekit.personalize.covariance import save_covariances
+
+            save_covariances(self._covariances, folder)
         return folder
 
     # --- text ------------------------------------------------------------------------------------------------
@@ -253,7 +261,10 @@ class MusePipeline:
 
         Returns [unconditional-or-negative (B) ; conditional (B)], the layout every stage takes.
         """
-        cond = self.text_encoder.encode(prompts).repeat_interleave(num_images_per_prompt)
+        if self._concept_call is not None:
+            cond = self._concept_call.prompts.text.to(self.device)
+        else:
+            cond = self.text_encoder.encode(prompts).repeat_interleave(num_images_per_prompt)
         if negative_prompt is not None and guidance_scale == 1.0:
             logger.warning("negative_prompt has no effect with guidance_scale=1")
         if negative_prompt is None:
@@ -282,6 +293,10 @@ class MusePipeline:
         return_dict: bool = True,
         sr_guidance_scale: float | None = None,
         top_k: int | None = None,
+        concepts: list | None = None,
+        concept_bias: float = 0.7,
+        concept_temperature: float = 0.15,
+        key_locking: str = "local",
     ) -> ImageOutput | tuple:
         """Generate images from text.
 
@@ -298,10 +313,22 @@ class MusePipeline:
             output_type: "pil", "np", "pt" or "ids" (tokens only, no decoding).
             sr_guidance_scale: guidance of the super-resolution stage.
             top_k: sample token values only among the k most likely codes.
+            concepts: Perfusion concepts (``Concept`` objects or concept file paths) whose tokens the prompts use.
+            concept_bias: the gate bias beta at inference: lower gives more concept similarity, higher more text
+                alignment (no retraining).
+            concept_temperature: the gate temperature tau at inference.
+            key_locking: "local" (the superclass word's key in the same prompt) or "global" (the key pathway reads
+                the whole prompt re-encoded with the superclass word).
 
         Returns:
             ``ImageOutput(images, ids, base_ids)``, or the tuple ``(images, ids)`` when ``return_dict`` is False.
         """
+        if concepts:
+            with self.using_concepts(prompt, concepts, num_images_per_prompt, concept_bias, concept_temperature,
+                                     key_locking):  # fmt: skip
+                return self(prompt, negative_prompt, num_inference_steps, sr_inference_steps, guidance_scale,
+                            guidance_schedule, temperature, num_images_per_prompt, generator, output_type,
+                            return_dict, sr_guidance_scale, top_k)  # fmt: skip
         prompts = self.check_prompts(prompt)
         options = SamplingOptions.resolve(
             self.config, num_inference_steps, sr_inference_steps, guidance_scale, sr_guidance_scale,
@@ -349,7 +376,10 @@ class MusePipeline:
         text = text.to(device)
         if cond_ids is not None and guided:
             cond_ids = torch.cat([cond_ids, cond_ids])
-        cache = model.precompute(text, cond_ids)  # text keys/values once per call
+        if self._concept_call is not None:  # the edits are applied to the cached keys/values, once per call
+            cache = self._concept_call.cache(self, model, text, cond_ids)
+        else:
+            cache = model.precompute(text, cond_ids)  # text keys/values once per call
         return decode_tokens(
             model,
             cache,
@@ -364,6 +394,61 @@ class MusePipeline:
             progress=self.progress_bar,
             description="sr" if is_sr else "base",
         )
+
+    # --- personalization (musekit.personalize) ---------------------------------------------------------------
+    def perfusion_c_inv(self) -> dict[str, torch.Tensor]:
+        """C^-1 per stage for Perfusion: loaded from the model folder, or estimated once from shapes captions."""
+        if self._c_inv is None:
+            from musekit.personalize.covariance import inverse, load_covariances
+
+            folder = self.source_folder
+            if folder is not None and (folder / "perfusion_covariance.safetensors").is_file():
+                self._covariances = load_covariances(folder)
+            else:
+                self.estimate_covariance()
+            self._c_inv = {k: inverse(v).to(self.device) for k, v in self._covariances.items()}
+        return self._c_inv
+
+    def estimate_covariance(self, captions: list[str] | None = None, count: int = 2000) -> None:
+        """Estimate C for every stage from ``captions`` (default: ``count`` shapes-world training captions)."""
+        from musekit.personalize.concept import stages
+        from musekit.personalize.covariance import estimate_covariance, inverse
+
+        if captions is None:
+            from musekit.data.shapes import ShapesWorld
+
+            captions = [e.caption for e in ShapesWorld(0).examples("train", count)]
+            logger.info("estimating Perfusion's C from %d shapes-world captions", len(captions))
+        self._covariances = {
+            name: estimate_covariance(model, self.text_encoder, captions) for name, model in stages(self).items()
+        }
+        self._c_inv = {k: inverse(v).to(self.device) for k, v in self._covariances.items()}
+
+    def learn_concept(self, images: list, token: str, superclass: str, steps: int | None = None,
+                      variant: str = "local", **kwargs):  # fmt: skip
+        """Learn a Perfusion concept from a few images (see ``musekit.personalize.trainer``).
+
+        Args:
+            images: 1-10 PIL images (or tensors) of the concept.
+            token: the new word, e.g. "<emblem>".
+            superclass: the word whose key the concept's key is locked to, e.g. "square" (may be several
+                tokenizer pieces).
+            variant: "local", "global" (same training; differs at inference) or "trained-k" (the ablation).
+
+        Returns:
+            a ``Concept``; ``concept.save(path)`` writes the concept file.
+        """
+        from musekit.personalize.trainer import learn_concept
+
+        return learn_concept(self, images, token, superclass, steps, variant, **kwargs)
+
+    def using_concepts(self, prompt, concepts, num_images_per_prompt=1, bias=0.7, temperature=0.15,
+                       key_locking="local"):  # fmt: skip
+        """Context manager: calls inside it use ``concepts`` (encodings, key-locking and the edited K/V caches)."""
+        from musekit.personalize.call import ConceptCall
+
+        return ConceptCall.context(self, self.check_prompts(prompt), concepts, num_images_per_prompt, bias,
+                                   temperature, key_locking)  # fmt: skip
 
     # --- editing (musekit.editing) -------------------------------------------------------------------------
     def inpaint(self, image, mask, prompt, **kwargs) -> ImageOutput | tuple:
@@ -383,7 +468,8 @@ class MusePipeline:
         """
         from musekit.editing.inpaint import inpaint
 
-        return inpaint(self, image, mask, prompt, **kwargs)
+        with self._maybe_concepts(prompt, kwargs):
+            return inpaint(self, image, mask, prompt, **kwargs)
 
     def outpaint(self, image, prompt, pad: tuple[int, int, int, int], **kwargs) -> ImageOutput | tuple:
         """Extend ``image`` by ``pad`` = (left, top, right, bottom) pixels: inpainting on an enlarged canvas.
@@ -392,7 +478,8 @@ class MusePipeline:
         """
         from musekit.editing.inpaint import outpaint
 
-        return outpaint(self, image, prompt, pad, **kwargs)
+        with self._maybe_concepts(prompt, kwargs):
+            return outpaint(self, image, prompt, pad, **kwargs)
 
     def edit(self, image, prompt, **kwargs) -> ImageOutput | tuple:
         """Mask-free editing: tokenize, then re-mask and resample a random subset of tokens under ``prompt``.
@@ -404,7 +491,8 @@ class MusePipeline:
         """
         from musekit.editing.maskfree import edit
 
-        return edit(self, image, prompt, **kwargs)
+        with self._maybe_concepts(prompt, kwargs):
+            return edit(self, image, prompt, **kwargs)
 
     def img2img(self, image, prompt, strength: float = 0.5, **kwargs) -> ImageOutput | tuple:
         """Re-generate a share of the image's tokens under ``prompt``.
@@ -414,7 +502,20 @@ class MusePipeline:
         """
         from musekit.editing.img2img import img2img
 
-        return img2img(self, image, prompt, strength, **kwargs)
+        with self._maybe_concepts(prompt, kwargs):
+            return img2img(self, image, prompt, strength, **kwargs)
+
+    def _maybe_concepts(self, prompt, kwargs: dict):
+        """Pop the concept options from an editing call's kwargs; a context that applies them (or does nothing)."""
+        import contextlib
+
+        concepts = kwargs.pop("concepts", None)
+        options = {k: kwargs.pop(k) for k in ("concept_bias", "concept_temperature", "key_locking") if k in kwargs}
+        if not concepts:
+            return contextlib.nullcontext()
+        return self.using_concepts(prompt, concepts, kwargs.get("num_images_per_prompt", 1),
+                                   options.get("concept_bias", 0.7), options.get("concept_temperature", 0.15),
+                                   options.get("key_locking", "local"))  # fmt: skip
 
     def decode(self, ids: torch.Tensor, output_type: str = "pt") -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Tokens (B, h, w) of the final stage -> images in the requested ``output_type``."""

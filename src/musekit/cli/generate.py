@@ -21,7 +21,14 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--guidance-schedule", choices=["constant", "linear"], default=None, help="constant or linearly ramped"
     )
-    p.add_argument("--temperature", type=non_negative_float, default=None, help="choice temperature (annealed to 0)")
+    p.add_argument("--choice-temperature", type=non_negative_float, default=None,
+                   help="Gumbel choice temperature of the re-masking (annealed to 0)")  # fmt: skip
+    p.add_argument("--concept", action="append", default=[], metavar="FILE", help="a Perfusion concept file (repeat)")
+    p.add_argument(
+        "--bias", type=float, default=0.7, help="concept gate bias: lower = more concept, higher = more text"
+    )
+    p.add_argument("--temperature", type=non_negative_float, default=0.15, help="concept gate temperature")
+    p.add_argument("--key-locking", choices=["local", "global"], default="local", help="concept key-locking")
     p.add_argument("--num", type=positive_int, default=1, help="number of images (written as one grid)")
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument("--out", default="outputs/musekit.png", metavar="PATH", help="output PNG path")
@@ -45,9 +52,13 @@ def run(args: argparse.Namespace) -> int:
         sr_inference_steps=args.sr_steps,
         guidance_scale=args.guidance,
         guidance_schedule=args.guidance_schedule,
-        temperature=args.temperature,
+        temperature=args.choice_temperature,
         num_images_per_prompt=args.num,
         generator=torch.Generator().manual_seed(args.seed),
+        concepts=args.concept or None,
+        concept_bias=args.bias,
+        concept_temperature=args.temperature,
+        key_locking=args.key_locking,
     )
     elapsed = time.perf_counter() - start
     image = result.images[0] if len(result.images) == 1 else make_grid(result.images)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from musekit.cli import build, edit, evaluate, generate, train, train_checker
+from musekit.cli import build, edit, evaluate, generate, personalize, train, train_checker
 from musekit.cli.common import ArgumentParser, CLIError
 
 
@@ -18,6 +18,7 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     generate.add_parser(sub)
     edit.add_parsers(sub)
+    personalize.add_parser(sub)
     train_checker.add_parser(sub)
     train.add_parsers(sub)
     build.add_parser(sub)

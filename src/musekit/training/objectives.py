@@ -50,11 +50,22 @@ def mask_tokens(
 
 
 def masked_token_loss(
-    logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, label_smoothing: float = 0.0
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean cross-entropy over masked positions only: logits (B, L, C), targets (B, L), mask (B, L) bool."""
+    """Cross-entropy over masked positions only: logits (B, L, C), targets (B, L), mask (B, L) bool.
+
+    ``weights`` (B, L) turns the mean into a weighted mean (personalization weights tokens by a soft object mask).
+    """
     targets = targets.flatten(1)
-    return F.cross_entropy(logits[mask].float(), targets[mask], label_smoothing=label_smoothing)
+    losses = F.cross_entropy(logits[mask].float(), targets[mask], label_smoothing=label_smoothing, reduction="none")
+    if weights is None:
+        return losses.mean()
+    w = weights.flatten(1)[mask].float()
+    return (losses * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def drop_conditioning(

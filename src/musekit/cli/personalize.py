@@ -1,0 +1,42 @@
+"""`musekit personalize IMAGE... --token "<name>" --superclass WORD --out FILE`: learn a Perfusion concept."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from musekit.cli.common import CLIError, load_pipeline, positive_int
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("personalize", help="learn a concept from a few images", description=__doc__)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="4-6 images of the concept work best")
+    p.add_argument("--token", required=True, help='the new word, e.g. "<emblem>"')
+    p.add_argument("--superclass", required=True, help="a word for what it is, e.g. square; its key is locked")
+    p.add_argument("--out", required=True, metavar="FILE", help="concept file to write (.safetensors)")
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--variant", choices=["local", "global", "trained-k"], default="local")
+    p.add_argument("--model", default=None, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musekit.cli.edit import read_image
+    from musekit.personalize.tokens import check_token
+    from musekit.personalize.trainer import PersonalizeConfig
+
+    check_token(args.token)
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise CLIError(f"concept file must end in .safetensors, got {args.out!r}")
+    images = [read_image(path).convert("RGB") for path in args.images]
+    pipe = load_pipeline(args.model)
+    start = time.perf_counter()
+    concept = pipe.learn_concept(images, args.token, args.superclass, steps=args.steps, variant=args.variant,
+                                 config=PersonalizeConfig(seed=args.seed))  # fmt: skip
+    seconds = time.perf_counter() - start
+    concept.save(out)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KB, learned in {seconds:.1f} s)")
+    return 0

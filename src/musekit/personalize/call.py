@@ -1,0 +1,66 @@
+"""The state of one pipeline call that uses concepts (prompts encoded once, edited caches per stage)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from musekit.personalize.apply import KEY_LOCKING, ConceptPrompts, concept_cache, encode_concept_prompts
+from musekit.personalize.concept import Concept, model_fingerprint
+
+
+def load_concepts(concepts: list, fingerprint: str) -> list[Concept]:
+    loaded = []
+    for item in concepts:
+        concept = Concept.load(item) if isinstance(item, str | Path) else item
+        if not isinstance(concept, Concept):
+            raise TypeError("concepts must be Concept objects or concept file paths")
+        if concept.fingerprint != fingerprint:
+            raise ValueError(
+                f"concept {concept.token} was learned on another base model (fingerprint {concept.fingerprint}, "
+                f"this model {fingerprint}); learn it again on this model"
+            )
+        loaded.append(concept)
+    tokens = [c.token for c in loaded]
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"two concepts use the same token: {tokens}")
+    return loaded
+
+
+@dataclass
+class ConceptCall:
+    concepts: list[Concept]
+    prompts: ConceptPrompts
+    bias: float
+    temperature: float
+    key_locking: str
+
+    def cache(self, pipe, model, text, cond_ids):
+        stage = "superres" if model is pipe.superres else "transformer"
+        return concept_cache(model, stage, text, self.prompts, self.concepts, pipe.perfusion_c_inv()[stage],
+                             self.bias, self.temperature, self.key_locking, cond_ids)  # fmt: skip
+
+    @staticmethod
+    @contextmanager
+    def context(pipe, prompts, concepts, num_images, bias, temperature, key_locking) -> Iterator[ConceptCall]:
+        if key_locking not in KEY_LOCKING:
+            raise ValueError(f"key_locking must be one of {KEY_LOCKING}, got {key_locking!r}")
+        if not temperature > 0:
+            raise ValueError(f"concept_temperature must be > 0, got {temperature}")
+        loaded = load_concepts(list(concepts), model_fingerprint(pipe))
+        missing = [c.token for c in loaded if not any(c.token in p for p in prompts)]
+        if missing:
+            raise ValueError(f"the prompt does not use the concept token(s) {missing}")
+        expanded = [p for p in prompts for _ in range(num_images)]
+        with torch.no_grad():
+            encoded = encode_concept_prompts(pipe.text_encoder, expanded, loaded)
+        previous = pipe._concept_call
+        pipe._concept_call = ConceptCall(loaded, encoded, bias, temperature, key_locking)
+        try:
+            yield pipe._concept_call
+        finally:
+            pipe._concept_call = previous

@@ -1,0 +1,199 @@
+"""Learn a Perfusion concept from a few images: the token embedding and o*_V per layer (o*_K too for trained-K).
+
+i* is an exponential moving average (0.99) of the concept token's encodings; the gate trains at beta 0.75, tau 0.1;
+the embedding and the target outputs have separate learning rates (per-parameter groups: Adam cancels gradient
+scaling); images are augmented with flips and crops; the masked-token loss is weighted by a soft object mask from
+the model's own cross-attention map of the superclass word (no external segmenter).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from musekit.editing.inpaint import encode_stages
+from musekit.editing.masks import image_to_tensor, resize
+from musekit.models.attention_maps import cross_attention_maps, word_map
+from musekit.personalize.apply import installed_edits, local_key_targets
+from musekit.personalize.concept import VARIANTS, Concept, model_fingerprint, stages
+from musekit.personalize.rank_one import ConceptTarget
+from musekit.personalize.tokens import (
+    collapse_superclass,
+    encode_with_concepts,
+    register_token,
+    substitute,
+    superclass_ids,
+)
+from musekit.training.objectives import mask_tokens, masked_token_loss
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES = ("a {}", "a picture of a {}", "an image of a {}", "a {} in the picture", "a drawing of a {}",
+             "a {} on a background", "the {}", "a {} shape")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PersonalizeConfig:
+    steps: int = 120
+    batch_size: int = 4
+    embedding_lr: float = 0.006
+    output_lr: float = 0.03
+    train_beta: float = 0.75
+    train_tau: float = 0.1
+    input_decay: float = 0.99
+    mask_floor: float = 0.1  # loss weight of tokens far from the object
+    crops_per_image: int = 2
+    seed: int = 0
+
+
+def augmented_views(images: list, size: int, crops: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image, its mirror, and random crops (85-100% of the side), all at ``size``: (N, 3, size, size)."""
+    views = []
+    for image in images:
+        x = resize(image_to_tensor(image), size)
+        views += [x, x.flip(-1)]
+        for _ in range(crops):
+            side = int(size * (0.85 + 0.15 * torch.rand(1, generator=generator).item()))
+            top, left = torch.randint(0, size - side + 1, (2,), generator=generator).tolist()
+            views.append(resize(x[..., top : top + side, left : left + side], size))
+    return torch.cat(views)
+
+
+@torch.no_grad()
+def object_weights(pipe, base_ids: torch.Tensor, superclass: str, floor: float) -> torch.Tensor:
+    """(N, h, w) loss weights in [floor, 1] from the base model's cross-attention map of the superclass word."""
+    prompt = f"a {superclass}"
+    encoder = pipe.text_encoder
+    pieces = superclass_ids(encoder, superclass)
+    ids = encoder.tokenize([prompt])[0][0].tolist()
+    positions = [i for i in range(len(ids)) if ids[i] in pieces]
+    model = pipe.transformer
+    cache = model.precompute(encoder.encode([prompt]).expand(base_ids.shape[0]).to(pipe.device))
+    maps = word_map(cross_attention_maps(model, base_ids, cache), positions, model.config.grid_size)
+    return floor + (1 - floor) * maps
+
+
+def learn_concept(
+    pipe,
+    images: list,
+    token: str,
+    superclass: str,
+    steps: int | None = None,
+    variant: str = "local",
+    config: PersonalizeConfig | None = None,
+    progress: bool = True,
+) -> Concept:
+    """See ``MusePipeline.learn_concept``."""
+    config = config or PersonalizeConfig()
+    if steps is not None:
+        config = PersonalizeConfig(**{**config.__dict__, "steps": steps})
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if not images:
+        raise ValueError("learn_concept needs at least one image of the concept")
+    start_time = time.perf_counter()
+    encoder = pipe.text_encoder
+    token_id = register_token(encoder, token)
+    pieces = superclass_ids(encoder, superclass)
+    generator = torch.Generator().manual_seed(config.seed)
+    models = stages(pipe)
+    c_inv = pipe.perfusion_c_inv()
+
+    views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
+    base_ids, high_ids = encode_stages(pipe, views)
+    weights = {"transformer": object_weights(pipe, base_ids, superclass, config.mask_floor)}
+    if "superres" in models:
+        grid = models["superres"].config.grid_size
+        weights["superres"] = F.interpolate(weights["transformer"].unsqueeze(1), size=(grid, grid), mode="bilinear")[
+            :, 0
+        ]
+    stage_ids = {"transformer": base_ids, "superres": high_ids}
+
+    table = encoder.input_embeddings().weight
+    embedding = torch.nn.Parameter(table[pieces].detach().float().mean(0).clone())
+    value_outputs, key_outputs, target_inputs = {}, {}, {}
+    output_params = []
+    first_prompts = [TEMPLATES[0].format(token)] * len(images)
+    with torch.no_grad():
+        text0, ids0 = encode_with_concepts(encoder, first_prompts, {token_id: embedding})
+        super0 = _super_text(encoder, first_prompts, ids0, token, superclass, token_id, pieces)
+    for name, model in models.items():
+        with torch.no_grad():
+            e_super = _token_mean(model.project_text(super0)[0], ids0 == token_id)
+            target_inputs[name] = _token_mean(model.project_text(text0)[0], ids0 == token_id)
+            values = torch.stack([attn.to_v.weight @ e_super for attn in model.cross_attentions])
+            keys = torch.stack([attn.to_k.weight @ e_super for attn in model.cross_attentions])
+        value_outputs[name] = torch.nn.Parameter(values.clone())
+        output_params.append(value_outputs[name])
+        if variant == "trained-k":
+            key_outputs[name] = torch.nn.Parameter(keys.clone())
+            output_params.append(key_outputs[name])
+    optimizer = torch.optim.AdamW(
+        [{"params": [embedding], "lr": config.embedding_lr}, {"params": output_params, "lr": config.output_lr}],
+        weight_decay=0.0,
+    )
+    bar = tqdm(range(config.steps), desc=f"learn {token}", disable=not progress)
+    for _ in bar:
+        pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
+        templates = torch.randint(0, len(TEMPLATES), (config.batch_size,), generator=generator).tolist()
+        prompts = [TEMPLATES[t].format(token) for t in templates]
+        text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
+        with torch.no_grad():
+            super_text = _super_text(encoder, prompts, ids, token, superclass, token_id, pieces)
+        positions = ids == token_id
+        loss = torch.zeros(())
+        for name, model in models.items():
+            with torch.no_grad():  # i*: EMA of the concept token's encodings in this stage's K/V input space
+                current = _token_mean(model.project_text(text)[0].detach(), positions)
+                target_inputs[name].lerp_(current, 1 - config.input_decay)
+            layers = len(model.cross_attentions)
+            if variant == "trained-k":
+                key_out = [key_outputs[name][layer] for layer in range(layers)]
+            else:
+                key_out = local_key_targets(model, super_text, positions, config.batch_size)
+            beta, tau = config.train_beta, config.train_tau
+            i_star = target_inputs[name]
+            keys = [[ConceptTarget(i_star, key_out[layer], beta, tau)] for layer in range(layers)]
+            values = [[ConceptTarget(i_star, value_outputs[name][layer], beta, tau)] for layer in range(layers)]
+            targets = stage_ids[name][pick]
+            inputs, mask = mask_tokens(targets, model.config.mask_token_id, generator)
+            cond = base_ids[pick] if name == "superres" else None
+            with installed_edits(model, c_inv[name], keys, values):
+                logits = model(inputs, text=text, cond_ids=cond)
+            loss = loss + masked_token_loss(logits, targets, mask, weights=weights[name][pick])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    logger.info("learned %s in %.1f s", token, time.perf_counter() - start_time)
+    return Concept(
+        token=token,
+        superclass=superclass,
+        variant=variant,
+        embedding=embedding.detach().clone(),
+        target_inputs={k: v.detach().clone() for k, v in target_inputs.items()},
+        value_outputs={k: v.detach().clone() for k, v in value_outputs.items()},
+        key_outputs={k: v.detach().clone() for k, v in key_outputs.items()},
+        train_beta=config.train_beta,
+        train_tau=config.train_tau,
+        fingerprint=model_fingerprint(pipe),
+    )
+
+
+def _token_mean(context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Mean over every concept-token position in the batch: (B, T, d), (B, T) -> (d,)."""
+    if not positions.any():
+        raise ValueError("the concept token does not occur in the training prompts (truncated?)")
+    return context[positions.to(context.device)].mean(0)
+
+
+def _super_text(encoder, prompts, concept_ids, token, superclass, token_id, pieces):
+    super_prompts = substitute(prompts, token, superclass)
+    super_text = encoder.encode(super_prompts)
+    super_ids, _ = encoder.tokenize(super_prompts)
+    return collapse_superclass(super_text, super_ids, concept_ids, token_id, pieces)

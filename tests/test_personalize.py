@@ -1,0 +1,174 @@
+"""Perfusion on the masked transformers: training touches exactly the intended tensors, concept files, inference."""
+
+import pytest
+import torch
+
+from musekit.personalize.apply import installed_edits
+from musekit.personalize.concept import Concept
+from musekit.personalize.rank_one import RankOneEdit
+from musekit.personalize.tokens import superclass_ids
+from musekit.personalize.trainer import PersonalizeConfig
+
+from .conftest import seeded
+
+
+def images(n=2):
+    return [torch.rand(3, 16, 16, generator=seeded(i)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def concept_pipe(tiny_text_encoder):
+    from musekit.pipeline import MusePipeline
+
+    pipe = MusePipeline.from_configs(tiny_text_encoder, seed=0)
+    pipe.progress_bar = False
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def concept(concept_pipe):
+    return concept_pipe.learn_concept(images(), "<emblem>", "square", steps=3, progress=False)
+
+
+def test_training_updates_exactly_the_intended_tensors(concept_pipe, monkeypatch):
+    import musekit.personalize.trainer as trainer
+
+    seen = {}
+
+    class Recorder(torch.optim.AdamW):
+        def step(self, closure=None):
+            seen["params"] = [p for group in self.param_groups for p in group["params"]]
+            seen["lrs"] = [group["lr"] for group in self.param_groups]
+            seen["grads"] = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in seen["params"]]
+            return super().step(closure)
+
+    monkeypatch.setattr(trainer.torch.optim, "AdamW", Recorder)
+    before = {k: v.clone() for k, v in concept_pipe.transformer.state_dict().items()}
+    text_before = {k: v.clone() for k, v in concept_pipe.text_encoder.state_dict().items()}
+    concept_pipe.learn_concept(images(), "<probe>", "square", steps=2, variant="trained-k", progress=False)
+    # the embedding, then o*_V and o*_K per stage; every one of them got a gradient; separate learning rates
+    assert len(seen["params"]) == 1 + 2 * 2 and all(seen["grads"])
+    assert seen["lrs"] == [PersonalizeConfig().embedding_lr, PersonalizeConfig().output_lr]
+    model_params = {id(p) for m in concept_pipe.modules().values() for p in m.parameters()}
+    assert not model_params & {id(p) for p in seen["params"]}
+    assert all(not p.requires_grad and p.grad is None for m in concept_pipe.modules().values() for p in m.parameters())
+    assert all(torch.equal(v, concept_pipe.transformer.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, concept_pipe.text_encoder.state_dict()[k]) for k, v in text_before.items())
+
+
+def test_concept_file_round_trip_size_and_fingerprint(concept, concept_pipe, tmp_path):
+    path = concept.save(tmp_path / "emblem.safetensors")
+    assert path.stat().st_size < 100_000
+    loaded = Concept.load(path)
+    assert (loaded.token, loaded.superclass, loaded.variant) == ("<emblem>", "square", "local")
+    assert torch.allclose(loaded.embedding, concept.embedding, atol=1e-2)
+    assert set(loaded.value_outputs) == {"transformer", "superres"}
+    assert loaded.value_outputs["transformer"].shape == (len(concept_pipe.transformer.blocks), 32)
+    other = type(concept_pipe).from_configs(concept_pipe.text_encoder, seed=1)
+    with pytest.raises(ValueError, match="another base model"):
+        other("a <emblem>", concepts=[path])
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a concept file"):
+        Concept.load(tmp_path / "junk.safetensors")
+
+
+def test_generation_with_concepts_and_exact_removal(concept_pipe, concept):
+    plain = concept_pipe("a square", generator=seeded(0), output_type="ids").ids
+    used = concept_pipe("a <emblem> on a blue background", concepts=[concept], generator=seeded(0), output_type="pt")
+    assert used.images.shape == (1, 3, 16, 16)
+    for model in (concept_pipe.transformer, concept_pipe.superres):
+        assert not any(isinstance(a.to_k, RankOneEdit) or isinstance(a.to_v, RankOneEdit)
+                       for a in model.cross_attentions)  # fmt: skip
+    assert torch.equal(plain, concept_pipe("a square", generator=seeded(0), output_type="ids").ids)
+    glob = concept_pipe("a <emblem>", concepts=[concept], key_locking="global", generator=seeded(0))
+    assert len(glob.images) == 1
+    with pytest.raises(ValueError, match="does not use"):
+        concept_pipe("a square", concepts=[concept])
+    with pytest.raises(ValueError, match="key_locking"):
+        concept_pipe("a <emblem>", concepts=[concept], key_locking="both")
+
+
+def test_bias_changes_the_cached_values_without_retraining(concept_pipe, concept):
+    from musekit.personalize.call import ConceptCall
+
+    caches = []
+    for bias in (0.3, 0.9):
+        with ConceptCall.context(concept_pipe, ["a <emblem>"], [concept], 1, bias, 0.15, "local") as call:
+            text = concept_pipe.encode_prompt(["a <emblem>"], None, 1, 4.0)
+            caches.append(call.cache(concept_pipe, concept_pipe.transformer, text, None))
+    assert not torch.allclose(caches[0].values[0], caches[1].values[0])
+
+
+def test_two_concepts_in_one_prompt(concept_pipe, concept):
+    second = concept_pipe.learn_concept(images(3), "<badge>", "circle", steps=2, progress=False)
+    out = concept_pipe("a <emblem> left of a <badge>", concepts=[concept, second], generator=seeded(0))
+    assert len(out.images) == 1
+
+
+def test_multi_piece_superclass(concept_pipe):
+    pieces = superclass_ids(concept_pipe.text_encoder, "pentagram")
+    assert len(pieces) > 1
+    learned = concept_pipe.learn_concept(images(), "<penta>", "pentagram", steps=2, progress=False)
+    out = concept_pipe("a <penta> at the top", concepts=[learned], key_locking="global", generator=seeded(0))
+    assert len(out.images) == 1
+    with pytest.raises(ValueError, match="one word"):
+        concept_pipe.learn_concept(images(), "<x>", "two words", steps=1, progress=False)
+
+
+def test_concepts_in_editing(concept_pipe, concept):
+    image = torch.rand(1, 3, 16, 16, generator=seeded(3))
+    mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    mask[..., :8, :8] = True
+    out = concept_pipe.inpaint(image, mask, "put a <emblem> here", concepts=[concept], generator=seeded(0),
+                               output_type="pt")  # fmt: skip
+    keep = ~mask.expand(1, 3, -1, -1)
+    assert torch.equal(out.images[keep], image[keep])
+
+
+def test_a_decoding_step_costs_the_same_with_concepts(concept_pipe, concept, monkeypatch):
+    calls = {"edits": 0}
+    original = RankOneEdit.forward
+
+    def counted(self, e):
+        calls["edits"] += 1
+        return original(self, e)
+
+    monkeypatch.setattr(RankOneEdit, "forward", counted)
+    concept_pipe("a <emblem>", concepts=[concept], num_inference_steps=5, generator=seeded(0), output_type="ids")
+    layers = len(concept_pipe.transformer.blocks) + len(concept_pipe.superres.blocks)
+    assert calls["edits"] == 2 * layers  # K and V edited once per call (into the cache), never per step
+
+
+def test_installed_edits_restore_on_error(concept_pipe):
+    model = concept_pipe.transformer
+    originals = [(a.to_k, a.to_v) for a in model.cross_attentions]
+    c_inv = torch.eye(32, dtype=torch.float64)
+    with pytest.raises(RuntimeError), installed_edits(model, c_inv, [[]] * 2, [[]] * 2):
+        raise RuntimeError("boom")
+    assert [(a.to_k, a.to_v) for a in model.cross_attentions] == originals
+
+
+def test_personalize_and_generate_cli(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (16, 16), (40 * i, 200, 30)).save(tmp_path / f"c{i}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "musekit", *a], capture_output=True, text=True, env=env)  # noqa: E731
+    concept = tmp_path / "star.safetensors"
+    pictures = [str(tmp_path / "c0.png"), str(tmp_path / "c1.png")]
+    result = run("personalize", *pictures, "--token", "<mystar>", "--superclass", "star", "--steps", "2",
+                 "--model", str(tiny_model_dir), "--out", str(concept))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert concept.is_file() and "KB" in result.stdout
+    out = tmp_path / "g.png"
+    result = run("generate", "a <mystar> at the top", "--concept", str(concept), "--bias", "0.6", "--temperature",
+                 "0.2", "--key-locking", "global", "--model", str(tiny_model_dir), "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    bad = run("personalize", str(tmp_path / "c0.png"), "--token", "emblem", "--superclass", "star",
+              "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.safetensors"))  # fmt: skip
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "<name>" in bad.stderr
