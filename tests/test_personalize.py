@@ -172,3 +172,43 @@ def test_personalize_and_generate_cli(tiny_model_dir, tmp_path):
     bad = run("personalize", str(tmp_path / "c0.png"), "--token", "emblem", "--superclass", "star",
               "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.safetensors"))  # fmt: skip
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "<name>" in bad.stderr
+
+
+@pytest.mark.parametrize("method", ["textual-inversion", "custom-diffusion", "dreambooth"])
+def test_baselines_train_restore_weights_and_generate(concept_pipe, method, tmp_path):
+    from musekit.personalize.baselines import learn_baseline
+
+    before = {k: v.clone() for k, v in concept_pipe.superres.state_dict().items()}
+    learned = learn_baseline(concept_pipe, images(), f"<{method[:4]}>", "square", method, steps=2, progress=False,
+                             prior_images=2)  # fmt: skip
+    assert all(torch.equal(v, concept_pipe.superres.state_dict()[k]) for k, v in before.items())
+    if method == "textual-inversion":
+        assert learned.weights == {}
+    else:
+        assert learned.weights and all("::" in k for k in learned.weights)
+    path = learned.save(tmp_path / "b.safetensors")
+    loaded = Concept.load(path)
+    assert loaded.method == method and set(loaded.weights) == set(learned.weights)
+    out = concept_pipe(f"a <{method[:4]}>", concepts=[loaded], generator=seeded(0), output_type="ids")
+    assert out.ids.shape[0] == 1
+    assert all(torch.equal(v, concept_pipe.superres.state_dict()[k]) for k, v in before.items())
+
+
+def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
+    from musekit.config import CheckerConfig
+    from musekit.eval.checker import ShapeChecker
+    from musekit.eval.personalize_eval import GEOMETRIES, PersonalizeEvalSettings, evaluate_personalization, sweep_plot
+
+    torch.manual_seed(0)
+    checker = ShapeChecker(CheckerConfig.preset("tiny"))
+    settings = PersonalizeEvalSettings(concepts=("bullseye", "arrow"), betas=(0.6, 0.8), default_beta=0.6,
+                                       images_per_concept=2, steps=1, baseline_steps=1)  # fmt: skip
+    report, learned = evaluate_personalization(concept_pipe, checker, settings, progress=False)
+    summary = report["summary"]
+    for key in ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "dreambooth"):
+        assert 0 <= summary[key]["text_fidelity"] <= 1 and -1 <= summary[key]["concept_similarity"] <= 1
+    assert set(summary["perfusion-local"]["sweep"]) == {"0.6", "0.8"}
+    assert 0 <= report["two_concepts"]["mean"] <= 1
+    assert summary["perfusion-local"]["file_bytes"] < summary["dreambooth"]["file_bytes"]
+    sweep_plot(summary).save(tmp_path / "sweep.png")
+    assert GEOMETRIES["sd-1.5"] == 14016

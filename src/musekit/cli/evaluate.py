@@ -12,7 +12,7 @@ from musekit.cli.common import CLIError, load_pipeline, positive_int
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model", description=__doc__)
-    p.add_argument("suite", choices=["shapes"], help="which evaluation")
+    p.add_argument("suite", choices=["shapes", "personalize"], help="which evaluation")
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument("--checker", default=None, metavar="DIR", help="checker folder (default: the bundled one)")
     p.add_argument("--num", type=positive_int, default=200, help="prompts per split")
@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--out-dir", default="outputs/eval", metavar="DIR", help="where the JSON row and grid go")
     p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--concepts", default="bullseye,diamond,crescent", help="personalize: concepts to learn")
+    p.add_argument("--concept-steps", type=positive_int, default=120, help="personalize: training steps")
     p.set_defaults(func=run)
 
 
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"checker folder not found: {args.checker}")
     checker = load_checker(args.checker)
     pipe = load_pipeline(args.model)
+    if args.suite == "personalize":
+        return run_personalize(args, pipe, checker)
     settings = EvalSettings(args.num, args.seed, 8, args.steps, args.sr_steps, args.guidance)
     report, grid = evaluate_shapes(pipe, checker, settings)
     report["model"] = args.model or "bundled default"
@@ -49,4 +53,30 @@ def run(args: argparse.Namespace) -> int:
     save_image(make_grid(tensor_to_pil(grid), columns=8), out / "shapes-grid.png")
     print(json.dumps(report, indent=2))
     print(f"wrote {out / 'shapes.jsonl'} and {out / 'shapes-grid.png'}")
+    return 0
+
+
+def run_personalize(args, pipe, checker) -> int:
+    from musekit.data.concepts import CONCEPTS
+    from musekit.eval.personalize_eval import GEOMETRIES, PersonalizeEvalSettings, evaluate_personalization, sweep_plot
+    from musekit.io.images import save_image
+
+    names = tuple(n.strip() for n in args.concepts.split(",") if n.strip())
+    unknown = [n for n in names if n not in CONCEPTS]
+    if unknown or len(names) < 2:
+        raise CLIError(f"--concepts needs at least two of {sorted(CONCEPTS)}, got {args.concepts!r}")
+    settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
+                                       seed=args.seed)  # fmt: skip
+    report, _ = evaluate_personalization(pipe, checker, settings)
+    report["model"] = args.model or "bundled default"
+    report["date"] = time.strftime("%Y-%m-%d %H:%M")
+    report["file_bytes_same_layout_fp16"] = {k: 2 * v for k, v in GEOMETRIES.items()}
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "personalize.jsonl").open("a") as handle:
+        handle.write(json.dumps(report) + "\n")
+    save_image(sweep_plot(report["summary"]), out / "personalize-sweep.png")
+    print(json.dumps(report["summary"], indent=2))
+    print(json.dumps(report["two_concepts"], indent=2))
+    print(f"wrote {out / 'personalize.jsonl'} and {out / 'personalize-sweep.png'}")
     return 0

@@ -115,6 +115,8 @@ def concept_cache(
     keys: list[list[ConceptTarget]] = [[] for _ in range(layers)]
     values: list[list[ConceptTarget]] = [[] for _ in range(layers)]
     for concept in concepts:
+        if concept.method != "perfusion":
+            continue  # baselines: the embedding (and swapped weights) only, no rank-one edit
         if stage not in concept.target_inputs:
             raise ValueError(f"concept {concept.token} has no edit for the {stage} stage")
         i_star = concept.target_inputs[stage]
@@ -130,5 +132,7 @@ def concept_cache(
         uncond = TextEmbeddings(*(t[: rows - len(prompts.super_text)] for t in
                                   (text.hidden_states, text.pooled, text.attention_mask)))  # fmt: skip
         key_text = TextEmbeddings.cat([uncond, prompts.super_text])
+    if not any(keys):
+        return model.precompute(text, cond_ids)
     with installed_edits(model, c_inv, keys, values, exact):
         return model.precompute(text, cond_ids, key_text=key_text)

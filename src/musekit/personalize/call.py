@@ -31,6 +31,26 @@ def load_concepts(concepts: list, fingerprint: str) -> list[Concept]:
     return loaded
 
 
+@contextmanager
+def swapped_weights(pipe, concepts: list[Concept]) -> Iterator[None]:
+    """Load the baselines' replaced weights (Custom Diffusion, DreamBooth) for the call; restore them after."""
+    from musekit.personalize.concept import stages
+
+    models = stages(pipe)
+    saved = {}
+    try:
+        for concept in concepts:
+            for key, value in concept.weights.items():
+                stage, name = key.split("::", 1)
+                param = models[stage].get_parameter(name)
+                saved.setdefault((stage, name), param.detach().clone())
+                param.data.copy_(value.to(param.dtype))
+        yield
+    finally:
+        for (stage, name), value in saved.items():
+            models[stage].get_parameter(name).data.copy_(value)
+
+
 @dataclass
 class ConceptCall:
     concepts: list[Concept]
@@ -61,6 +81,7 @@ class ConceptCall:
         previous = pipe._concept_call
         pipe._concept_call = ConceptCall(loaded, encoded, bias, temperature, key_locking)
         try:
-            yield pipe._concept_call
+            with swapped_weights(pipe, loaded):
+                yield pipe._concept_call
         finally:
             pipe._concept_call = previous

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from musekit.io.checkpoint import atomic_save_tensors
 
 VARIANTS = ("local", "global", "trained-k")
+METHODS = ("perfusion", "textual-inversion", "custom-diffusion", "dreambooth")
 FORMAT = "musekit-perfusion-concept"
 
 
@@ -34,14 +35,18 @@ class Concept:
     train_beta: float = 0.75
     train_tau: float = 0.1
     fingerprint: str = ""
+    method: str = "perfusion"  # the baselines share the file format: an embedding and/or replaced weights
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # "stage::parameter name" -> tensor
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Write the concept atomically (fp16 by default: about 2 bytes per stored float)."""
-        tensors = {"embedding": self.embedding}
+        tensors = {"embedding": self.embedding, **{f"weights::{k}": v for k, v in self.weights.items()}}
         for stage, value in self.target_inputs.items():
             tensors[f"{stage}.target_input"] = value
             tensors[f"{stage}.value_outputs"] = self.value_outputs[stage]
@@ -49,7 +54,7 @@ class Concept:
                 tensors[f"{stage}.key_outputs"] = self.key_outputs[stage]
         metadata = {"format": FORMAT, "token": self.token, "superclass": self.superclass, "variant": self.variant,
                     "train_beta": str(self.train_beta), "train_tau": str(self.train_tau),
-                    "fingerprint": self.fingerprint}  # fmt: skip
+                    "fingerprint": self.fingerprint, "method": self.method}  # fmt: skip
         path = Path(path)
         atomic_save_tensors(tensors, path, metadata=metadata, dtype=dtype)
         return path
@@ -67,7 +72,7 @@ class Concept:
             raise ValueError(f"{path} is not a concept file: {err}") from None
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path} is not a musekit concept file")
-        stages = sorted({k.split(".")[0] for k in tensors if "." in k})
+        stages = sorted({k.split(".")[0] for k in tensors if "." in k and not k.startswith("weights::")})
         return cls(
             token=meta["token"],
             superclass=meta["superclass"],
@@ -79,6 +84,8 @@ class Concept:
             train_beta=float(meta["train_beta"]),
             train_tau=float(meta["train_tau"]),
             fingerprint=meta["fingerprint"],
+            method=meta.get("method", "perfusion"),
+            weights={k.removeprefix("weights::"): v for k, v in tensors.items() if k.startswith("weights::")},
         )
 
 

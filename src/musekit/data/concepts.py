@@ -1,0 +1,92 @@
+"""Novel objects for personalization: things the shapes world never draws, rendered into its scenes.
+
+Each concept is a distinctive patterned emblem. ``concept_images`` gives the few training images a user would
+supply; ``concept_scene`` renders the concept at a given position and size on a given background, so generated
+images can be compared with ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, _draw_background
+
+CONCEPTS: dict[str, dict] = {
+    # a red-and-white bullseye emblem (superclass "circle")
+    "bullseye": {"superclass": "circle", "colors": ((220, 40, 40), (240, 240, 240))},
+    # a yellow diamond with a black stripe (superclass "square")
+    "diamond": {"superclass": "square", "colors": ((240, 210, 40), (20, 20, 20))},
+    # an orange crescent moon (superclass "circle")
+    "crescent": {"superclass": "circle", "colors": ((245, 140, 30), (245, 140, 30))},
+    # a purple arrow pointing up (superclass "triangle")
+    "arrow": {"superclass": "triangle", "colors": ((140, 60, 180), (240, 240, 240))},
+}
+
+
+def _draw_concept(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: float, background_fill) -> None:
+    first, second = CONCEPTS[name]["colors"]
+    if name == "bullseye":
+        for k, color in enumerate((first, second, first, second)):
+            rad = r * (1 - k * 0.25)
+            draw.ellipse([cx - rad, cy - rad, cx + rad, cy + rad], fill=color)
+    elif name == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)], fill=first)
+        draw.polygon([(cx - r * 0.4, cy - r * 0.08), (cx + r * 0.4, cy - r * 0.08), (cx + r * 0.4, cy + r * 0.08),
+                      (cx - r * 0.4, cy + r * 0.08)], fill=second)  # fmt: skip
+    elif name == "crescent":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=first)
+        off = r * 0.45
+        draw.ellipse([cx - r + off, cy - r - off * 0.3, cx + r + off, cy + r - off * 0.3], fill=background_fill)
+    elif name == "arrow":
+        shaft = r * 0.28
+        draw.polygon([(cx, cy - r), (cx + r * 0.8, cy - r * 0.1), (cx - r * 0.8, cy - r * 0.1)], fill=first)
+        draw.rectangle([cx - shaft, cy - r * 0.15, cx + shaft, cy + r], fill=first)
+    else:
+        raise ValueError(f"unknown concept {name!r}; choose one of {sorted(CONCEPTS)}")
+
+
+def concept_scene(name: str, position: str, background: str, size: int = 128, large: bool = True) -> Image.Image:
+    """The concept at ``position`` on ``background`` (a shapes-world background name)."""
+    big = size * 4
+    image = Image.new("RGB", (big, big))
+    draw = ImageDraw.Draw(image)
+    _draw_background(draw, background, big, 0.0)
+    fill = image.getpixel((0, 0)) if background not in ("striped", "checkered") else (200, 200, 200)
+    row, col = divmod(POSITIONS.index(position), 3)
+    radius = (0.2 if large else 0.13) * big
+    _draw_concept(draw, name, _GRID[col] * big, _GRID[row] * big, radius, fill)
+    return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def concept_examples(name: str, count: int = 5, size: int = 128, seed: int = 0) -> list[tuple[Image.Image, str]]:
+    """``count`` training images with the concept's position: varied positions on varied plain backgrounds."""
+    rng = np.random.default_rng(seed + sum(map(ord, name)))
+    plain = backgrounds_for(name)
+    out = []
+    for _ in range(count):
+        position = POSITIONS[int(rng.integers(len(POSITIONS)))]
+        background = plain[int(rng.integers(len(plain)))]
+        out.append((concept_scene(name, position, background, size, large=bool(rng.random() < 0.7)), position))
+    return out
+
+
+def concept_images(name: str, count: int = 5, size: int = 128, seed: int = 0) -> list[Image.Image]:
+    """``count`` training images of the concept (see ``concept_examples``)."""
+    return [image for image, _ in concept_examples(name, count, size, seed)]
+
+
+def backgrounds_for(name: str) -> list[str]:
+    """Plain backgrounds on which the concept stays visible (none of its own colours)."""
+    colors = set(CONCEPTS[name]["colors"])
+    return [b for b in BACKGROUNDS if b not in ("striped", "checkered") and COLORS.get(b) not in colors]
+
+
+def cell_box(position: str, size: int) -> tuple[int, int, int, int]:
+    """The square around a position's centre that holds a large object (for cropping the concept region)."""
+    row, col = divmod(POSITIONS.index(position), 3)
+    half = math.ceil(0.22 * size)
+    cx, cy = int(_GRID[col] * size), int(_GRID[row] * size)
+    return max(0, cx - half), max(0, cy - half), min(size, cx + half), min(size, cy + half)

@@ -1,0 +1,221 @@
+"""`musekit eval personalize`: Perfusion and its baselines on concepts the default model never saw.
+
+For each concept and method: training seconds, file bytes, concept similarity (cosine of checker embeddings of the
+object region in generated images against the concept images' object regions: the analogue of CLIP-I/DINO) and text
+fidelity (the checker reads the prompt's position and background, and a second plain object, right). Perfusion is
+swept over the inference bias beta with local and global key-locking and trained-K; two concepts in one prompt are
+scored by whether each object region is closer to its own concept than to the other.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from musekit.data.concepts import CONCEPTS, backgrounds_for, cell_box, concept_examples
+from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, with_articles
+from musekit.editing.masks import image_to_tensor
+from musekit.eval.checker import ShapeChecker
+
+ONE_OBJECT_POSITIONS = ("top left", "center", "bottom right", "top right", "left", "bottom", "right", "top")
+SECOND_OBJECTS = (("green", "star"), ("blue", "square"), ("white", "cross"), ("yellow", "heart"))
+
+
+@dataclass(frozen=True)
+class PersonalizeEvalSettings:
+    concepts: tuple[str, ...] = ("bullseye", "diamond", "crescent")
+    betas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    default_beta: float = 0.7
+    images_per_concept: int = 5
+    steps: int = 120
+    baseline_steps: int = 120
+    seed: int = 0
+
+
+def region_embeddings(checker: ShapeChecker, images: torch.Tensor, positions: list[str]) -> torch.Tensor:
+    """Unit checker features of each image's object cell: (N, 3, S, S) -> (N, D)."""
+    size = images.shape[-1]
+    crops = []
+    for image, position in zip(images, positions):
+        x0, y0, x1, y1 = cell_box(position, size)
+        crops.append(F.interpolate(image[None, :, y0:y1, x0:x1], size=(64, 64), mode="bilinear", antialias=True))
+    return F.normalize(checker.embed(torch.cat(crops)), dim=-1)
+
+
+def prompts_for(token: str, name: str) -> list[tuple[str, dict]]:
+    """One-object prompts (position, background) and two-object prompts (a plain second object)."""
+    backgrounds = backgrounds_for(name)
+    out = []
+    for k, position in enumerate(ONE_OBJECT_POSITIONS):
+        background = backgrounds[k % len(backgrounds)]
+        out.append((with_articles(f"a {token} at the {position} on a {background} background"),
+                    {"position": position, "background": background}))  # fmt: skip
+    for k, (color, shape) in enumerate(SECOND_OBJECTS):
+        background = [b for b in backgrounds if b != color][k % (len(backgrounds) - 1)]
+        out.append((with_articles(f"a {token} left of a {color} {shape} on a {background} background"),
+                    {"position": "left", "background": background, "color2": color, "shape2": shape}))  # fmt: skip
+    return out
+
+
+def text_fidelity(checker: ShapeChecker, images: torch.Tensor, specs: list[dict]) -> float:
+    predicted = checker.predict(images)
+    right = 0
+    for i, spec in enumerate(specs):
+        ok = BACKGROUNDS[predicted["background"][i]] == spec["background"]
+        if "color2" in spec:
+            ok &= list(COLORS)[predicted["color2"][i]] == spec["color2"]
+            ok &= SHAPES[predicted["shape2"][i]] == spec["shape2"]
+        else:
+            ok &= POSITIONS[predicted["position"][i]] == spec["position"]
+        right += bool(ok)
+    return right / len(specs)
+
+
+def generate(pipe, prompts: list[str], seed: int, **kwargs) -> torch.Tensor:
+    out = []
+    for k, prompt in enumerate(prompts):
+        result = pipe(prompt, generator=torch.Generator().manual_seed(seed + k), output_type="pt", **kwargs)
+        out.append(result.images)
+    return torch.cat(out)
+
+
+def score(pipe, checker, token, name, references, seed, **kwargs) -> dict:
+    items = prompts_for(token, name)
+    images = generate(pipe, [p for p, _ in items], seed, **kwargs)
+    specs = [s for _, s in items]
+    similarity = (region_embeddings(checker, images, [s["position"] for s in specs]) @ references.t()).mean().item()
+    return {"concept_similarity": similarity, "text_fidelity": text_fidelity(checker, images, specs)}
+
+
+def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeEvalSettings | None = None,
+                             progress: bool = True) -> tuple[dict, dict]:  # fmt: skip
+    """Returns (report, learned concepts by (name, method))."""
+    from musekit.personalize.baselines import BASELINES, learn_baseline
+
+    settings = settings or PersonalizeEvalSettings()
+    pipe.progress_bar = False
+    report: dict = {"settings": settings.__dict__, "concepts": {}}
+    learned: dict = {}
+    refs: dict = {}
+    for name in settings.concepts:
+        token, superclass = f"<{name}>", CONCEPTS[name]["superclass"]
+        examples = concept_examples(name, settings.images_per_concept, pipe.image_size, settings.seed)
+        images = [image for image, _ in examples]
+        refs[name] = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
+                                       [p for _, p in examples])  # fmt: skip
+        rows = {}
+        for method in ("perfusion", "trained-k", *BASELINES):
+            start = time.perf_counter()
+            if method in ("perfusion", "trained-k"):
+                variant = "local" if method == "perfusion" else "trained-k"
+                concept = pipe.learn_concept(images, token, superclass, settings.steps, variant, progress=progress)
+            else:
+                concept = learn_baseline(pipe, images, token, superclass, method, settings.baseline_steps,
+                                         progress=progress)  # fmt: skip
+            seconds = time.perf_counter() - start
+            with tempfile.TemporaryDirectory() as tmp:
+                size = concept.save(Path(tmp) / "c.safetensors").stat().st_size
+            learned[(name, method)] = concept
+            row = {"train_seconds": seconds, "file_bytes": size}
+            if method in ("perfusion", "trained-k"):
+                lockings = ("local", "global") if method == "perfusion" else ("local",)
+                for locking in lockings:
+                    row[f"sweep_{locking}"] = {
+                        str(beta): score(
+                            pipe,
+                            checker,
+                            token,
+                            name,
+                            refs[name],
+                            settings.seed,
+                            concepts=[concept],
+                            concept_bias=beta,
+                            key_locking=locking,
+                        )  # fmt: skip
+                        for beta in settings.betas
+                    }
+            else:
+                row["scores"] = score(pipe, checker, token, name, refs[name], settings.seed, concepts=[concept])
+            rows[method] = row
+        report["concepts"][name] = rows
+    report["two_concepts"] = two_concept_rate(pipe, checker, learned, refs, settings)
+    report["summary"] = summarize(report, settings)
+    return report, learned
+
+
+def two_concept_rate(pipe, checker, learned, refs, settings) -> dict:
+    """Both concepts recognisable: each object cell is closer to its own concept's references than the other's."""
+    names = list(settings.concepts)
+    results = {}
+    for a, b in [(names[i], names[j]) for i in range(len(names)) for j in range(len(names)) if i != j]:
+        concepts = [learned[(a, "perfusion")], learned[(b, "perfusion")]]
+        prompts = [with_articles(f"a <{a}> left of a <{b}> on a {bg} background")
+                   for bg in ("gray", "white", "black", "blue")]  # fmt: skip
+        images = generate(pipe, prompts, settings.seed, concepts=concepts, concept_bias=settings.default_beta)
+        left = region_embeddings(checker, images, ["left"] * len(prompts))
+        right = region_embeddings(checker, images, ["right"] * len(prompts))
+        ok_a = (left @ refs[a].t()).mean(1) > (left @ refs[b].t()).mean(1)
+        ok_b = (right @ refs[b].t()).mean(1) > (right @ refs[a].t()).mean(1)
+        results[f"{a}+{b}"] = (ok_a & ok_b).float().mean().item()
+    results["mean"] = sum(results.values()) / len(results)
+    return results
+
+
+def summarize(report: dict, settings: PersonalizeEvalSettings) -> dict:
+    """Mean over concepts of each method (Perfusion at the default beta) and of each sweep point."""
+    concepts = report["concepts"]
+    beta = str(settings.default_beta)
+
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values)
+
+    summary = {}
+    for method in ("textual-inversion", "custom-diffusion", "dreambooth"):
+        summary[method] = {k: mean(concepts[c][method]["scores"][k] for c in concepts)
+                           for k in ("concept_similarity", "text_fidelity")}  # fmt: skip
+        summary[method]["train_seconds"] = mean(concepts[c][method]["train_seconds"] for c in concepts)
+        summary[method]["file_bytes"] = mean(concepts[c][method]["file_bytes"] for c in concepts)
+    for method, locking in (("perfusion", "local"), ("perfusion", "global"), ("trained-k", "local")):
+        key = f"{method}-{locking}" if method == "perfusion" else method
+        summary[key] = {"sweep": {b: {k: mean(concepts[c][method][f"sweep_{locking}"][b][k] for c in concepts)
+                                      for k in ("concept_similarity", "text_fidelity")}
+                                  for b in map(str, settings.betas)}}  # fmt: skip
+        summary[key].update(summary[key]["sweep"][beta])
+        summary[key]["train_seconds"] = mean(concepts[c][method]["train_seconds"] for c in concepts)
+        summary[key]["file_bytes"] = mean(concepts[c][method]["file_bytes"] for c in concepts)
+    return summary
+
+
+def sweep_plot(summary: dict):
+    from musekit.eval.plot import line_plot
+
+    series = {}
+    for key in ("perfusion-local", "perfusion-global", "trained-k"):
+        series[key] = [
+            (v["text_fidelity"], v["concept_similarity"], f"b={b}") for b, v in summary[key]["sweep"].items()
+        ]
+    for key in ("textual-inversion", "custom-diffusion", "dreambooth"):
+        series[key] = [(summary[key]["text_fidelity"], summary[key]["concept_similarity"], "")]
+    return line_plot(series, "Perfusion beta sweep vs baselines", "text fidelity (checker)",
+                     "concept similarity")  # fmt: skip
+
+
+def concept_file_floats(text_dim: int, spaces: list[tuple[int, int]]) -> int:
+    """Floats in the concept layout: the embedding, plus per K/V input space i* (d) and o*_V per layer (layers, d)."""
+    return text_dim + sum(d + layers * d for d, layers in spaces)
+
+
+# The same layout on other geometries (K/V input spaces as (width, edited layers)):
+# aMUSEd-256: CLIP-L text (768); 22 transformer cross-attentions read the 1024-wide projected text, and the 12
+# attention modules of the conv down/up blocks read the 768-wide kv_mapper output. SD 1.5: 16 cross-attentions read
+# the 768-wide CLIP text; their outputs are 320/640/1280 wide, 12,480 in all.
+GEOMETRIES = {
+    "amused-256": concept_file_floats(768, [(1024, 22), (768, 12)]),
+    "sd-1.5": 768 + 768 + 12480,
+}

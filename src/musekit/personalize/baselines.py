@@ -1,0 +1,116 @@
+"""Baselines in the same harness as Perfusion, so comparisons are fair.
+
+* Textual Inversion: the token embedding only.
+* Custom Diffusion (style): the embedding plus every cross-attention's K and V weights.
+* DreamBooth (style): the embedding plus every transformer weight, with prior preservation on superclass prompts
+  (images the original model generates for "a {superclass}").
+
+All use the same images, augmentations, prompt templates and masked-token loss (unweighted, as published).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from musekit.editing.inpaint import encode_stages
+from musekit.personalize.concept import Concept, model_fingerprint, stages
+from musekit.personalize.tokens import encode_with_concepts, register_token, superclass_ids
+from musekit.personalize.trainer import TEMPLATES, PersonalizeConfig, augmented_views
+from musekit.training.objectives import mask_tokens, masked_token_loss
+
+BASELINES = ("textual-inversion", "custom-diffusion", "dreambooth")
+WEIGHT_LR = {"custom-diffusion": 1e-4, "dreambooth": 5e-5}
+
+
+def trainable_weights(pipe, method: str) -> dict[str, torch.nn.Parameter]:
+    out = {}
+    for stage, model in stages(pipe).items():
+        for name, param in model.named_parameters():
+            if method == "dreambooth" or (method == "custom-diffusion" and ".cross_attn.to_" in name and
+                                          name.rsplit(".", 2)[-2] in ("to_k", "to_v")):  # fmt: skip
+                out[f"{stage}::{name}"] = param
+    return out
+
+
+def learn_baseline(
+    pipe,
+    images: list,
+    token: str,
+    superclass: str,
+    method: str,
+    steps: int | None = None,
+    config: PersonalizeConfig | None = None,
+    prior_images: int = 8,
+    prior_weight: float = 1.0,
+    progress: bool = True,
+) -> Concept:
+    """Train one baseline; the pipeline's weights are restored afterwards (the result lives in the Concept)."""
+    if method not in BASELINES:
+        raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
+    config = config or PersonalizeConfig()
+    steps = steps or config.steps
+    start = time.perf_counter()
+    encoder = pipe.text_encoder
+    token_id = register_token(encoder, token)
+    pieces = superclass_ids(encoder, superclass)
+    generator = torch.Generator().manual_seed(config.seed)
+    views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
+    ids = dict(zip(("transformer", "superres"), encode_stages(pipe, views)))
+    prior = None
+    if method == "dreambooth":  # prior preservation: the model's own superclass images, made before training
+        progress_state, pipe.progress_bar = pipe.progress_bar, False
+        out = pipe(f"a {superclass}", num_images_per_prompt=prior_images, generator=torch.Generator().manual_seed(1),
+                   output_type="ids")  # fmt: skip
+        pipe.progress_bar = progress_state
+        prior = {"transformer": out.base_ids, "superres": out.ids}
+    embedding = torch.nn.Parameter(encoder.input_embeddings().weight[pieces].detach().float().mean(0).clone())
+    weights = trainable_weights(pipe, method)
+    originals = {k: p.detach().clone() for k, p in weights.items()}
+    for p in weights.values():
+        p.requires_grad_(True)
+    groups = [{"params": [embedding], "lr": config.embedding_lr}]
+    if weights:
+        groups.append({"params": list(weights.values()), "lr": WEIGHT_LR[method]})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    models = stages(pipe)
+    try:
+        for model in models.values():
+            model.train()
+        for _ in tqdm(range(steps), desc=f"{method} {token}", disable=not progress):
+            pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
+            templates = torch.randint(0, len(TEMPLATES), (config.batch_size,), generator=generator).tolist()
+            text, _ = encode_with_concepts(encoder, [TEMPLATES[t].format(token) for t in templates],
+                                           {token_id: embedding})  # fmt: skip
+            loss = torch.zeros(())
+            for name, model in models.items():
+                loss = loss + _loss(model, ids[name][pick], text, ids["transformer"][pick] if name == "superres"
+                                    else None, generator)  # fmt: skip
+                if prior is not None:
+                    index = torch.randint(0, prior[name].shape[0], (config.batch_size,), generator=generator)
+                    prior_text = encoder.encode([f"a {superclass}"] * config.batch_size)
+                    cond = prior["transformer"][index] if name == "superres" else None
+                    loss = loss + prior_weight * _loss(model, prior[name][index], prior_text, cond, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        trained = {k: p.detach().clone() for k, p in weights.items()}
+    finally:
+        for key, param in weights.items():
+            param.requires_grad_(False)
+            param.data.copy_(originals[key])
+            param.grad = None
+        for model in models.values():
+            model.eval()
+    concept = Concept(token=token, superclass=superclass, variant="local", embedding=embedding.detach().clone(),
+                      target_inputs={}, value_outputs={}, fingerprint=model_fingerprint(pipe), method=method,
+                      weights=trained)  # fmt: skip
+    concept.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+    return concept
+
+
+def _loss(model, targets, text, cond, generator) -> torch.Tensor:
+    inputs, mask = mask_tokens(targets, model.config.mask_token_id, generator)
+    return masked_token_loss(model(inputs, text=text, cond_ids=cond), targets, mask)
