@@ -194,3 +194,15 @@ def test_edit_commands_reject_bad_input_in_one_line(args, needle, files, tiny_mo
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_edit_harness_on_tiny_components(tiny_pipe):
+    from musekit.config import CheckerConfig
+    from musekit.eval.checker import ShapeChecker
+    from musekit.eval.edit_eval import EditEvalSettings, evaluate_editing
+
+    torch.manual_seed(0)
+    report = evaluate_editing(tiny_pipe, ShapeChecker(CheckerConfig.preset("tiny")), EditEvalSettings(2, 2))
+    assert report["inpaint"]["outside_identical"] == 1.0
+    for key in ("edit_random", "edit_region"):
+        assert 0 <= report[key]["changed_attribute_read"] <= 1 and report[key]["iterations"] == 2

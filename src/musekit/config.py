@@ -247,6 +247,8 @@ VQ_PRESETS: dict[str, VQConfig] = {
 TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
     "tiny": TransformerConfig(codebook_size=16, grid_size=4, hidden_size=32, num_layers=2, num_heads=2, text_dim=32),
     "shapes": TransformerConfig(codebook_size=1024, grid_size=16, hidden_size=256, num_layers=6, num_heads=4),
+    # CPU-trainable in well under an hour (the first bundled model)
+    "shapes-small": TransformerConfig(codebook_size=1024, grid_size=16, hidden_size=256, num_layers=4, num_heads=4),
     "base": TransformerConfig(codebook_size=8192, grid_size=16, hidden_size=768, num_layers=12, num_heads=12),
 }
 
@@ -260,6 +262,16 @@ SUPERRES_PRESETS: dict[str, SuperResConfig] = {
         text_dim=32,
         cond_grid_size=4,
         cond_codebook_size=16,
+        num_cond_layers=1,
+    ),
+    "shapes-small": SuperResConfig(
+        codebook_size=1024,
+        grid_size=32,
+        hidden_size=128,
+        num_layers=3,
+        num_heads=4,
+        cond_grid_size=16,
+        cond_codebook_size=1024,
         num_cond_layers=1,
     ),
     "shapes": SuperResConfig(

@@ -12,7 +12,7 @@ from musekit.cli.common import CLIError, load_pipeline, positive_int
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model", description=__doc__)
-    p.add_argument("suite", choices=["shapes", "personalize"], help="which evaluation")
+    p.add_argument("suite", choices=["shapes", "edit", "personalize"], help="which evaluation")
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument("--checker", default=None, metavar="DIR", help="checker folder (default: the bundled one)")
     p.add_argument("--num", type=positive_int, default=200, help="prompts per split")
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model)
     if args.suite == "personalize":
         return run_personalize(args, pipe, checker)
+    if args.suite == "edit":
+        return run_edit(args, pipe, checker)
     settings = EvalSettings(args.num, args.seed, 8, args.steps, args.sr_steps, args.guidance)
     report, grid = evaluate_shapes(pipe, checker, settings)
     report["model"] = args.model or "bundled default"
@@ -79,4 +81,19 @@ def run_personalize(args, pipe, checker) -> int:
     print(json.dumps(report["summary"], indent=2))
     print(json.dumps(report["two_concepts"], indent=2))
     print(f"wrote {out / 'personalize.jsonl'} and {out / 'personalize-sweep.png'}")
+    return 0
+
+
+def run_edit(args, pipe, checker) -> int:
+    from musekit.eval.edit_eval import EditEvalSettings, evaluate_editing
+
+    report = evaluate_editing(pipe, checker, EditEvalSettings(num_cases=args.num, seed=args.seed))
+    report["model"] = args.model or "bundled default"
+    report["date"] = time.strftime("%Y-%m-%d %H:%M")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "edit.jsonl").open("a") as handle:
+        handle.write(json.dumps(report) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out / 'edit.jsonl'}")
     return 0

@@ -1,0 +1,35 @@
+"""`musekit encode-shards`: render and tokenize shapes-world examples once (shared by the base and SR stages)."""
+
+from __future__ import annotations
+
+import argparse
+
+from musekit.cli.common import positive_int
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("encode-shards", help="pre-encode training images to token shards", description=__doc__)
+    p.add_argument("--tokenizer", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--num", type=positive_int, default=20000, help="number of examples")
+    p.add_argument("--image-size", type=positive_int, default=128)
+    p.add_argument("--world-seed", type=int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from musekit.config import VQConfig
+    from musekit.data.shapes import ShapesWorld
+    from musekit.data.tokens import encode_shards
+    from musekit.io.checkpoint import load_component
+    from musekit.tokenizer import VQModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vq = load_component(VQModel, VQConfig, args.tokenizer)
+    out = encode_shards(vq, ShapesWorld(args.world_seed), args.out, args.num, args.image_size)
+    print(f"wrote {out}")
+    return 0
