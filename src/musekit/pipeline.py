@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,20 +18,18 @@ from musekit.config import (
     TransformerConfig,
     VQConfig,
 )
-from musekit.io.checkpoint import atomic_write_text, load_component, save_component
 from musekit.io.images import tensor_to_numpy, tensor_to_pil
+from musekit.io.pipeline_io import MODEL_INDEX  # noqa: F401  (re-exported for the CLI)
 from musekit.models.superres import SuperResTransformer
 from musekit.models.transformer import MaskedTransformer
 from musekit.sampling.options import SamplingOptions
 from musekit.sampling.sampler import decode_tokens
-from musekit.text import TextEmbeddings, TextEncoder, build_text_encoder, load_text_encoder, save_text_encoder
+from musekit.text import TextEmbeddings, TextEncoder
 from musekit.tokenizer.vqgan import VQModel
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
-MODEL_INDEX = "model_index.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -160,63 +156,18 @@ class MusePipeline:
         ``text_dim`` of the transformers is set to the text encoder's width; initialisation is seeded and leaves
         the global random state untouched.
         """
-        if text_encoder is None or isinstance(text_encoder, TextEncoderConfig):
-            text_encoder = build_text_encoder(text_encoder or TextEncoderConfig())
-        vq_cfg = VQConfig.preset(vqgan) if isinstance(vqgan, str) else vqgan
-        t_cfg = TransformerConfig.preset(transformer) if isinstance(transformer, str) else transformer
-        t_cfg = t_cfg.replace(text_dim=text_encoder.hidden_size, codebook_size=vq_cfg.codebook_size)
-        s_cfg = SuperResConfig.preset(superres) if isinstance(superres, str) else superres
-        if s_cfg is not None:
-            s_cfg = s_cfg.replace(
-                text_dim=text_encoder.hidden_size,
-                codebook_size=vq_cfg.codebook_size,
-                cond_codebook_size=vq_cfg.codebook_size,
-                cond_grid_size=t_cfg.grid_size,
-            )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            vq = VQModel(vq_cfg)
-            base = MaskedTransformer(t_cfg)
-            sr = SuperResTransformer(s_cfg) if s_cfg is not None else None
-        return cls(text_encoder, vq, base, sr, None, scheduler_config, config)
+        from musekit.io.pipeline_io import build_components
+
+        return cls(*build_components(text_encoder, vqgan, transformer, superres, seed), None, scheduler_config, config)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: torch.device | str = "cpu") -> MusePipeline:
         """Load a pipeline folder written by ``save_pretrained``; ``None`` loads the bundled default model."""
+        from musekit.io.pipeline_io import load_pipeline_parts
+
         folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
-        index_file = folder / MODEL_INDEX
-        if not index_file.is_file():
-            if path is None:
-                raise FileNotFoundError(
-                    "no bundled default model in this installation (src/musekit/assets/default); pass a model folder"
-                )
-            if not folder.exists():
-                raise FileNotFoundError(f"model folder not found: {folder}")
-            raise FileNotFoundError(f"{folder} is not a musekit model folder ({MODEL_INDEX} missing)")
-        try:
-            index = json.loads(index_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{index_file} is not valid JSON: {err}") from None
-        if index.get("format") != "musekit":
-            raise ValueError(f"{index_file} is not a musekit model index")
-        components: dict[str, Any] = index["components"]
-        text_encoder = load_text_encoder(folder / components["text_encoder"])
-        vqgan = load_component(VQModel, VQConfig, folder / components["vqgan"])
-        transformer = load_component(MaskedTransformer, TransformerConfig, folder / components["transformer"])
-        superres = vqgan_sr = None
-        if components.get("superres"):
-            superres = load_component(SuperResTransformer, SuperResConfig, folder / components["superres"])
-        if components.get("vqgan_sr"):
-            vqgan_sr = load_component(VQModel, VQConfig, folder / components["vqgan_sr"])
-        pipe = cls(
-            text_encoder,
-            vqgan,
-            transformer,
-            superres,
-            vqgan_sr,
-            SchedulerConfig.from_dict(index.get("scheduler", {})),
-            PipelineConfig.from_dict(index.get("pipeline", {})),
-        )
+        parts, scheduler_config, config = load_pipeline_parts(folder, bundled=path is None)
+        pipe = cls(*parts, scheduler_config, config)
         pipe.source_folder = folder
         return pipe.to(device)
 
@@ -226,28 +177,9 @@ class MusePipeline:
         Args:
             dtype: optional storage dtype for weights (e.g. ``torch.float16`` for shipped models); loading casts back.
         """
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        components: dict[str, str | None] = {"text_encoder": "text_encoder", "superres": None, "vqgan_sr": None}
-        save_text_encoder(self.text_encoder, folder / "text_encoder")
-        for name, module in self.modules().items():
-            if name == "text_encoder":
-                continue
-            save_component(module, module.config, folder / name, dtype=dtype)
-            components[name] = name
-        index = {
-            "format": "musekit",
-            "format_version": FORMAT_VERSION,
-            "components": components,
-            "scheduler": self.scheduler_config.to_dict(),
-            "pipeline": self.config.to_dict(),
-        }
-        atomic_write_text(folder / MODEL_INDEX, json.dumps(index, indent=2) + "\n")
-        if self._c_inv is not None:
-            from musekit.personalize.covariance import save_covariances
+        from musekit.io.pipeline_io import save_pipeline
 
-            save_covariances(self._covariances, folder)
-        return folder
+        return save_pipeline(self, Path(path), dtype)
 
     # --- text ------------------------------------------------------------------------------------------------
     def encode_prompt(
@@ -399,30 +331,22 @@ class MusePipeline:
     def perfusion_c_inv(self) -> dict[str, torch.Tensor]:
         """C^-1 per stage for Perfusion: loaded from the model folder, or estimated once from shapes captions."""
         if self._c_inv is None:
-            from musekit.personalize.covariance import inverse, load_covariances
+            from musekit.personalize.covariance import covariances_for
 
-            folder = self.source_folder
-            if folder is not None and (folder / "perfusion_covariance.safetensors").is_file():
-                self._covariances = load_covariances(folder)
-            else:
-                self.estimate_covariance()
-            self._c_inv = {k: inverse(v).to(self.device) for k, v in self._covariances.items()}
+            self.set_covariances(covariances_for(self))
         return self._c_inv
 
     def estimate_covariance(self, captions: list[str] | None = None, count: int = 2000) -> None:
-        """Estimate C for every stage from ``captions`` (default: ``count`` shapes-world training captions)."""
-        from musekit.personalize.concept import stages
-        from musekit.personalize.covariance import estimate_covariance, inverse
+        """Estimate Perfusion's C for every stage from ``captions`` (default: shapes-world training captions)."""
+        from musekit.personalize.covariance import estimate_pipeline_covariances
 
-        if captions is None:
-            from musekit.data.shapes import ShapesWorld
+        self.set_covariances(estimate_pipeline_covariances(self, captions, count))
 
-            captions = [e.caption for e in ShapesWorld(0).examples("train", count)]
-            logger.info("estimating Perfusion's C from %d shapes-world captions", len(captions))
-        self._covariances = {
-            name: estimate_covariance(model, self.text_encoder, captions) for name, model in stages(self).items()
-        }
-        self._c_inv = {k: inverse(v).to(self.device) for k, v in self._covariances.items()}
+    def set_covariances(self, covariances: dict[str, torch.Tensor]) -> None:
+        from musekit.personalize.covariance import inverse
+
+        self._covariances = covariances
+        self._c_inv = {k: inverse(v).to(self.device) for k, v in covariances.items()}
 
     def learn_concept(self, images: list, token: str, superclass: str, steps: int | None = None,
                       variant: str = "local", **kwargs):  # fmt: skip

@@ -56,3 +56,22 @@ def load_covariances(folder: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"no Perfusion covariance in {folder}; run `musekit covariance --model {folder}` once")
     return {k: v.double() for k, v in load_file(str(path)).items()}
+
+
+def estimate_pipeline_covariances(pipe, captions: list[str] | None = None, count: int = 2000) -> dict:
+    """C for every stage of ``pipe`` from ``captions`` (default: ``count`` shapes-world training captions)."""
+    from musekit.personalize.concept import stages
+
+    if captions is None:
+        from musekit.data.shapes import ShapesWorld
+
+        captions = [e.caption for e in ShapesWorld(0).examples("train", count)]
+    return {name: estimate_covariance(model, pipe.text_encoder, captions) for name, model in stages(pipe).items()}
+
+
+def covariances_for(pipe) -> dict[str, torch.Tensor]:
+    """The model folder's stored C, or a fresh estimate from shapes-world captions."""
+    folder = pipe.source_folder
+    if folder is not None and (Path(folder) / COVARIANCE_FILE).is_file():
+        return load_covariances(folder)
+    return estimate_pipeline_covariances(pipe)
