@@ -14,6 +14,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sr", default=None, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (shipped models)")
+    p.add_argument("--captions", default=None, metavar="FILE",
+                   help="captions, one per line, for Perfusion's C (default: shapes-world captions)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -35,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
     base = load_component(MaskedTransformer, TransformerConfig, args.base)
     sr = load_component(SuperResTransformer, SuperResConfig, args.sr) if args.sr else None
     pipe = MusePipeline(build_text_encoder(TextEncoderConfig()), vq, base, sr)
+    captions = None
+    if args.captions is not None:
+        path = __import__("pathlib").Path(args.captions)
+        if not path.is_file():
+            raise CLIError(f"caption file not found: {path}")
+        captions = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    pipe.estimate_covariance(captions)  # Perfusion's C, stored beside the model
     out = pipe.save_pretrained(args.out, dtype=torch.float16 if args.fp16 else None)
     sizes = {k: f"{v:,}" for k, v in pipe.num_parameters().items()}
     print(f"wrote {out} (parameters: {sizes})")

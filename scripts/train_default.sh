@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduces the bundled default model on a 2-core CPU (see docs/TRAINING.md for wall times).
+# Every step resumes if rerun after a kill. Set THREADS to the cores you can spare.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+M=.venv/bin/musekit
+RUNS=${RUNS:-runs}
+THREADS=${THREADS:-2}
+
+$M train-tokenizer --config configs/tokenizer-shapes.json --out "$RUNS/tok" --threads "$THREADS"
+$M encode-shards --tokenizer "$RUNS/tok/final" --out "$RUNS/shards" --num 20000 --threads "$THREADS"
+# The two transformer stages are independent given the shards: train them side by side, one thread each.
+$M train --stage base --config configs/base-shapes.json --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" \
+    --out "$RUNS/base" --threads 1 &
+$M train --stage sr --config configs/sr-shapes.json --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" \
+    --out "$RUNS/sr" --threads 1 &
+wait
+$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base/final" --sr "$RUNS/sr/final" \
+    --out src/musekit/assets/default --fp16
