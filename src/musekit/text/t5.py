@@ -8,10 +8,10 @@ import torch
 from transformers import AutoTokenizer, T5EncoderModel
 
 from musekit.config import TextEncoderConfig
-from musekit.text.base import TextEncoder, masked_mean
+from musekit.text.base import EncoderOnlyTextEncoder, masked_mean
 
 
-class T5TextEncoder(TextEncoder):
+class T5TextEncoder(EncoderOnlyTextEncoder):
     """``T5EncoderModel``; pooled = mean of the real tokens' final states."""
 
     def __init__(self, config: TextEncoderConfig) -> None:
@@ -27,17 +27,5 @@ class T5TextEncoder(TextEncoder):
     def hidden_size(self) -> int:
         return self.model.config.d_model
 
-    def _encode_tokens(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._outputs(self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True),
-                             attention_mask)  # fmt: skip
-
-    def _encode_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor):
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
-        return self._outputs(out, attention_mask)
-
-    def _outputs(self, out, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.config.hidden_layer
-        hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
-        return hidden, masked_mean(out.last_hidden_state, attention_mask)
+    def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(last_hidden, attention_mask)
