@@ -221,6 +221,51 @@ class PipelineConfig(BaseConfig):
 
 
 @dataclass(frozen=True)
+class UVitConfig(BaseConfig):
+    """The aMUSEd U-ViT (diffusers ``UVit2DModel``); field names follow its ``config.json`` so folders load as-is.
+
+    ``vocab_size`` is stored because aMUSEd rounds codebook + 1 up (8192 codes -> 8256 rows, mask id 8255).
+    """
+
+    hidden_size: int = 1024
+    use_bias: bool = False
+    hidden_dropout: float = 0.0
+    cond_embed_dim: int = 768
+    micro_cond_encode_dim: int = 256
+    micro_cond_embed_dim: int = 1280
+    encoder_hidden_size: int = 768
+    vocab_size: int = 8256
+    codebook_size: int = 8192
+    in_channels: int = 768
+    block_out_channels: int = 768
+    num_res_blocks: int = 3
+    downsample: bool = False
+    upsample: bool = False
+    block_num_heads: int = 12
+    num_hidden_layers: int = 22
+    num_attention_heads: int = 16
+    attention_dropout: float = 0.0
+    intermediate_size: int = 2816
+    layer_norm_eps: float = 1e-6
+    ln_elementwise_affine: bool = True
+    sample_size: int = 16  # token grid side
+
+    def __post_init__(self) -> None:
+        _check(self.vocab_size > self.codebook_size, "UVitConfig: vocab_size must exceed codebook_size")
+        _check(self.hidden_size % self.num_attention_heads == 0, "UVitConfig: hidden_size % heads != 0")
+        _check(self.block_out_channels % self.block_num_heads == 0, "UVitConfig: block channels % heads != 0")
+        _check(self.micro_cond_embed_dim % self.micro_cond_encode_dim == 0, "UVitConfig: micro-cond dims")
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.vocab_size - 1
+
+    @property
+    def num_micro_conds(self) -> int:
+        return self.micro_cond_embed_dim // self.micro_cond_encode_dim
+
+
+@dataclass(frozen=True)
 class CheckerConfig(BaseConfig):
     """The shapes-world checker: a small CNN that reads scene attributes from pixels."""
 
@@ -295,6 +340,31 @@ SCHEDULER_PRESETS: dict[str, SchedulerConfig] = {
     "default": SchedulerConfig(),
 }
 
+UVIT_PRESETS: dict[str, UVitConfig] = {
+    "amused-256": UVitConfig(),
+    "amused-512": UVitConfig(downsample=True, upsample=True, sample_size=32),
+    # the shape of diffusers' old fast tests
+    "tiny": UVitConfig(
+        hidden_size=8,
+        cond_embed_dim=8,
+        micro_cond_encode_dim=2,
+        micro_cond_embed_dim=10,
+        encoder_hidden_size=8,
+        vocab_size=32,
+        codebook_size=8,
+        in_channels=8,
+        block_out_channels=8,
+        num_res_blocks=1,
+        downsample=True,
+        upsample=True,
+        block_num_heads=1,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=8,
+        sample_size=4,
+    ),  # fmt: skip
+}
+
 CHECKER_PRESETS: dict[str, CheckerConfig] = {
     "default": CheckerConfig(),
     "tiny": CheckerConfig(image_size=16, channels=(8, 8, 8), feature_dim=16),
@@ -313,6 +383,7 @@ _PRESETS_BY_CLASS: dict[type, dict[str, Any]] = {
     SchedulerConfig: SCHEDULER_PRESETS,
     PipelineConfig: PIPELINE_PRESETS,
     CheckerConfig: CHECKER_PRESETS,
+    UVitConfig: UVIT_PRESETS,
 }
 
 __all__ = [
@@ -324,5 +395,6 @@ __all__ = [
     "SuperResConfig",
     "TextEncoderConfig",
     "TransformerConfig",
+    "UVitConfig",
     "VQConfig",
 ]

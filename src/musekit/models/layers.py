@@ -47,17 +47,25 @@ class Attention(nn.Module):
     context (B, S, context_dim) to (B, S, inner_dim).
     """
 
-    def __init__(self, query_dim: int, heads: int, context_dim: int | None = None, head_dim: int | None = None):
+    def __init__(
+        self,
+        query_dim: int,
+        heads: int,
+        context_dim: int | None = None,
+        head_dim: int | None = None,
+        bias: bool = True,
+        out_bias: bool | None = None,
+    ):
         super().__init__()
         context_dim = context_dim or query_dim
         head_dim = head_dim or query_dim // heads
         inner = heads * head_dim
         self.heads = heads
         self.head_dim = head_dim
-        self.to_q = nn.Linear(query_dim, inner)
-        self.to_k = nn.Linear(context_dim, inner)
-        self.to_v = nn.Linear(context_dim, inner)
-        self.to_out = nn.Linear(inner, query_dim)
+        self.to_q = nn.Linear(query_dim, inner, bias=bias)
+        self.to_k = nn.Linear(context_dim, inner, bias=bias)
+        self.to_v = nn.Linear(context_dim, inner, bias=bias)
+        self.to_out = nn.Linear(inner, query_dim, bias=bias if out_bias is None else out_bias)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
