@@ -37,7 +37,7 @@ def test_logits_match_diffusers_on_tiny_configs(downsample):
     ids, text, pooled, micro = inputs(config)
     with torch.no_grad():
         expected = reference(ids, text, pooled, micro).flatten(2).transpose(1, 2)
-        got = ours(ids, text, pooled, micro)
+        got = ours(ids, cache=ours.precompute(_text(text, pooled), micro_conds=micro))
     assert got.shape == (2, config.sample_size**2, config.codebook_size)
     assert (got - expected).abs().max().item() <= 1e-4
 
@@ -51,6 +51,12 @@ def test_a_wider_config_matches_too():
     ids, text, pooled, micro = inputs(config, seed=4)
     with torch.no_grad():
         expected = reference(ids, text, pooled, micro).flatten(2).transpose(1, 2)
-        got = ours(ids, text, pooled, micro)
+        got = ours(ids, cache=ours.precompute(_text(text, pooled), micro_conds=micro))
     assert (got - expected).abs().max().item() <= 1e-4
     assert set(to_diffusers_state_dict(ours.state_dict())) == set(reference.state_dict())
+
+
+def _text(states, pooled):
+    from musekit.text import TextEmbeddings
+
+    return TextEmbeddings(states, pooled, torch.ones(states.shape[:2], dtype=torch.bool))

@@ -195,11 +195,13 @@ class TextEncoderConfig(BaseConfig):
 class SchedulerConfig(BaseConfig):
     """MaskGIT parallel decoding settings (see ``musekit.sampling.scheduler``)."""
 
+    kind: str = "maskgit"  # "maskgit" (musekit's) or "amused" (reproduces diffusers' AmusedScheduler)
     mask_schedule: str = "cosine"
     schedule_power: float = 2.0  # exponent of the "pow" schedule, 1 - r**p
     temperature: tuple[float, float] = (2.0, 0.0)  # Gumbel choice temperature, annealed linearly over the steps
 
     def __post_init__(self) -> None:
+        _check(self.kind in ("maskgit", "amused"), "SchedulerConfig: kind must be maskgit or amused")
         _check(self.mask_schedule in MASK_SCHEDULES, f"SchedulerConfig: mask_schedule must be one of {MASK_SCHEDULES}")
         _check(self.schedule_power > 0, "SchedulerConfig: schedule_power must be > 0")
         _check(len(self.temperature) == 2, "SchedulerConfig: temperature is (start, end)")
@@ -259,6 +261,18 @@ class UVitConfig(BaseConfig):
     @property
     def mask_token_id(self) -> int:
         return self.vocab_size - 1
+
+    @property
+    def grid_size(self) -> int:
+        return self.sample_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.sample_size**2
+
+    @property
+    def text_dim(self) -> int:
+        return self.encoder_hidden_size
 
     @property
     def num_micro_conds(self) -> int:

@@ -82,6 +82,8 @@ class MusePipeline:
         self._c_inv: dict[str, torch.Tensor] | None = None
         self._concept_call = None  # set only inside a call that uses concepts
         self._check_compatible()
+        if hasattr(transformer, "image_size"):  # aMUSEd micro-conditioning defaults to the image size
+            transformer.image_size = transformer.config.grid_size * vqgan.downsample_factor
         for module in self.modules().values():
             module.eval().requires_grad_(False)
 
@@ -103,7 +105,7 @@ class MusePipeline:
         t, v = self.transformer.config, self.vqgan.config
         if t.codebook_size != v.codebook_size:
             raise ValueError(f"transformer codebook {t.codebook_size} != tokenizer codebook {v.codebook_size}")
-        if t.text_dim != self.text_encoder.hidden_size:
+        if self.text_encoder.hidden_size != t.text_dim:
             raise ValueError(f"transformer text_dim {t.text_dim} != text encoder width {self.text_encoder.hidden_size}")
         if self.superres is not None:
             s = self.superres.config
@@ -161,12 +163,26 @@ class MusePipeline:
         return cls(*build_components(text_encoder, vqgan, transformer, superres, seed), None, scheduler_config, config)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, device: torch.device | str = "cpu") -> MusePipeline:
-        """Load a pipeline folder written by ``save_pretrained``; ``None`` loads the bundled default model."""
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: torch.device | str = "cpu", scheduler: str | None = None
+    ) -> MusePipeline:
+        """Load a pipeline folder: musekit's (``save_pretrained``) or a diffusers aMUSEd folder.
+
+        Args:
+            path: the folder; ``None`` loads the bundled default model.
+            scheduler: for aMUSEd folders, "maskgit" (musekit's, default) or "amused" (reproduces diffusers'
+                AmusedScheduler token for token).
+        """
+        from musekit.io.convert_amused import is_amused_folder, load_amused
         from musekit.io.pipeline_io import load_pipeline_parts
 
         folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
-        parts, scheduler_config, config = load_pipeline_parts(folder, bundled=path is None)
+        if is_amused_folder(folder):
+            parts, scheduler_config, config = load_amused(folder, scheduler or "maskgit")
+        else:
+            parts, scheduler_config, config = load_pipeline_parts(folder, bundled=path is None)
+            if scheduler is not None:
+                scheduler_config = scheduler_config.replace(kind=scheduler)
         pipe = cls(*parts, scheduler_config, config)
         pipe.source_folder = folder
         return pipe.to(device)

@@ -26,6 +26,31 @@ MODEL_INDEX = "model_index.json"
 FORMAT_VERSION = 1
 
 
+def _class_table() -> dict[str, tuple]:
+    from musekit.config import UVitConfig
+    from musekit.models.uvit import UVitTransformer
+    from musekit.tokenizer.amused_vq import AmusedVQConfig, AmusedVQModel
+
+    return {
+        "VQModel": (VQModel, VQConfig),
+        "AmusedVQModel": (AmusedVQModel, AmusedVQConfig),
+        "MaskedTransformer": (MaskedTransformer, TransformerConfig),
+        "SuperResTransformer": (SuperResTransformer, SuperResConfig),
+        "UVitTransformer": (UVitTransformer, UVitConfig),
+    }
+
+
+class _LazyClasses(dict):
+    def __missing__(self, key):
+        table = _class_table()
+        if key not in table:
+            raise ValueError(f"unknown component class {key!r} in model_index.json")
+        return table[key]
+
+
+_CLASSES = _LazyClasses()
+
+
 def build_components(text_encoder, vqgan, transformer, superres, seed: int) -> tuple:
     """Random components from configs or preset names; ``text_dim`` follows the text encoder's width.
 
@@ -70,9 +95,11 @@ def load_pipeline_parts(folder: Path, bundled: bool = False) -> tuple[tuple, Sch
     if index.get("format") != "musekit":
         raise ValueError(f"{index_file} is not a musekit model index")
     components: dict[str, Any] = index["components"]
+    classes = index.get("classes", {})
     text_encoder: TextEncoder = load_text_encoder(folder / components["text_encoder"])
-    vqgan = load_component(VQModel, VQConfig, folder / components["vqgan"])
-    transformer = load_component(MaskedTransformer, TransformerConfig, folder / components["transformer"])
+    vqgan = load_component(*_CLASSES[classes.get("vqgan", "VQModel")], folder / components["vqgan"])
+    transformer = load_component(*_CLASSES[classes.get("transformer", "MaskedTransformer")],
+                                 folder / components["transformer"])  # fmt: skip
     superres = vqgan_sr = None
     if components.get("superres"):
         superres = load_component(SuperResTransformer, SuperResConfig, folder / components["superres"])
@@ -97,6 +124,7 @@ def save_pipeline(pipe, folder: Path, dtype: torch.dtype | None = None) -> Path:
         "format": "musekit",
         "format_version": FORMAT_VERSION,
         "components": components,
+        "classes": {name: type(module).__name__ for name, module in pipe.modules().items() if name != "text_encoder"},
         "scheduler": pipe.scheduler_config.to_dict(),
         "pipeline": pipe.config.to_dict(),
     }

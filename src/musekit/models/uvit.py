@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musekit.config import UVitConfig
-from musekit.models.layers import Attention
+from musekit.models.layers import Attention, ContextCache
 
 
 def timestep_embedding(values: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -97,11 +97,12 @@ class TextAttentionBlock(nn.Module):
         self.norm2 = RMSNorm(ch, 1e-6)
         self.attn2 = Attention(ch, heads, context_dim=ch, bias=c.use_bias)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if self.kv_mapper is not None:
-            context = self.kv_mapper(F.silu(context))
-        x = x + self.attn1(self.norm1(x), context=context)
-        return x + self.attn2(self.norm2(x), context=context)
+    def map_context(self, context: torch.Tensor) -> torch.Tensor:
+        return self.kv_mapper(F.silu(context)) if self.kv_mapper is not None else context
+
+    def forward(self, x: torch.Tensor, kv1, kv2) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x), kv=kv1)
+        return x + self.attn2(self.norm2(x), kv=kv2)
 
 
 class Resample(nn.Module):
@@ -128,13 +129,15 @@ class ConvStage(nn.Module):
         self.attention_blocks = nn.ModuleList(TextAttentionBlock(c) for _ in range(c.num_res_blocks))
         self.upsample = Resample(c, up=True) if upsample else None
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, kvs: list) -> torch.Tensor:
+        """``kvs``: two (keys, values) pairs per attention block, in order."""
         if self.downsample is not None:
             x = self.downsample(x)
-        for res, attn in zip(self.res_blocks, self.attention_blocks):
+        for index, (res, attn) in enumerate(zip(self.res_blocks, self.attention_blocks)):
             x = res(x, cond)
             b, ch, h, w = x.shape
-            x = attn(x.flatten(2).transpose(1, 2), context).transpose(1, 2).reshape(b, ch, h, w)
+            tokens = attn(x.flatten(2).transpose(1, 2), kvs[2 * index], kvs[2 * index + 1])
+            x = tokens.transpose(1, 2).reshape(b, ch, h, w)
         if self.upsample is not None:
             x = self.upsample(x)
         return x
@@ -162,9 +165,9 @@ class UVitLayer(nn.Module):
         self.norm3 = AdaNorm(d, d, c, "layer")
         self.ff = GEGLUFeedForward(d, c.intermediate_size, c.use_bias)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv, cond: torch.Tensor) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x, cond))
-        x = x + self.attn2(self.norm2(x, cond), context=context)
+        x = x + self.attn2(self.norm2(x, cond), kv=kv)
         return x + self.ff(self.norm3(x, cond))
 
 
@@ -202,21 +205,68 @@ class UVitTransformer(nn.Module):
         cond = torch.cat([pooled, micro.reshape(pooled.shape[0], -1)], dim=1)
         return self.cond_embed.linear_2(F.silu(self.cond_embed.linear_1(cond)))
 
-    def forward(
-        self, ids: torch.Tensor, text_states: torch.Tensor, pooled: torch.Tensor, micro_conds: torch.Tensor
-    ) -> torch.Tensor:
-        context = self.encoder_proj_layer_norm(self.encoder_proj(text_states))  # (B, T, hidden)
-        cond = self.condition(pooled, micro_conds)  # (B, hidden)
+    @property
+    def cross_attentions(self) -> list[nn.Module]:
+        """Every attention that reads the text, in the order of ``ContextCache.keys``."""
+        blocks = list(self.down_block.attention_blocks) + list(self.up_block.attention_blocks)
+        return [a for block in blocks for a in (block.attn1, block.attn2)] + [
+            layer.attn2 for layer in self.transformer_layers
+        ]
+
+    image_size: int | None = None  # pixels per side; set by the pipeline loader from the VQ factor (default f16)
+
+    def default_micro_conds(self, batch: int, device=None) -> torch.Tensor:
+        """diffusers' defaults: original size = image size (w, h), crop (0, 0), aesthetic score 6."""
+        side = float(self.image_size or self.config.sample_size * 16)
+        return torch.tensor([[side, side, 0.0, 0.0, 6.0]], device=device).repeat(batch, 1)
+
+    def precompute(self, text, cond_ids=None, key_text=None, micro_conds: torch.Tensor | None = None) -> ContextCache:
+        """Project the text once: every text-reading attention's keys/values, and the global condition."""
+        if cond_ids is not None:
+            raise ValueError("the aMUSEd transformer takes no low-resolution tokens")
+        context = self.encoder_proj_layer_norm(self.encoder_proj(text.hidden_states))  # (B, T, hidden)
+        key_context = None
+        if key_text is not None:
+            key_context = self.encoder_proj_layer_norm(self.encoder_proj(key_text.hidden_states))
+        batch = context.shape[0]
+        if micro_conds is None:
+            micro_conds = self.default_micro_conds(batch, context.device)
+        keys, values = [], []
+        for block in list(self.down_block.attention_blocks) + list(self.up_block.attention_blocks):
+            mapped = block.map_context(context)
+            mapped_keys = None if key_context is None else block.map_context(key_context)
+            for attn in (block.attn1, block.attn2):
+                k, v = attn.project_kv(mapped, mapped_keys)
+                keys.append(k)
+                values.append(v)
+        for layer in self.transformer_layers:
+            k, v = layer.attn2.project_kv(context, key_context)
+            keys.append(k)
+            values.append(v)
+        mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+        return ContextCache(keys, values, mask, token_bias=self.condition(text.pooled, micro_conds))
+
+    def forward(self, ids: torch.Tensor, text=None, cond_ids=None, cache: ContextCache | None = None) -> torch.Tensor:
+        """ids (B, H, W) or (B, L) -> logits (B, L, codebook_size); ``cache`` from ``precompute`` (or ``text``)."""
+        side = self.config.sample_size
+        ids = ids.reshape(ids.shape[0], side, side)
+        if cache is None:
+            if text is None:
+                raise ValueError("forward needs `text` or a precomputed `cache`")
+            cache = self.precompute(text)
+        cond = cache.token_bias  # (B, hidden): the global condition
+        kvs = list(zip(cache.keys, cache.values))
+        n_down = 2 * len(self.down_block.attention_blocks)
+        n_up = 2 * len(self.up_block.attention_blocks)
         x = self.embed.conv(self.embed.layer_norm(self.embed.embeddings(ids)).permute(0, 3, 1, 2))  # (B, C, H, W)
-        x = self.down_block(x, cond, context)
+        x = self.down_block(x, cond, kvs[:n_down])
         b, ch, h, w = x.shape
         x = self.project_to_hidden(self.project_to_hidden_norm(x.permute(0, 2, 3, 1).reshape(b, h * w, ch)))
-        for layer in self.transformer_layers:
-            x = layer(x, context, cond)
+        for layer, kv in zip(self.transformer_layers, kvs[n_down + n_up :]):
+            x = layer(x, kv, cond)
         x = self.project_from_hidden(self.project_from_hidden_norm(x))
-        x = self.up_block(x.reshape(b, h, w, ch).permute(0, 3, 1, 2), cond, context)
-        x = self.mlm_layer.conv1(x)
-        x = self.mlm_layer.layer_norm(x.permute(0, 2, 3, 1))  # (B, H, W, C)
+        x = self.up_block(x.reshape(b, h, w, ch).permute(0, 3, 1, 2), cond, kvs[n_down : n_down + n_up])
+        x = self.mlm_layer.layer_norm(self.mlm_layer.conv1(x).permute(0, 2, 3, 1))  # (B, H, W, C)
         logits = F.conv2d(x.permute(0, 3, 1, 2), self.mlm_layer.conv2.weight, self.mlm_layer.conv2.bias)
         return logits.flatten(2).transpose(1, 2)  # (B, H*W, codebook)
 

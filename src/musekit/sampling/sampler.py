@@ -12,6 +12,15 @@ from musekit.sampling.guidance import apply_guidance, guidance_scale_at
 from musekit.sampling.scheduler import MaskGITScheduler
 
 
+def build_scheduler(mask_token_id: int, config: SchedulerConfig | None):
+    """A fresh scheduler for one call (it keeps per-call state, so pipelines never share one)."""
+    if config is not None and config.kind == "amused":
+        from musekit.sampling.amused_scheduler import AmusedScheduler
+
+        return AmusedScheduler(mask_token_id, config.mask_schedule)
+    return MaskGITScheduler(mask_token_id, config)
+
+
 @torch.no_grad()
 def decode_tokens(
     model: MaskedTransformer,
@@ -43,7 +52,7 @@ def decode_tokens(
     guided = cache.batch_size == 2 * batch
     if not guided and cache.batch_size != batch:
         raise ValueError(f"context batch {cache.batch_size} does not match {batch} images (or 2x for guidance)")
-    scheduler = MaskGITScheduler(model.config.mask_token_id, scheduler_config)
+    scheduler = build_scheduler(model.config.mask_token_id, scheduler_config)
     scheduler.set_timesteps(num_inference_steps, temperature)
     steps = list(enumerate(scheduler.timesteps.tolist()))
     for index, timestep in tqdm(steps, desc=description, disable=not progress, leave=False):

@@ -25,6 +25,8 @@ class CLIPTextEncoder(TextEncoder):
         path = Path(config.path)
         self.path = path
         tokenizer_dir = path if (path / "vocab.json").exists() else path.parent / "tokenizer"
+        if not (tokenizer_dir / "vocab.json").exists():
+            raise FileNotFoundError(f"no CLIP tokenizer files (vocab.json) in {path} or {tokenizer_dir}")
         self.tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
         self.model = CLIPTextModelWithProjection.from_pretrained(str(path), local_files_only=True)
         self.freeze()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from musekit.config import TextEncoderConfig
@@ -35,11 +34,9 @@ def save_text_encoder(encoder: TextEncoder, folder: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config = encoder.config
     if config.path is not None:
-        source = Path(encoder.path)
-        if source.resolve() != folder.resolve():
-            for item in source.iterdir():
-                if item.is_file() and item.name != MUSEKIT_CONFIG:
-                    shutil.copy2(item, folder / item.name)
+        if Path(encoder.path).resolve() != folder.resolve():
+            encoder.tokenizer.save_pretrained(str(folder))
+            encoder.model.save_pretrained(str(folder))
         config = config.replace(path=".")
     config.save(folder / MUSEKIT_CONFIG)
 

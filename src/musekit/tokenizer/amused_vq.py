@@ -38,6 +38,10 @@ class AmusedVQConfig(BaseConfig):
         return 2 ** (len(self.block_out_channels) - 1)
 
     @property
+    def codebook_size(self) -> int:
+        return self.num_vq_embeddings
+
+    @property
     def embed_dim(self) -> int:
         return self.vq_embed_dim or self.latent_channels
 
