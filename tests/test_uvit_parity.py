@@ -60,3 +60,23 @@ def _text(states, pooled):
     from musekit.text import TextEmbeddings
 
     return TextEmbeddings(states, pooled, torch.ones(states.shape[:2], dtype=torch.bool))
+
+
+@pytest.mark.slow
+def test_full_amused_256_config_matches_diffusers():
+    """The published amused-256 geometry (603.5M parameters) with random weights; minutes on a 2-core CPU."""
+    config = UVitConfig.preset("amused-256")
+    torch.manual_seed(0)
+    reference = diffusers.UVit2DModel(**config.to_dict()).eval()
+    with torch.no_grad():
+        for p in reference.parameters():
+            if p.abs().sum() == 0:  # zero-initialised tensors (GRN gamma/beta) would hide a missing term
+                p.normal_(0, 0.02)
+    ours = UVitTransformer(config).eval()
+    ours.load_state_dict(from_diffusers_state_dict(reference.state_dict()), strict=True)
+    ids, text, pooled, micro = inputs(config, batch=1)
+    text = text[:, :, :] * 0.5
+    with torch.no_grad():
+        expected = reference(ids, text, pooled, micro).flatten(2).transpose(1, 2)
+        got = ours(ids, cache=ours.precompute(_text(text, pooled), micro_conds=micro))
+    assert (got - expected).abs().max().item() <= 1e-4
