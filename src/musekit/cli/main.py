@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from musekit.cli import build, convert, edit, evaluate, generate, personalize, shards, train, train_checker
+from musekit.cli import bench, build, convert, edit, evaluate, generate, personalize, shards, train, train_checker
 from musekit.cli.common import ArgumentParser, CLIError
 
 
@@ -24,6 +24,7 @@ def build_parser() -> ArgumentParser:
     shards.add_parser(sub)
     build.add_parser(sub)
     convert.add_parser(sub)
+    bench.add_parser(sub)
     evaluate.add_parser(sub)
     return parser
 

@@ -1,0 +1,43 @@
+"""`musekit bench amused`: musekit vs diffusers on the same random-weight aMUSEd transformer (needs diffusers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from musekit.cli.common import CLIError, positive_int
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="speed benchmarks", description=__doc__)
+    p.add_argument("suite", choices=["amused"])
+    p.add_argument("--preset", default="amused-256", help="UVitConfig preset (amused-256, amused-512, tiny)")
+    p.add_argument("--batch", default="1,4", help="comma-separated batch sizes")
+    p.add_argument("--steps", type=positive_int, default=12)
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--out", default="outputs/bench_amused.jsonl")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    if importlib.util.find_spec("diffusers") is None:
+        raise CLIError("the benchmark compares against diffusers: pip install 'diffusers==0.33.1'")
+    from musekit.eval.bench_amused import run_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batches = tuple(int(b) for b in args.batch.split(","))
+    rows = run_bench(args.preset, batches, args.steps, args.repeats)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+            print(json.dumps(row))
+    return 0
