@@ -1,0 +1,83 @@
+"""Print Markdown tables from the last rows of `musekit eval` JSONL files (shapes, edit, personalize).
+
+Usage: python benchmarks/report.py --dir outputs/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def last_row(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def shapes(row: dict) -> None:
+    print("| split | prompts | " + " | ".join(("color", "shape", "position", "size", "background", "color2", "shape2",
+                                               "relation")) + " | full prompt |")  # fmt: skip
+    print("|---" * 11 + "|")
+    for split in ("heldout", "heldout2", "paraphrase"):
+        a = row[split]["attributes"]
+        cells = [pct(a[k]) if k in a else "-" for k in ("color", "shape", "position", "size", "background", "color2",
+                                                         "shape2", "relation")]  # fmt: skip
+        print(f"| {split} | {row[split]['prompts']} | " + " | ".join(cells) + f" | {pct(row[split]['full_prompt'])} |")
+    t = row["tokenizer"]
+    print(f"\nFSD {row['fsd']:.2f}; {row['seconds_per_image']:.3f} s per image; tokenizer PSNR "
+          f"{t['psnr_base']:.2f} dB (base) / {t['psnr_final']:.2f} dB (final); settings {row['settings']}")  # fmt: skip
+
+
+def edit(row: dict) -> None:
+    print("| task | measure | value | seconds |")
+    print("|---|---|---|---|")
+    i, o = row["inpaint"], row["outpaint"]
+    print(f"| inpaint | new object read right | {pct(i['new_object_read'])} | {i['seconds_per_image']:.2f} |")
+    print(f"| inpaint | pixels outside the mask identical | {pct(i['outside_identical'])} | |")
+    print(f"| outpaint | background read in the new quarter | {pct(o['background_read_in_new_area'])} | "
+          f"{o['seconds_per_image']:.2f} |")  # fmt: skip
+    for key in ("edit_random", "edit_region"):
+        e = row[key]
+        print(f"| {key} ({e['iterations']} it.) | changed attribute read | {pct(e['changed_attribute_read'])} | "
+              f"{e['seconds_per_edit']:.2f} |")  # fmt: skip
+        print(f"| {key} | position and background kept | {pct(e['unchanged_attributes_kept'])} | |")
+
+
+def personalize(row: dict) -> None:
+    s = row["summary"]
+    print("| method | concept similarity | text fidelity | train s | file bytes |")
+    print("|---|---|---|---|---|")
+    for key in ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "custom-diffusion",
+                "dreambooth"):  # fmt: skip
+        v = s[key]
+        print(f"| {key} | {v['concept_similarity']:.3f} | {pct(v['text_fidelity'])} | {v['train_seconds']:.1f} | "
+              f"{int(v['file_bytes']):,} |")  # fmt: skip
+    print("\nbeta sweep (concept similarity / text fidelity):")
+    for key in ("perfusion-local", "perfusion-global", "trained-k"):
+        points = ", ".join(f"b={b}: {v['concept_similarity']:.3f} / {pct(v['text_fidelity'])}"
+                           for b, v in s[key]["sweep"].items())  # fmt: skip
+        print(f"- {key}: {points}")
+    print(f"\ntwo concepts in one prompt: {row['two_concepts']}")
+    print(f"same layout, fp16 bytes: {row['file_bytes_same_layout_fp16']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", default="outputs/eval")
+    args = parser.parse_args()
+    for name, fn in (("shapes", shapes), ("edit", edit), ("personalize", personalize)):
+        row = last_row(Path(args.dir) / f"{name}.jsonl")
+        if row is not None:
+            print(f"\n## {name} ({row.get('model')}, {row.get('date')})\n")
+            fn(row)
+
+
+if __name__ == "__main__":
+    main()
