@@ -32,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    batches = tuple(int(b) for b in args.batch.split(","))
+    try:
+        batches = tuple(int(b) for b in args.batch.split(","))
+    except ValueError:
+        raise CLIError(f"--batch takes comma-separated positive integers, got {args.batch!r}") from None
+    if min(batches) < 1:
+        raise CLIError(f"--batch takes comma-separated positive integers, got {args.batch!r}")
     rows = run_bench(args.preset, batches, args.steps, args.repeats)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
