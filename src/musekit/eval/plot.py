@@ -37,8 +37,8 @@ def line_plot(
         fx, fy = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
         px, _ = to_px(fx, y0)
         _, py = to_px(x0, fy)
-        draw.text((px - 12, height - bottom + 6), f"{fx:.2f}", fill="black")
-        draw.text((left - 40, py - 6), f"{fy:.2f}", fill="black")
+        draw.text((px - 12, height - bottom + 6), f"{fx:.3f}", fill="black")
+        draw.text((left - 44, py - 6), f"{fy:.3f}", fill="black")
     draw.text((width / 2 - 100, 12), title, fill="black")
     draw.text((width / 2 - 60, height - 25), xlabel, fill="black")
     draw.text((5, top - 25), ylabel, fill="black")
