@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from musekit.data.concepts import cell_box
 from musekit.data.renders import render_examples, to_float
-from musekit.data.shapes import BACKGROUNDS, COLORS, SHAPES, Scene, ShapesWorld
+from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Example, Scene, ShapesWorld
 from musekit.eval.checker import ShapeChecker
 
 COLOR_NAMES = tuple(COLORS)
@@ -111,8 +111,6 @@ def evaluate_maskfree(pipe, checker, scenes, settings, region: bool) -> dict:
         obj = target.objects[0]
         value = COLOR_NAMES[pred["color"][0]] if attribute == "color" else SHAPES[pred["shape"][0]]
         changed_right += int(value == getattr(obj, attribute))
-        from musekit.data.shapes import POSITIONS
-
         preserved += int(POSITIONS[pred["position"][0]] == obj.position
                          and BACKGROUNDS[pred["background"][0]] == scene.background)  # fmt: skip
     n = len(scenes)
@@ -120,9 +118,7 @@ def evaluate_maskfree(pipe, checker, scenes, settings, region: bool) -> dict:
             "iterations": settings.iterations, "seconds_per_edit": seconds / n}  # fmt: skip
 
 
-def _example(scene: Scene):
-    from musekit.data.shapes import Example
-
+def _example(scene: Scene) -> Example:
     return Example(scene, scene.canonical_caption())
 
 
