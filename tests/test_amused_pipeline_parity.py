@@ -59,6 +59,23 @@ def test_ids_match_amused_pipeline(tmp_path, steps, guidance):
     assert torch.equal(ids, expected)
 
 
+def test_micro_conditioning_options_match_amused_pipeline(tmp_path):
+    from musekit import MusePipeline
+
+    folder = tiny_amused_folder(tmp_path)
+    micro = {"micro_conditioning_aesthetic_score": 3, "micro_conditioning_crop_coord": (2, 5)}
+    reference = diffusers.AmusedPipeline.from_pretrained(folder)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference("a cat", num_inference_steps=4, guidance_scale=3.0, generator=torch.Generator().manual_seed(1),
+                         output_type="latent", **micro).images  # fmt: skip
+    ours = MusePipeline.from_pretrained(folder, scheduler="amused")
+    ours.progress_bar = False
+    run = lambda **kw: ours("a cat", num_inference_steps=4, guidance_scale=3.0,  # noqa: E731
+                            generator=torch.Generator().manual_seed(1), output_type="ids", **kw).ids  # fmt: skip
+    assert torch.equal(run(**micro), expected)
+    assert not torch.equal(run(), run(**micro))  # the options reach the model
+
+
 def test_convert_round_trip_and_export_loads_in_diffusers(tmp_path):
     from musekit import MusePipeline
     from musekit.io.convert_amused import export_amused

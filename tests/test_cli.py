@@ -28,7 +28,8 @@ def test_generate_grid_and_options(tiny_model_dir, tmp_path):
     out = tmp_path / "grid.png"
     result = musekit(
         "generate", "a red circle", "--model", str(tiny_model_dir), "--out", str(out), "--num", "4",
-        "--steps", "3", "--sr-steps", "2", "--guidance", "3", "--negative", "blue", "--quiet",
+        "--steps", "3", "--sr-steps", "2", "--guidance", "3", "--negative", "blue", "--quiet", "--top-k", "2",
+        "--int8",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)

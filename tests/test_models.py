@@ -117,3 +117,79 @@ def test_bad_inputs_are_errors(tiny_text_encoder):
     wide = build(MaskedTransformer, TransformerConfig, text_dim=8)
     with pytest.raises(ValueError, match="width"):
         wide(random_ids(wide, 1), text=text)
+
+
+def patched_model(seed=0):
+    torch.manual_seed(seed)
+    return MaskedTransformer(TransformerConfig.preset("tiny").replace(text_dim=32, patch_size=2))
+
+
+def test_patches_round_trip_and_group_square_blocks():
+    model = patched_model()
+    x = torch.randn(2, model.config.seq_len, 3, generator=seeded(0))
+    assert torch.equal(model.unpatchify(model.patchify(x)), x)
+    index = torch.arange(model.config.seq_len, dtype=torch.float32).view(1, -1, 1)
+    g = model.config.grid_size
+    assert model.patchify(index)[0, 0].tolist() == [0.0, 1.0, float(g), float(g + 1)]  # the top-left 2x2 block
+
+
+def test_patched_transformer_keeps_per_token_logits(tiny_text_encoder):
+    model = patched_model().eval()
+    text = tiny_text_encoder.encode(["a red circle", "a blue square"])
+    ids = random_ids(model)
+    logits = model(ids, text=text)
+    assert model.pos_embed.shape[1] == model.config.body_len == model.config.seq_len // 4
+    assert logits.shape == (2, model.config.seq_len, model.config.codebook_size)
+    # a token only influences the other tokens through attention: changing one changes its own patch's logits
+    changed = ids.clone()
+    changed[0, 0, 0] = (changed[0, 0, 0] + 1) % model.config.codebook_size
+    diff = (model(changed, text=text) - logits).abs().amax(-1)[0].view(model.config.grid_size, -1)
+    assert diff[:2, :2].min() > 0
+
+
+def test_patched_attention_maps_cover_every_token(tiny_text_encoder):
+    from musekit.models.attention_maps import cross_attention_maps
+
+    model = patched_model().eval()
+    text = tiny_text_encoder.encode(["a red circle"])
+    ids = random_ids(model, batch=1)
+    maps = cross_attention_maps(model, ids, model.precompute(text))
+    assert maps.shape == (1, model.config.seq_len, text.hidden_states.shape[1])
+    assert torch.allclose(maps.sum(-1), torch.ones(1, model.config.seq_len), atol=1e-5)
+    grid = maps.view(1, model.config.grid_size, model.config.grid_size, -1)
+    assert torch.equal(grid[0, 0, 0], grid[0, 1, 1])  # the tokens of one patch share its row
+
+
+def test_patch_size_must_divide_the_grid():
+    from musekit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="patch_size"):
+        TransformerConfig.preset("tiny").replace(patch_size=3)
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_logits_at_positions_equal_the_full_logits_there(patch, tiny_text_encoder):
+    torch.manual_seed(0)
+    model = MaskedTransformer(TransformerConfig.preset("tiny").replace(text_dim=32, patch_size=patch)).eval()
+    text = tiny_text_encoder.encode(["a red circle", "a blue square"])
+    ids = random_ids(model)
+    cache = model.precompute(text)
+    positions = torch.tensor([[0, 5, 9], [3, 3, 15]])
+    full = model(ids, cache=cache)
+    part = model(ids, cache=cache, positions=positions)
+    assert torch.allclose(part, full.gather(1, positions[..., None].expand(-1, -1, full.shape[-1])), atol=1e-6)
+
+
+def test_masked_positions_cover_every_mask_and_scatter_back():
+    from musekit.sampling.sampler import masked_positions, scatter_logits
+
+    mask = 9
+    ids = torch.tensor([[mask, 1, mask, 2], [3, mask, 4, 5]])
+    positions = masked_positions(ids, mask)
+    assert positions.shape == (2, 2)
+    assert sorted(positions[0].tolist()) == [0, 2] and positions[1, 0].item() == 1
+    assert masked_positions(torch.full((2, 4), mask), mask) is None  # a fully masked row needs every logit
+    part = torch.randn(2, 2, 7)
+    full = scatter_logits(part, positions, 4)
+    assert torch.equal(full[0, 0], part[0, 0]) and torch.equal(full[0, 2], part[0, 1])
+    assert torch.equal(full[0, 1], torch.zeros(7))

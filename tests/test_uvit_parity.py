@@ -5,6 +5,7 @@ import torch
 
 from musekit.config import UVitConfig
 from musekit.models.uvit import UVitTransformer, from_diffusers_state_dict, to_diffusers_state_dict
+from musekit.text import TextEmbeddings
 
 diffusers = pytest.importorskip("diffusers", reason="parity tests need the diffusers test extra")
 
@@ -78,3 +79,33 @@ def test_full_amused_256_config_matches_diffusers():
         expected = reference(ids, text, pooled, micro).flatten(2).transpose(1, 2)
         got = ours(ids, cache=ours.precompute(_text(text, pooled), micro_conds=micro))
     assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_uvit_logits_at_positions_equal_the_full_logits_there():
+    config = UVitConfig.preset("tiny")
+    torch.manual_seed(0)
+    model = UVitTransformer(config).eval()
+    g = torch.Generator().manual_seed(0)
+    side = config.sample_size
+    ids = torch.randint(0, config.codebook_size, (2, side, side), generator=g)
+    text = TextEmbeddings(
+        torch.randn(2, 5, config.encoder_hidden_size, generator=g),
+        torch.randn(2, config.cond_embed_dim, generator=g),
+        torch.ones(2, 5, dtype=torch.bool),
+    )
+    with torch.no_grad():
+        cache = model.precompute(text)
+        full = model(ids, cache=cache)
+        positions = torch.tensor([[0, 2], [side * side - 1, 1]])
+        part = model(ids, cache=cache, positions=positions)
+    assert torch.allclose(part, full.gather(1, positions[..., None].expand(-1, -1, full.shape[-1])), atol=1e-5)
+
+
+def test_bench_runs_both_stacks_and_the_int8_path_on_the_tiny_preset():
+    from musekit.eval.bench_amused import run_bench
+
+    (row,) = run_bench("tiny", batches=(1,), steps=2, repeats=1)
+    assert row["same_ids"] is True  # the exact fp32 path decodes the same ids as diffusers
+    assert row["diffusers_s"] > 0 and row["musekit_s"] > 0 and row["musekit_int8_s"] > 0
+    assert set(row["int8_fidelity"]) == {"cosine_mean", "cosine_min", "top1_agreement"}
+    assert row["gflop_per_image"] > 0 and row["int8_linear_peak_gflops"] > 0

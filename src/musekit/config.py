@@ -130,9 +130,16 @@ class TransformerConfig(BaseConfig):
     text_dim: int = 384  # width of the text encoder's hidden states
     use_pooled_text: bool = False  # add the projected pooled text embedding to every image token
     dropout: float = 0.0
+    # p > 1: the transformer body works on (grid/p)**2 patches of p x p tokens (as the aMUSEd U-ViT's 2x
+    # down-sampling): p**2 times fewer positions for attention and MLPs; logits stay per token.
+    patch_size: int = 1
 
     def __post_init__(self) -> None:
         _check(self.codebook_size > 1, "TransformerConfig: codebook_size must be > 1")
+        _check(
+            self.patch_size >= 1 and self.grid_size % self.patch_size == 0,
+            f"TransformerConfig: patch_size {self.patch_size} must divide grid_size {self.grid_size}",
+        )
         _check(self.grid_size > 0 and self.num_layers > 0, "TransformerConfig: grid_size and num_layers must be > 0")
         _check(
             self.hidden_size % self.num_heads == 0,
@@ -151,6 +158,11 @@ class TransformerConfig(BaseConfig):
     @property
     def seq_len(self) -> int:
         return self.grid_size * self.grid_size
+
+    @property
+    def body_len(self) -> int:
+        """Positions the transformer body sees: tokens, or patches of ``patch_size**2`` tokens."""
+        return (self.grid_size // self.patch_size) ** 2
 
 
 @dataclass(frozen=True)
@@ -308,6 +320,10 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
     "shapes": TransformerConfig(codebook_size=1024, grid_size=16, hidden_size=256, num_layers=6, num_heads=4),
     # CPU-trainable in well under an hour (the first bundled model)
     "shapes-small": TransformerConfig(codebook_size=1024, grid_size=16, hidden_size=256, num_layers=4, num_heads=4),
+    # 2x2-token patches: 64 body positions for a 16x16 grid, ~3x the training throughput of shapes-small on CPU
+    "shapes-patch": TransformerConfig(
+        codebook_size=1024, grid_size=16, hidden_size=256, num_layers=6, num_heads=4, patch_size=2
+    ),
     "base": TransformerConfig(codebook_size=8192, grid_size=16, hidden_size=768, num_layers=12, num_heads=12),
 }
 

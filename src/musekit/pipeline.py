@@ -81,6 +81,7 @@ class MusePipeline:
         self.source_folder: Path | None = None  # where from_pretrained loaded it (Perfusion's C lives there)
         self._c_inv: dict[str, torch.Tensor] | None = None
         self._concept_call = None  # set only inside a call that uses concepts
+        self._full_precision: dict[str, torch.nn.Module] = {}  # the fp32 transformers while quantized
         self._check_compatible()
         if hasattr(transformer, "image_size"):  # aMUSEd micro-conditioning defaults to the image size
             transformer.image_size = transformer.config.grid_size * vqgan.downsample_factor
@@ -122,7 +123,55 @@ class MusePipeline:
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
+    @property
+    def precision(self) -> str:
+        """ "fp32" (or the dtype the weights were cast to), or "int8" after ``quantize``."""
+        if self._full_precision:
+            return "int8"
+        return str(next(self.transformer.parameters()).dtype).replace("torch.float", "fp")
+
+    def quantize(self, kind: str = "int8") -> MusePipeline:
+        """Swap the base and super-resolution transformers for faster reduced-precision copies, in place.
+
+        ``"int8"``: dynamic int8 linears on CPU (about 2x fp32 there; fp16/bf16 are ~100x slower on that CPU). Only
+        the per-step linears change; text keys/values (and so Perfusion's edits) stay fp32. Fidelity against fp32
+        is measured by ``musekit bench``. Learning concepts and saving need the full-precision pipeline.
+
+        Example:
+            >>> pipe = MusePipeline.from_pretrained().quantize("int8")
+        """
+        from musekit.models.quantize import QUANTIZATIONS, quantize_int8
+
+        if kind not in QUANTIZATIONS:
+            raise ValueError(f"quantize takes one of {QUANTIZATIONS}, got {kind!r}")
+        if self._full_precision:
+            raise ValueError(f"the pipeline is already quantized ({self.precision})")
+        if self.device.type != "cpu":
+            raise ValueError("int8 quantization is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
+        text = self.text_encoder.empty(1)
+        for name in ("transformer", "superres"):
+            model = getattr(self, name)
+            if model is None:
+                continue
+            cond = None
+            if name == "superres":
+                side = model.config.cond_grid_size
+                cond = torch.zeros(1, side, side, dtype=torch.long)
+            with torch.no_grad():
+                cache = model.precompute(text, cond)
+            side = getattr(model.config, "grid_size", None) or model.config.sample_size
+            ids = torch.full((1, side, side), model.config.mask_token_id, dtype=torch.long)
+            self._full_precision[name] = model
+            setattr(self, name, quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache)))
+        return self
+
+    def _require_full_precision(self, what: str) -> None:
+        if self._full_precision:
+            raise ValueError(f"{what} needs the full-precision pipeline; load it again without quantize()")
+
     def to(self, device: torch.device | str) -> MusePipeline:
+        if self._full_precision and torch.device(device).type != "cpu":
+            raise ValueError("an int8-quantized pipeline runs on CPU only")
         for module in self.modules().values():
             module.to(device)
         return self
@@ -195,6 +244,7 @@ class MusePipeline:
         """
         from musekit.io.pipeline_io import save_pipeline
 
+        self._require_full_precision("save_pretrained")
         return save_pipeline(self, Path(path), dtype)
 
     # --- text ------------------------------------------------------------------------------------------------
@@ -245,6 +295,8 @@ class MusePipeline:
         concept_bias: float = 0.7,
         concept_temperature: float = 0.15,
         key_locking: str = "local",
+        micro_conditioning_aesthetic_score: float | None = None,
+        micro_conditioning_crop_coord: tuple[int, int] | None = None,
     ) -> ImageOutput | tuple:
         """Generate images from text.
 
@@ -267,20 +319,27 @@ class MusePipeline:
             concept_temperature: the gate temperature tau at inference.
             key_locking: "local" (the superclass word's key in the same prompt) or "global" (the key pathway reads
                 the whole prompt re-encoded with the superclass word).
+            micro_conditioning_aesthetic_score: aMUSEd models only: the aesthetic score condition (default 6, as
+                diffusers).
+            micro_conditioning_crop_coord: aMUSEd models only: the (x, y) crop condition (default (0, 0)).
 
         Returns:
             ``ImageOutput(images, ids, base_ids)``, or the tuple ``(images, ids)`` when ``return_dict`` is False.
         """
+        micro = {
+            "micro_conditioning_aesthetic_score": micro_conditioning_aesthetic_score,
+            "micro_conditioning_crop_coord": micro_conditioning_crop_coord,
+        }
         if concepts:
             with self.using_concepts(prompt, concepts, num_images_per_prompt, concept_bias, concept_temperature,
                                      key_locking):  # fmt: skip
                 return self(prompt, negative_prompt, num_inference_steps, sr_inference_steps, guidance_scale,
                             guidance_schedule, temperature, num_images_per_prompt, generator, output_type,
-                            return_dict, sr_guidance_scale, top_k)  # fmt: skip
+                            return_dict, sr_guidance_scale, top_k, **micro)  # fmt: skip
         prompts = self.check_prompts(prompt)
         options = SamplingOptions.resolve(
             self.config, num_inference_steps, sr_inference_steps, guidance_scale, sr_guidance_scale,
-            guidance_schedule, temperature, top_k, num_images_per_prompt, output_type,
+            guidance_schedule, temperature, top_k, num_images_per_prompt, output_type, **micro,
         )  # fmt: skip
         text = self.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
         batch = len(prompts) * options.num_images_per_prompt
@@ -292,6 +351,18 @@ class MusePipeline:
         if not return_dict:
             return images, ids
         return ImageOutput(images, ids, base_ids)
+
+    @staticmethod
+    def _precompute(model, text: TextEmbeddings, cond_ids, options: SamplingOptions):
+        if hasattr(model, "default_micro_conds"):  # aMUSEd: the micro-conditioning options
+            micro = model.default_micro_conds(
+                text.hidden_states.shape[0],
+                text.hidden_states.device,
+                options.micro_conditioning_aesthetic_score,
+                options.micro_conditioning_crop_coord,
+            )
+            return model.precompute(text, cond_ids, micro_conds=micro)
+        return model.precompute(text, cond_ids)
 
     def generate_tokens(
         self,
@@ -327,7 +398,7 @@ class MusePipeline:
         if self._concept_call is not None:  # the edits are applied to the cached keys/values, once per call
             cache = self._concept_call.cache(self, model, text, cond_ids)
         else:
-            cache = model.precompute(text, cond_ids)  # text keys/values once per call
+            cache = self._precompute(model, text, cond_ids, options)  # text keys/values once per call
         return decode_tokens(
             model,
             cache,
@@ -380,6 +451,7 @@ class MusePipeline:
         """
         from musekit.personalize.trainer import learn_concept
 
+        self._require_full_precision("learn_concept")
         return learn_concept(self, images, token, superclass, steps, variant, **kwargs)
 
     def using_concepts(self, prompt, concepts, num_images_per_prompt=1, bias=0.7, temperature=0.15,

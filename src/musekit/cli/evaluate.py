@@ -24,6 +24,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--concepts", default="bullseye,diamond,crescent", help="personalize: concepts to learn")
     p.add_argument("--concept-steps", type=positive_int, default=120, help="personalize: training steps")
+    p.add_argument(
+        "--betas",
+        default="0.5,0.6,0.7,0.8,0.9",
+        metavar="B,B,...",
+        help="personalize: the inference gate biases to sweep (comma-separated)",
+    )
+    p.add_argument("--top-k", type=positive_int, default=None, help="shapes: sample among the k most likely codes")
+    p.add_argument("--int8", action="store_true", help="shapes/edit: evaluate the int8 CPU fast path")
     p.set_defaults(func=run)
 
 
@@ -51,12 +59,17 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"checker folder not found: {args.checker}")
     checker = load_checker(args.checker)
     pipe = load_pipeline(args.model)
+    if args.int8:
+        if args.suite == "personalize":
+            raise CLIError("--int8 applies to `eval shapes` and `eval edit` (concepts are learned in fp32)")
+        pipe.quantize("int8")
     if args.suite == "personalize":
         return run_personalize(args, pipe, checker)
     if args.suite == "edit":
         return run_edit(args, pipe, checker)
-    settings = EvalSettings(args.num, args.seed, 8, args.steps, args.sr_steps, args.guidance)
+    settings = EvalSettings(args.num, args.seed, 8, args.steps, args.sr_steps, args.guidance, args.top_k)
     report, grid = evaluate_shapes(pipe, checker, settings)
+    report["precision"] = pipe.precision
     out = write_row(args, "shapes", report)
     save_image(make_grid(tensor_to_pil(grid), columns=8), out / "shapes-grid.png")
     print(json.dumps(report, indent=2))
@@ -73,8 +86,15 @@ def run_personalize(args, pipe, checker) -> int:
     unknown = [n for n in names if n not in CONCEPTS]
     if unknown or len(names) < 2:
         raise CLIError(f"--concepts needs at least two of {sorted(CONCEPTS)}, got {args.concepts!r}")
+    try:
+        betas = tuple(float(b) for b in args.betas.split(","))
+    except ValueError:
+        raise CLIError(f"--betas takes comma-separated numbers, got {args.betas!r}") from None
+    if not betas:
+        raise CLIError("--betas needs at least one value")
+    default_beta = min(betas, key=lambda b: abs(b - 0.7))
     settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
-                                       seed=args.seed)  # fmt: skip
+                                       seed=args.seed, betas=betas, default_beta=default_beta)  # fmt: skip
     report, _ = evaluate_personalization(pipe, checker, settings)
     report["file_bytes_same_layout_fp16"] = {k: 2 * v for k, v in GEOMETRIES.items()}
     out = write_row(args, "personalize", report)

@@ -32,6 +32,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num", type=positive_int, default=1, help="number of images (written as one grid)")
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument("--out", default="outputs/musekit.png", metavar="PATH", help="output PNG path")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample token values among the k most likely")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="CPU fast path: int8 feed-forward linears (see docs/BENCHMARKS.md for speed and fidelity)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -44,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet
+    if args.int8:
+        pipe.quantize("int8")
     start = time.perf_counter()
     result = pipe(
         args.prompt,
@@ -53,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         guidance_schedule=args.guidance_schedule,
         temperature=args.choice_temperature,
+        top_k=args.top_k,
         num_images_per_prompt=args.num,
         generator=torch.Generator().manual_seed(args.seed),
         concepts=args.concept or None,

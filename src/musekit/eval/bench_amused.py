@@ -1,8 +1,10 @@
 """`musekit bench amused`: musekit vs diffusers decoding the same random-weight aMUSEd transformer.
 
 Both stacks get the same weights and prompt embeddings, run the full guided 12-step loop (no text encoder, no VQ
-decode) with interleaved repetitions in one process; reports medians, the ratio, and a roofline: model FLOPs per
-image divided by time, against this machine's measured fp32 matmul FLOP/s.
+decode) with interleaved repetitions in one process; reports medians, the ratios, and a roofline: model FLOPs per
+image divided by time, against this machine's measured fp32 matmul FLOP/s (and int8 linear FLOP/s for the int8
+path). musekit runs twice: the exact fp32 path (same ids as diffusers) and the int8 CPU path, whose logits are
+compared with fp32's at a fixed half-masked input (cosine, top-1 agreement).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from functools import partial
 import torch
 
 from musekit.config import SchedulerConfig, UVitConfig
+from musekit.models.quantize import logits_fidelity, quantize_int8
 from musekit.models.uvit import UVitTransformer, from_diffusers_state_dict
 from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings
@@ -26,6 +29,25 @@ def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def int8_linear_gflops(rows: int = 512, size: int = 1024, repeats: int = 10) -> float:
+    """Dynamic int8 nn.Linear throughput (two size x size layers on a rows x size input), as in the CPU notes."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layers = quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(size, size), torch.nn.Linear(size, size)),
+                                  {torch.nn.Linear}, dtype=torch.qint8)  # fmt: skip
+    x = torch.randn(rows, size)
+    with torch.no_grad():
+        layers(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            layers(x)
+    return 2 * 2 * rows * size * size * repeats / (time.perf_counter() - start) / 1e9
 
 
 def forward_flops(model: UVitTransformer, cache, ids: torch.Tensor) -> int:
@@ -54,6 +76,10 @@ def _diffusers_loop(reference, config, batch, steps, guidance, states, pooled, m
     return latents
 
 
+def _forward(model, ids, cache):
+    return model(ids, cache=cache)
+
+
 def _musekit_loop(ours, config, batch, steps, guidance, text, micro):
     grid = config.sample_size
     with torch.no_grad():
@@ -71,7 +97,7 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
     reference = diffusers.UVit2DModel(**config.to_dict()).eval()
     ours = UVitTransformer(config).eval()
     ours.load_state_dict(from_diffusers_state_dict(reference.state_dict()), strict=True)
-    peak = matmul_gflops()
+    peak, peak_int8 = matmul_gflops(), int8_linear_gflops()
     rows = []
     for batch in batches:
         g = torch.Generator().manual_seed(0)
@@ -84,22 +110,35 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
         diffusers_loop = partial(_diffusers_loop, reference, config, batch, steps, guidance, states, pooled, micro)
         musekit_loop = partial(_musekit_loop, ours, config, batch, steps, guidance, text, micro)
         same = torch.equal(diffusers_loop(), musekit_loop())
-        times = {"diffusers": [], "musekit": []}
+        with torch.no_grad():
+            cache = ours.precompute(text, micro_conds=micro)
+            probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
+            probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
+            fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache))
+            fidelity = logits_fidelity(ours(probe, cache=cache), fast(probe, cache=cache))
+        int8_loop = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
+        loops = {"diffusers": diffusers_loop, "musekit": musekit_loop, "musekit_int8": int8_loop}
+        times = {name: [] for name in loops}
         for _ in range(repeats):  # interleaved
-            for name, fn in (("diffusers", diffusers_loop), ("musekit", musekit_loop)):
+            for name, fn in loops.items():
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
         with torch.no_grad():
-            cache = ours.precompute(text, micro_conds=micro)
             flops = forward_flops(ours, cache, torch.full((2 * batch, grid, grid), config.mask_token_id)) * steps
         medians = {k: statistics.median(v) for k, v in times.items()}
         rows.append({
             "preset": preset, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
             "diffusers_s": medians["diffusers"], "musekit_s": medians["musekit"],
+            "musekit_int8_s": medians["musekit_int8"],
             "speedup": medians["diffusers"] / medians["musekit"], "same_ids": same,
+            "speedup_int8": medians["diffusers"] / medians["musekit_int8"],
+            "int8_fidelity": fidelity,
             "gflop_per_image": flops / batch / 1e9,
             "musekit_gflops": flops / medians["musekit"] / 1e9, "diffusers_gflops": flops / medians["diffusers"] / 1e9,
-            "matmul_peak_gflops": peak, "musekit_fraction_of_peak": flops / medians["musekit"] / 1e9 / peak,
+            "musekit_int8_gflops": flops / medians["musekit_int8"] / 1e9,
+            "matmul_peak_gflops": peak, "int8_linear_peak_gflops": peak_int8,
+            "musekit_fraction_of_peak": flops / medians["musekit"] / 1e9 / peak,
+            "musekit_int8_fraction_of_int8_peak": flops / medians["musekit_int8"] / 1e9 / peak_int8,
         })  # fmt: skip
     return rows

@@ -31,6 +31,7 @@ class EvalSettings:
     num_inference_steps: int | None = None
     sr_inference_steps: int | None = None
     guidance_scale: float | None = None
+    top_k: int | None = None
 
 
 def full_accuracy(pred: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], names: tuple[str, ...]) -> float:
@@ -52,6 +53,7 @@ def generate_for(pipe: MusePipeline, examples: list[Example], settings: EvalSett
             num_inference_steps=settings.num_inference_steps,
             sr_inference_steps=settings.sr_inference_steps,
             guidance_scale=settings.guidance_scale,
+            top_k=settings.top_k,
             generator=torch.Generator().manual_seed(settings.seed + k),
             output_type="pt",
         )

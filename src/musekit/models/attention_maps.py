@@ -24,7 +24,8 @@ def cross_attention_maps(model: MaskedTransformer, ids: torch.Tensor, cache: Con
         cache: precomputed context for the same batch.
 
     Returns:
-        (B, L, S) probabilities (each row sums to 1 over the attendable context positions).
+        (B, L, S) probabilities (each row sums to 1 over the attendable context positions); with patches, every
+        token of a patch gets the patch's row.
     """
     queries: list[torch.Tensor] = []
     handles = [
@@ -43,7 +44,7 @@ def cross_attention_maps(model: MaskedTransformer, ids: torch.Tensor, cache: Con
         scores = scores.masked_fill(~cache.mask[:, None, None, :], float("-inf"))
         probs = scores.softmax(-1).mean(1)
         total = probs if total is None else total + probs
-    return total / len(queries)
+    return model.expand_patches(total / len(queries))
 
 
 def word_map(maps: torch.Tensor, positions: list[int], grid: int) -> torch.Tensor:

@@ -21,8 +21,12 @@ class MaskedTransformer(nn.Module):
         super().__init__()
         self.config = config
         d = config.hidden_size
+        p2 = config.patch_size**2
         self.token_embed = nn.Embedding(config.vocab_size, d)
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.seq_len, d))  # learned 2-D positions, row-major
+        # p x p tokens -> one position of the body and back (identity when patch_size is 1)
+        self.patch_in = nn.Linear(p2 * d, d) if p2 > 1 else None
+        self.patch_out = nn.Linear(d, p2 * d) if p2 > 1 else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.body_len, d))  # learned 2-D positions, row-major
         self.text_proj = nn.Linear(config.text_dim, d)
         self.text_norm = nn.LayerNorm(d)
         self.pooled_proj = nn.Linear(config.text_dim, d) if config.use_pooled_text else None
@@ -33,6 +37,33 @@ class MaskedTransformer(nn.Module):
         self.head = nn.Linear(d, config.codebook_size)  # logits over the codebook only, never [MASK]
         init_weights(self)
         nn.init.normal_(self.pos_embed, std=0.02)
+
+    # --- patches -----------------------------------------------------------------------------------------------
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) per-token rows -> (B, L / p**2, p**2 * C), each row a p x p block of the token grid."""
+        p = self.config.patch_size
+        if p == 1:
+            return x
+        b, _, c = x.shape
+        n = self.config.grid_size // p
+        return x.view(b, n, p, n, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, n * n, p * p * c)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``patchify``: (B, L / p**2, p**2 * C) -> (B, L, C) in row-major token order."""
+        p = self.config.patch_size
+        if p == 1:
+            return x
+        b = x.shape[0]
+        n = self.config.grid_size // p
+        c = x.shape[-1] // (p * p)
+        return x.view(b, n, n, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, n * p * n * p, c)
+
+    def expand_patches(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, L / p**2, S) per-patch rows -> (B, L, S), each token taking its patch's row."""
+        p = self.config.patch_size
+        if p == 1:
+            return rows
+        return self.unpatchify(rows.repeat_interleave(p * p, dim=1).view(rows.shape[0], -1, p * p * rows.shape[-1]))
 
     @property
     def cross_attentions(self) -> list[nn.Module]:
@@ -92,6 +123,7 @@ class MaskedTransformer(nn.Module):
         text: TextEmbeddings | None = None,
         cond_ids: torch.Tensor | None = None,
         cache: ContextCache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict token logits.
 
@@ -100,9 +132,11 @@ class MaskedTransformer(nn.Module):
             text: encoded prompts (needed unless ``cache`` is given).
             cond_ids: (B, h', w') low-resolution tokens (super-resolution model only).
             cache: output of ``precompute`` (then ``text`` and ``cond_ids`` are ignored).
+            positions: optional (B, M) token indices: only their logits are computed (the output head is skipped
+                for tokens already decided).
 
         Returns:
-            (B, L, codebook_size) float logits.
+            (B, L, codebook_size) float logits, or (B, M, codebook_size) with ``positions``.
         """
         ids = ids.flatten(1)  # (B, L)
         if ids.shape[1] != self.config.seq_len:
@@ -111,9 +145,17 @@ class MaskedTransformer(nn.Module):
             if text is None:
                 raise ValueError("forward needs `text` or a precomputed `cache`")
             cache = self.precompute(text, cond_ids)
-        x = self.token_embed(ids) + self.pos_embed  # (B, L, D)
+        x = self.token_embed(ids)  # (B, L, D)
+        if self.patch_in is not None:
+            x = self.patch_in(self.patchify(x))  # (B, L / p**2, D)
+        x = x + self.pos_embed
         if cache.token_bias is not None:
             x = x + cache.token_bias
         for block, k, v in zip(self.blocks, cache.keys, cache.values):
             x = block(x, (k, v), cache.mask)
-        return self.head(self.norm_out(x))  # (B, L, codebook_size)
+        if self.patch_out is not None:
+            x = self.unpatchify(self.patch_out(x))  # (B, L, D)
+        x = self.norm_out(x)
+        if positions is not None:
+            x = x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, M, D)
+        return self.head(x)  # (B, L or M, codebook_size)

@@ -215,10 +215,15 @@ class UVitTransformer(nn.Module):
 
     image_size: int | None = None  # pixels per side; set by the pipeline loader from the VQ factor (default f16)
 
-    def default_micro_conds(self, batch: int, device=None) -> torch.Tensor:
-        """diffusers' defaults: original size = image size (w, h), crop (0, 0), aesthetic score 6."""
+    def default_micro_conds(
+        self, batch: int, device=None, aesthetic_score: float | None = None, crop_coord: tuple | None = None
+    ) -> torch.Tensor:
+        """(B, 5) [width, height, crop x, crop y, aesthetic score]; diffusers' defaults: original size = image
+        size, crop (0, 0), aesthetic score 6."""
         side = float(self.image_size or self.config.sample_size * 16)
-        return torch.tensor([[side, side, 0.0, 0.0, 6.0]], device=device).repeat(batch, 1)
+        crop = (0.0, 0.0) if crop_coord is None else tuple(float(c) for c in crop_coord)
+        score = 6.0 if aesthetic_score is None else float(aesthetic_score)
+        return torch.tensor([[side, side, *crop, score]], device=device).repeat(batch, 1)
 
     def precompute(self, text, cond_ids=None, key_text=None, micro_conds: torch.Tensor | None = None) -> ContextCache:
         """Project the text once: every text-reading attention's keys/values, and the global condition."""
@@ -246,8 +251,18 @@ class UVitTransformer(nn.Module):
         mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
         return ContextCache(keys, values, mask, token_bias=self.condition(text.pooled, micro_conds))
 
-    def forward(self, ids: torch.Tensor, text=None, cond_ids=None, cache: ContextCache | None = None) -> torch.Tensor:
-        """ids (B, H, W) or (B, L) -> logits (B, L, codebook_size); ``cache`` from ``precompute`` (or ``text``)."""
+    def forward(
+        self,
+        ids: torch.Tensor,
+        text=None,
+        cond_ids=None,
+        cache: ContextCache | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """ids (B, H, W) or (B, L) -> logits (B, L, codebook_size); ``cache`` from ``precompute`` (or ``text``).
+
+        ``positions`` (B, M): compute the logits of those tokens only -> (B, M, codebook_size).
+        """
         side = self.config.sample_size
         ids = ids.reshape(ids.shape[0], side, side)
         if cache is None:
@@ -267,6 +282,9 @@ class UVitTransformer(nn.Module):
         x = self.project_from_hidden(self.project_from_hidden_norm(x))
         x = self.up_block(x.reshape(b, h, w, ch).permute(0, 3, 1, 2), cond, kvs[n_down : n_down + n_up])
         x = self.mlm_layer.layer_norm(self.mlm_layer.conv1(x).permute(0, 2, 3, 1))  # (B, H, W, C)
+        if positions is not None:  # the 1x1 conv head as a linear map on the selected tokens only
+            x = x.flatten(1, 2).gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, M, C)
+            return F.linear(x, self.mlm_layer.conv2.weight.flatten(1), self.mlm_layer.conv2.bias)
         logits = F.conv2d(x.permute(0, 3, 1, 2), self.mlm_layer.conv2.weight, self.mlm_layer.conv2.bias)
         return logits.flatten(2).transpose(1, 2)  # (B, H*W, codebook)
 

@@ -42,7 +42,13 @@ def swapped_weights(pipe, concepts: list[Concept]) -> Iterator[None]:
         for concept in concepts:
             for key, value in concept.weights.items():
                 stage, name = key.split("::", 1)
-                param = models[stage].get_parameter(name)
+                try:
+                    param = models[stage].get_parameter(name)
+                except AttributeError:
+                    raise ValueError(
+                        f"concept {concept.token!r} replaces {name}, which this pipeline does not hold as a weight "
+                        "(quantized?); use the full-precision pipeline"
+                    ) from None
                 saved.setdefault((stage, name), param.detach().clone())
                 param.data.copy_(value.to(param.dtype))
         yield

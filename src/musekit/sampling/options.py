@@ -21,6 +21,9 @@ class SamplingOptions:
     top_k: int | None
     num_images_per_prompt: int
     output_type: str
+    # aMUSEd micro-conditioning (ignored by models without it); None: the model's defaults, as diffusers'
+    micro_conditioning_aesthetic_score: float | None = None
+    micro_conditioning_crop_coord: tuple[int, int] | None = None
 
     @classmethod
     def resolve(
@@ -35,6 +38,8 @@ class SamplingOptions:
         top_k: int | None = None,
         num_images_per_prompt: int = 1,
         output_type: str = "pil",
+        micro_conditioning_aesthetic_score: float | None = None,
+        micro_conditioning_crop_coord: tuple[int, int] | None = None,
     ) -> SamplingOptions:
         """Fill unset options from ``config`` and validate everything (ValueError with what to do)."""
         options = cls(
@@ -47,6 +52,8 @@ class SamplingOptions:
             top_k,
             num_images_per_prompt,
             output_type,
+            micro_conditioning_aesthetic_score,
+            None if micro_conditioning_crop_coord is None else tuple(micro_conditioning_crop_coord),
         )
         options.validate()
         return options
@@ -64,5 +71,8 @@ class SamplingOptions:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {self.num_images_per_prompt}")
         if self.output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
+        crop = self.micro_conditioning_crop_coord
+        if crop is not None and (len(crop) != 2 or min(crop) < 0):
+            raise ValueError(f"micro_conditioning_crop_coord must be two non-negative numbers, got {crop}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")

@@ -21,6 +21,26 @@ def build_scheduler(mask_token_id: int, config: SchedulerConfig | None):
     return MaskGITScheduler(mask_token_id, config)
 
 
+def masked_positions(ids: torch.Tensor, mask_token_id: int) -> torch.Tensor | None:
+    """(B, L) ids -> (B, M) indices covering every [MASK] (M = the most masks in a row), or None when every
+    token of some row is masked (then the full logits are needed anyway). Rows with fewer masks are padded with
+    decided positions, whose logits the scheduler ignores."""
+    unknown = ids == mask_token_id
+    count = int(unknown.sum(1).max())
+    if count == ids.shape[1]:
+        return None
+    order = torch.argsort((~unknown).to(torch.uint8), dim=1, stable=True)  # masked positions first
+    return order[:, :count]
+
+
+def scatter_logits(part: torch.Tensor, positions: torch.Tensor | None, length: int) -> torch.Tensor:
+    """(B, M, V) logits at ``positions`` -> (B, L, V), zeros elsewhere (the decided tokens)."""
+    if positions is None:
+        return part
+    full = part.new_zeros(part.shape[0], length, part.shape[-1])
+    return full.scatter_(1, positions.unsqueeze(-1).expand_as(part), part)
+
+
 @torch.no_grad()
 def decode_tokens(
     model: MaskedTransformer,
@@ -55,13 +75,18 @@ def decode_tokens(
     scheduler = build_scheduler(model.config.mask_token_id, scheduler_config)
     scheduler.set_timesteps(num_inference_steps, temperature)
     steps = list(enumerate(scheduler.timesteps.tolist()))
+    length = ids[0].numel()
     for index, timestep in tqdm(steps, desc=description, disable=not progress, leave=False):
+        flat = ids.reshape(batch, length)
+        positions = masked_positions(flat, model.config.mask_token_id)  # logits only where tokens are unknown
         if guided:
-            logits = model(torch.cat([ids, ids]), cache=cache)
+            both = None if positions is None else torch.cat([positions, positions])
+            logits = model(torch.cat([ids, ids]), cache=cache, positions=both)
             uncond, cond = logits.chunk(2)
             scale = guidance_scale_at(index, num_inference_steps, guidance_scale, guidance_schedule)
             logits = apply_guidance(uncond, cond, scale)
         else:
-            logits = model(ids, cache=cache)
+            logits = model(ids, cache=cache, positions=positions)
+        logits = scatter_logits(logits, positions, length)
         ids = scheduler.step(logits, timestep, ids, generator=generator, top_k=top_k).prev_ids
     return ids

@@ -1,0 +1,62 @@
+"""The int8 CPU fast path: what it quantizes, what it leaves alone, how close it stays to fp32."""
+
+import pytest
+import torch
+from torch import nn
+
+from musekit.models.quantize import logits_fidelity
+
+from .conftest import seeded
+
+
+def is_float_linear(module) -> bool:
+    return type(module) is nn.Linear
+
+
+def test_quantize_swaps_only_the_per_step_feed_forward_linears(tiny_pipe):
+    fp32 = tiny_pipe.transformer
+    tiny_pipe.quantize("int8")
+    assert tiny_pipe.precision == "int8"
+    fast = tiny_pipe.transformer
+    assert fast is not fp32 and is_float_linear(fp32.blocks[0].mlp.fc1)  # the fp32 model is kept, untouched
+    for block in fast.blocks:
+        assert not is_float_linear(block.mlp.fc1) and not is_float_linear(block.mlp.fc2)
+        for name in ("to_q", "to_k", "to_v", "to_out"):  # attention stays fp32 (fidelity; Perfusion edits K/V)
+            assert is_float_linear(getattr(block.cross_attn, name))
+    assert is_float_linear(fast.text_proj) and is_float_linear(fast.head)
+    assert not is_float_linear(tiny_pipe.superres.blocks[0].mlp.fc1)
+
+
+def test_quantized_logits_stay_close_to_fp32(tiny_pipe):
+    text = tiny_pipe.encode_prompt(["a red circle", "a blue square"])
+    fp32 = tiny_pipe.transformer
+    grid = fp32.config.grid_size
+    ids = torch.randint(0, fp32.config.codebook_size, (4, grid, grid), generator=seeded(0))
+    with torch.no_grad():
+        reference = fp32(ids, cache=fp32.precompute(text))
+        fast_model = tiny_pipe.quantize("int8").transformer
+        fast = fast_model(ids, cache=fast_model.precompute(text))
+    fidelity = logits_fidelity(reference, fast)
+    assert fidelity["cosine_mean"] > 0.99
+    assert logits_fidelity(reference, reference)["top1_agreement"] == 1.0
+
+
+def test_quantized_pipeline_generates_deterministically(tiny_pipe):
+    tiny_pipe.quantize("int8")
+    run = lambda: tiny_pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="ids").ids  # noqa: E731
+    assert torch.equal(run(), run())
+
+
+def test_quantized_pipeline_refuses_what_needs_fp32(tiny_pipe, tmp_path):
+    tiny_pipe.quantize("int8")
+    with pytest.raises(ValueError, match="already quantized"):
+        tiny_pipe.quantize("int8")
+    with pytest.raises(ValueError, match="full-precision"):
+        tiny_pipe.save_pretrained(tmp_path / "x")
+    with pytest.raises(ValueError, match="full-precision"):
+        tiny_pipe.learn_concept([torch.zeros(3, 8, 8)], "<x>", "circle", steps=1)
+
+
+def test_unknown_quantization_is_a_clear_error(tiny_pipe):
+    with pytest.raises(ValueError, match="int8"):
+        tiny_pipe.quantize("int4")
