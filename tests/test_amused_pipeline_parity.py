@@ -92,3 +92,39 @@ def test_convert_round_trip_and_export_loads_in_diffusers(tmp_path):
     export_amused(again, tmp_path / "back")
     reloaded = diffusers.AmusedPipeline.from_pretrained(tmp_path / "back")
     assert reloaded.transformer.config.codebook_size == 8
+
+
+def test_perfusion_learns_and_applies_a_concept_on_an_amused_model(tmp_path):
+    from musekit import MusePipeline
+    from musekit.personalize.concept import Concept
+
+    folder = tiny_amused_folder(tmp_path)
+    pipe = MusePipeline.from_pretrained(folder, scheduler="amused")
+    pipe.progress_bar = False
+    pipe.estimate_covariance(["a cat", "a dog on a mat", "the big red cat"])
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, pipe.image_size, pipe.image_size, generator=g) for _ in range(2)]
+    concept = pipe.learn_concept(images, "<kit>", "cat", steps=2, progress=False)
+    layers = len(pipe.transformer.transformer_layers)  # the layers whose K/V read the projected text
+    assert concept.value_outputs["transformer"].shape == (layers, pipe.transformer.config.hidden_size)
+    path = concept.save(tmp_path / "kit.safetensors")
+    assert Concept.load(path).token == "<kit>"
+
+    def run(**kwargs):
+        return pipe("a <kit>" if kwargs else "a cat", num_inference_steps=3, guidance_scale=3.0,
+                    generator=torch.Generator().manual_seed(0), output_type="ids", **kwargs).ids  # fmt: skip
+
+    plain = run()
+    for locking in ("local", "global"):
+        ids = run(concepts=[path], concept_bias=0.3, key_locking=locking)
+        assert ids.shape == plain.shape
+    # the edit changes the transformer layers' cached values only (the conv stages read other input spaces)
+    with pipe.using_concepts("a <kit>", [path], bias=0.0, temperature=0.1) as call:
+        text = pipe.encode_prompt(["a <kit>"], guidance_scale=3.0)
+        edited = call.cache(pipe, pipe.transformer, text, None)
+        unedited = pipe.transformer.precompute(text)
+    assert not torch.allclose(edited.values[-1][1], unedited.values[-1][1])  # conditional row, last layer
+    conv = 2 * len(pipe.transformer.down_block.attention_blocks)
+    assert conv == 0 or torch.allclose(edited.values[0], unedited.values[0])
+    # the call leaves the weights untouched
+    assert all(type(a.to_k) is torch.nn.Linear for a in pipe.transformer.text_attentions)

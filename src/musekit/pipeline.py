@@ -353,7 +353,7 @@ class MusePipeline:
         return ImageOutput(images, ids, base_ids)
 
     @staticmethod
-    def _precompute(model, text: TextEmbeddings, cond_ids, options: SamplingOptions):
+    def _precompute_kwargs(model, text: TextEmbeddings, options: SamplingOptions) -> dict:
         if hasattr(model, "default_micro_conds"):  # aMUSEd: the micro-conditioning options
             micro = model.default_micro_conds(
                 text.hidden_states.shape[0],
@@ -361,8 +361,8 @@ class MusePipeline:
                 options.micro_conditioning_aesthetic_score,
                 options.micro_conditioning_crop_coord,
             )
-            return model.precompute(text, cond_ids, micro_conds=micro)
-        return model.precompute(text, cond_ids)
+            return {"micro_conds": micro}
+        return {}
 
     def generate_tokens(
         self,
@@ -395,10 +395,11 @@ class MusePipeline:
         text = text.to(device)
         if cond_ids is not None and guided:
             cond_ids = torch.cat([cond_ids, cond_ids])
+        extra = self._precompute_kwargs(model, text, options)
         if self._concept_call is not None:  # the edits are applied to the cached keys/values, once per call
-            cache = self._concept_call.cache(self, model, text, cond_ids)
+            cache = self._concept_call.cache(self, model, text, cond_ids, **extra)
         else:
-            cache = self._precompute(model, text, cond_ids, options)  # text keys/values once per call
+            cache = model.precompute(text, cond_ids, **extra)  # text keys/values once per call
         return decode_tokens(
             model,
             cache,

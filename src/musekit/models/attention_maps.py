@@ -27,10 +27,12 @@ def cross_attention_maps(model: MaskedTransformer, ids: torch.Tensor, cache: Con
         (B, L, S) probabilities (each row sums to 1 over the attendable context positions); with patches, every
         token of a patch gets the patch's row.
     """
+    attentions = model.text_attentions  # one resolution: the transformer body's
+    index = {id(attn): k for k, attn in enumerate(model.cross_attentions)}  # where each one's keys are cached
     queries: list[torch.Tensor] = []
     handles = [
         attn.register_forward_hook(lambda module, args, kwargs, out: queries.append(args[0]), with_kwargs=True)
-        for attn in model.cross_attentions
+        for attn in attentions
     ]
     try:
         model(ids, cache=cache)
@@ -38,13 +40,27 @@ def cross_attention_maps(model: MaskedTransformer, ids: torch.Tensor, cache: Con
         for handle in handles:
             handle.remove()
     total = None
-    for attn, x, keys in zip(model.cross_attentions, queries, cache.keys):
-        q = attn._split(attn.to_q(x))  # (B, heads, L, d)
-        scores = q @ keys.transpose(-1, -2) / math.sqrt(attn.head_dim)  # (B, heads, L, S)
+    for attn, x in zip(attentions, queries):
+        q = attn._split(attn.to_q(x))  # (B, heads, L', d)
+        keys = cache.keys[index[id(attn)]]
+        scores = q @ keys.transpose(-1, -2) / math.sqrt(attn.head_dim)  # (B, heads, L', S)
         scores = scores.masked_fill(~cache.mask[:, None, None, :], float("-inf"))
         probs = scores.softmax(-1).mean(1)
         total = probs if total is None else total + probs
-    return model.expand_patches(total / len(queries))
+    return expand_to_grid(total / len(queries), model.config.grid_size)
+
+
+def expand_to_grid(rows: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, n*n, S) rows of a coarser body grid (patches, down-sampling) -> (B, grid*grid, S), nearest."""
+    b, length, s = rows.shape
+    n = math.isqrt(length)
+    if n * n != length or grid % n:
+        raise ValueError(f"{length} attention rows do not tile a {grid}x{grid} token grid")
+    factor = grid // n
+    if factor == 1:
+        return rows
+    rows = rows.view(b, n, n, s).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+    return rows.reshape(b, grid * grid, s)
 
 
 def word_map(maps: torch.Tensor, positions: list[int], grid: int) -> torch.Tensor:

@@ -58,17 +58,15 @@ class MaskedTransformer(nn.Module):
         c = x.shape[-1] // (p * p)
         return x.view(b, n, n, p, p, c).permute(0, 1, 3, 2, 4, 5).reshape(b, n * p * n * p, c)
 
-    def expand_patches(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B, L / p**2, S) per-patch rows -> (B, L, S), each token taking its patch's row."""
-        p = self.config.patch_size
-        if p == 1:
-            return rows
-        return self.unpatchify(rows.repeat_interleave(p * p, dim=1).view(rows.shape[0], -1, p * p * rows.shape[-1]))
-
     @property
     def cross_attentions(self) -> list[nn.Module]:
-        """Every cross-attention module, in depth order (what Perfusion edits)."""
+        """Every cross-attention module, in depth order (the order of ``ContextCache.keys``)."""
         return [block.cross_attn for block in self.blocks]
+
+    @property
+    def text_attentions(self) -> list[nn.Module]:
+        """The attentions whose ``to_k``/``to_v`` read ``project_text``'s output directly: what Perfusion edits."""
+        return self.cross_attentions
 
     # --- context ---------------------------------------------------------------------------------------------
     def project_text(self, text: TextEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:

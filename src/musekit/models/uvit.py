@@ -213,6 +213,28 @@ class UVitTransformer(nn.Module):
             layer.attn2 for layer in self.transformer_layers
         ]
 
+    @property
+    def text_attentions(self) -> list[nn.Module]:
+        """The transformer layers' cross-attentions, whose ``to_k``/``to_v`` read ``project_text``'s output (one
+        input space, what Perfusion edits). The conv stages' attentions read per-block projections of it."""
+        return [layer.attn2 for layer in self.transformer_layers]
+
+    @property
+    def text_proj(self) -> nn.Linear:
+        """The text projection (aMUSEd's ``encoder_proj``), named as in musekit's own transformers."""
+        return self.encoder_proj
+
+    def project_text(self, text) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text (B, T, encoder_hidden_size) -> (context (B, T, hidden), mask (B, T) bool): the transformer layers'
+        K/V input. aMUSEd attends to every position (CLIP padding included)."""
+        if text.hidden_states.shape[-1] != self.config.encoder_hidden_size:
+            raise ValueError(
+                f"text states have width {text.hidden_states.shape[-1]}, "
+                f"the model expects {self.config.encoder_hidden_size}"
+            )
+        context = self.encoder_proj_layer_norm(self.encoder_proj(text.hidden_states))
+        return context, torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
+
     image_size: int | None = None  # pixels per side; set by the pipeline loader from the VQ factor (default f16)
 
     def default_micro_conds(
@@ -229,10 +251,8 @@ class UVitTransformer(nn.Module):
         """Project the text once: every text-reading attention's keys/values, and the global condition."""
         if cond_ids is not None:
             raise ValueError("the aMUSEd transformer takes no low-resolution tokens")
-        context = self.encoder_proj_layer_norm(self.encoder_proj(text.hidden_states))  # (B, T, hidden)
-        key_context = None
-        if key_text is not None:
-            key_context = self.encoder_proj_layer_norm(self.encoder_proj(key_text.hidden_states))
+        context = self.project_text(text)[0]  # (B, T, hidden)
+        key_context = None if key_text is None else self.project_text(key_text)[0]
         batch = context.shape[0]
         if micro_conds is None:
             micro_conds = self.default_micro_conds(batch, context.device)
@@ -259,6 +279,8 @@ class UVitTransformer(nn.Module):
         cache: ContextCache | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if cond_ids is not None:
+            raise ValueError("the aMUSEd transformer takes no low-resolution tokens")
         """ids (B, H, W) or (B, L) -> logits (B, L, codebook_size); ``cache`` from ``precompute`` (or ``text``).
 
         ``positions`` (B, M): compute the logits of those tokens only -> (B, M, codebook_size).

@@ -36,7 +36,7 @@ def installed_edits(
     """Wrap every cross-attention's ``to_k``/``to_v`` with ``RankOneEdit``; restore the originals on exit."""
     saved = []
     try:
-        for attn, key_targets, value_targets in zip(model.cross_attentions, keys, values):
+        for attn, key_targets, value_targets in zip(model.text_attentions, keys, values):
             saved.append((attn, attn.to_k, attn.to_v))
             attn.to_k = RankOneEdit(attn.to_k, c_inv, key_targets, exact)
             attn.to_v = RankOneEdit(attn.to_v, c_inv, value_targets, exact)
@@ -91,7 +91,7 @@ def local_key_targets(
     weights = positions.float().unsqueeze(-1)
     e_super = (context * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, d)
     e_super = torch.cat([torch.zeros(batch_rows - e_super.shape[0], e_super.shape[1]), e_super])
-    return [e_super @ attn.to_k.weight.t() for attn in model.cross_attentions]
+    return [e_super @ attn.to_k.weight.t() for attn in model.text_attentions]
 
 
 def concept_cache(
@@ -106,12 +106,13 @@ def concept_cache(
     key_locking: str,
     cond_ids: torch.Tensor | None = None,
     exact: bool = True,
+    precompute_kwargs: dict | None = None,
 ) -> ContextCache:
     """The stage's K/V cache for ``text`` = [unconditional (B) ; concept prompts (B)] with the concept edits."""
     if key_locking not in KEY_LOCKING:
         raise ValueError(f"key_locking must be one of {KEY_LOCKING}, got {key_locking!r}")
     rows = len(text)
-    layers = len(model.cross_attentions)
+    layers = len(model.text_attentions)
     keys: list[list[ConceptTarget]] = [[] for _ in range(layers)]
     values: list[list[ConceptTarget]] = [[] for _ in range(layers)]
     for concept in concepts:
@@ -132,7 +133,8 @@ def concept_cache(
         uncond = TextEmbeddings(*(t[: rows - len(prompts.super_text)] for t in
                                   (text.hidden_states, text.pooled, text.attention_mask)))  # fmt: skip
         key_text = TextEmbeddings.cat([uncond, prompts.super_text])
+    extra = precompute_kwargs or {}
     if not any(keys):
-        return model.precompute(text, cond_ids)
+        return model.precompute(text, cond_ids, **extra)
     with installed_edits(model, c_inv, keys, values, exact):
-        return model.precompute(text, cond_ids, key_text=key_text)
+        return model.precompute(text, cond_ids, key_text=key_text, **extra)

@@ -65,10 +65,11 @@ class ConceptCall:
     temperature: float
     key_locking: str
 
-    def cache(self, pipe, model, text, cond_ids):
+    def cache(self, pipe, model, text, cond_ids, **precompute_kwargs):
         stage = "superres" if model is pipe.superres else "transformer"
         return concept_cache(model, stage, text, self.prompts, self.concepts, pipe.perfusion_c_inv()[stage],
-                             self.bias, self.temperature, self.key_locking, cond_ids)  # fmt: skip
+                             self.bias, self.temperature, self.key_locking, cond_ids,
+                             precompute_kwargs=precompute_kwargs)  # fmt: skip
 
     @staticmethod
     @contextmanager

@@ -97,7 +97,7 @@ def model_fingerprint(pipe) -> str:
     for name, model in stages(pipe).items():
         digest.update(name.encode())
         tensors = [model.text_proj.weight]
-        for attn in model.cross_attentions:
+        for attn in model.text_attentions:
             tensors += [attn.to_k.weight if hasattr(attn.to_k, "weight") else attn.to_k.linear.weight]
             tensors += [attn.to_v.weight if hasattr(attn.to_v, "weight") else attn.to_v.linear.weight]
         for tensor in tensors:

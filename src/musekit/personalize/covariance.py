@@ -1,7 +1,7 @@
 """C: the uncentered second moment of the inputs of each cross-attention K/V input space.
 
-Each masked transformer projects the text once (``text_proj`` + ``text_norm``) and every cross-attention's ``to_k``
-and ``to_v`` read that projected context, so there is one input space, and one C, per transformer. C is estimated
+Each masked transformer projects the text once (``project_text``) and the ``to_k``/``to_v`` of its
+``text_attentions`` read that projected context, so there is one input space, and one C, per transformer. C is estimated
 once per base model from a caption corpus (real tokens only; padding excluded) and stored beside the model.
 """
 
@@ -29,9 +29,11 @@ def estimate_covariance(
         raise ValueError("the caption corpus is empty")
     total, count = None, 0
     for start in tqdm(range(0, len(captions), batch_size), desc="covariance", disable=not progress, leave=False):
-        text = text_encoder.encode(captions[start : start + batch_size])
-        context, mask = model.project_text(text.to(next(model.parameters()).device))
-        real = context[text.attention_mask.to(context.device)].double()  # (tokens, d)
+        chunk = captions[start : start + batch_size]
+        text = text_encoder.encode(chunk)
+        context, _ = model.project_text(text.to(next(model.parameters()).device))
+        real_tokens = text_encoder.tokenize(chunk)[1].bool()  # the tokenizer's mask: models may attend to padding
+        real = context[real_tokens.to(context.device)].double()  # (tokens, d)
         outer = real.t() @ real
         total = outer if total is None else total + outer
         count += real.shape[0]

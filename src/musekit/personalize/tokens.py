@@ -49,17 +49,21 @@ def encode_with_concepts(
     """
     input_ids, attention_mask = encoder.tokenize(prompts)
     full = input_ids.shape[1]
-    longest = max(int(attention_mask.sum(1).max()), 1)
+    masked = encoder.config.mask_padding  # the same policy as ``encode``: padding masked, or attended (CLIP/aMUSEd)
+    longest = max(int(attention_mask.sum(1).max()), 1) if masked else full
     ids, mask = input_ids[:, :longest].to(encoder.device), attention_mask[:, :longest].to(encoder.device)
     table = encoder.input_embeddings()
     known = ids < table.num_embeddings
-    embeds = table(ids.where(known, torch.zeros_like(ids)))
+    safe_ids = ids.where(known, torch.zeros_like(ids))
+    embeds = table(safe_ids)
     for token_id, vector in embeddings.items():
         embeds = torch.where((ids == token_id).unsqueeze(-1), vector.to(embeds.dtype), embeds)
     unknown = (~known) & ~torch.isin(ids, torch.tensor(list(embeddings) or [-1], device=ids.device))
     if unknown.any():
         raise ValueError("a prompt uses a concept token that is not loaded")
-    hidden, pooled = encoder._encode_embeds(embeds, mask)
+    hidden, pooled = encoder._encode_embeds(embeds, mask, safe_ids)
+    if not masked:
+        return TextEmbeddings(hidden.float(), pooled.float(), torch.ones_like(mask, dtype=torch.bool)), input_ids
     hidden = F.pad(hidden * mask.unsqueeze(-1).to(hidden.dtype), (0, 0, 0, full - longest))
     text = TextEmbeddings(hidden.float(), pooled.float(), F.pad(mask, (0, full - longest)).bool())
     return text, input_ids

@@ -126,8 +126,8 @@ def learn_concept(
         with torch.no_grad():
             e_super = _token_mean(model.project_text(super0)[0], ids0 == token_id)
             target_inputs[name] = _token_mean(model.project_text(text0)[0], ids0 == token_id)
-            values = torch.stack([attn.to_v.weight @ e_super for attn in model.cross_attentions])
-            keys = torch.stack([attn.to_k.weight @ e_super for attn in model.cross_attentions])
+            values = torch.stack([attn.to_v.weight @ e_super for attn in model.text_attentions])
+            keys = torch.stack([attn.to_k.weight @ e_super for attn in model.text_attentions])
         value_outputs[name] = torch.nn.Parameter(values.clone())
         output_params.append(value_outputs[name])
         if variant == "trained-k":
@@ -151,7 +151,7 @@ def learn_concept(
             with torch.no_grad():  # i*: EMA of the concept token's encodings in this stage's K/V input space
                 current = _token_mean(model.project_text(text)[0].detach(), positions)
                 target_inputs[name].lerp_(current, 1 - config.input_decay)
-            layers = len(model.cross_attentions)
+            layers = len(model.text_attentions)
             if variant == "trained-k":
                 key_out = [key_outputs[name][layer] for layer in range(layers)]
             else:

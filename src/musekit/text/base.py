@@ -94,9 +94,10 @@ class TextEncoder(nn.Module):
         raise NotImplementedError
 
     def _encode_embeds(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like ``_encode_tokens`` but from input embeddings (lets personalization learn a new word)."""
+        """Like ``_encode_tokens`` but from input embeddings (lets personalization learn a new word); ``input_ids``
+        (learned tokens replaced by any valid id) for encoders that need them, e.g. to find CLIP's end token."""
         raise NotImplementedError(f"{type(self).__name__} does not support learned concept tokens yet")
 
     def input_embeddings(self) -> torch.nn.Embedding:
@@ -178,7 +179,7 @@ class EncoderOnlyTextEncoder(TextEncoder):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return self._outputs(out, attention_mask)
 
-    def _encode_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor):
+    def _encode_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids=None):
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, output_hidden_states=True)
         return self._outputs(out, attention_mask)
 

@@ -44,3 +44,14 @@ class CLIPTextEncoder(TextEncoder):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=input_ids, output_hidden_states=True)
         return out.hidden_states[self.config.hidden_layer], out.text_embeds
+
+    def _encode_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids=None):
+        """CLIP's text model takes no ``inputs_embeds``: run it on ``input_ids`` (for its positions and end-token
+        pooling) with the token-embedding lookup's output replaced by ``inputs_embeds``, so gradients reach them."""
+        if input_ids is None:
+            raise ValueError("CLIP needs the input ids beside the embeddings (to pool at the end token)")
+        handle = self.input_embeddings().register_forward_hook(lambda module, args, out: inputs_embeds.to(out.dtype))
+        try:
+            return self._encode_tokens(input_ids, attention_mask)
+        finally:
+            handle.remove()
