@@ -9,11 +9,10 @@ THREADS=${THREADS:-2}
 
 $M train-tokenizer --config configs/tokenizer-shapes.json --out "$RUNS/tok" --threads "$THREADS"
 $M encode-shards --tokenizer "$RUNS/tok/final" --out "$RUNS/shards" --num 20000 --threads "$THREADS"
-# The two transformer stages are independent given the shards: train them side by side, one thread each.
-$M train --stage base --config configs/base-shapes.json --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" \
-    --out "$RUNS/base" --threads 1 &
+# The two transformer stages are independent given the shards (one after the other here, all threads each).
 $M train --stage sr --config configs/sr-shapes.json --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" \
-    --out "$RUNS/sr" --threads 1 &
-wait
-$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base/final" --sr "$RUNS/sr/final" \
+    --out "$RUNS/sr" --threads "$THREADS"
+$M train --stage base --config configs/base-shapes-patch.json --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" \
+    --out "$RUNS/base-patch" --threads "$THREADS"
+$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base-patch/final" --sr "$RUNS/sr/final" \
     --out src/musekit/assets/default --fp16

@@ -129,3 +129,17 @@ def test_missing_or_invalid_model_folders(tmp_path):
         MusePipeline.from_pretrained(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="model_index"):
         MusePipeline.from_pretrained(tmp_path)
+
+
+def test_sr_strength_starts_the_sr_stage_from_the_upsampled_base_image(tiny_pipe):
+    run = lambda **kw: tiny_pipe("a red circle", generator=torch.Generator().manual_seed(0), output_type="ids", **kw)  # noqa: E731
+    full = run()
+    assert torch.equal(run(sr_strength=1.0).ids, full.ids)  # 1: every SR token decoded (Muse)
+    zero = run(sr_strength=0.0)
+    expected = tiny_pipe.sr_start_ids(zero.base_ids, 0.0, None)
+    assert torch.equal(zero.ids, expected)  # 0: the upsampled base image, re-tokenized, as it is
+    half = tiny_pipe.sr_start_ids(zero.base_ids, 0.5, torch.Generator().manual_seed(0))
+    masked = (half == tiny_pipe.superres.config.mask_token_id).float().mean().item()
+    assert masked == pytest.approx(0.5, abs=1 / half[0].numel())
+    with pytest.raises(ValueError, match="sr_strength"):
+        run(sr_strength=1.5)

@@ -228,9 +228,13 @@ class PipelineConfig(BaseConfig):
     guidance_scale: float = 4.0
     guidance_schedule: str = "constant"
     sr_guidance_scale: float = 2.0
+    # share of super-resolution tokens the SR transformer decodes: 1 = all (Muse); below 1 the rest start from the
+    # base image upsampled and re-tokenized, and a random share ``sr_strength`` of them is re-masked and decoded
+    sr_strength: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.num_inference_steps >= 1 and self.sr_inference_steps >= 1, "PipelineConfig: steps must be >= 1")
+        _check(0.0 <= self.sr_strength <= 1.0, "PipelineConfig: sr_strength must be in [0, 1]")
         _check(self.guidance_schedule in ("constant", "linear"), "PipelineConfig: guidance_schedule constant|linear")
 
 

@@ -297,6 +297,7 @@ class MusePipeline:
         key_locking: str = "local",
         micro_conditioning_aesthetic_score: float | None = None,
         micro_conditioning_crop_coord: tuple[int, int] | None = None,
+        sr_strength: float | None = None,
     ) -> ImageOutput | tuple:
         """Generate images from text.
 
@@ -322,6 +323,9 @@ class MusePipeline:
             micro_conditioning_aesthetic_score: aMUSEd models only: the aesthetic score condition (default 6, as
                 diffusers).
             micro_conditioning_crop_coord: aMUSEd models only: the (x, y) crop condition (default (0, 0)).
+            sr_strength: share of the super-resolution tokens the SR transformer decodes (default from the pipeline
+                config; 1 = all, as in Muse). Below 1, the SR tokens start from the base image upsampled and
+                re-tokenized, and that share of them, at random, is re-masked and decoded.
 
         Returns:
             ``ImageOutput(images, ids, base_ids)``, or the tuple ``(images, ids)`` when ``return_dict`` is False.
@@ -329,6 +333,7 @@ class MusePipeline:
         micro = {
             "micro_conditioning_aesthetic_score": micro_conditioning_aesthetic_score,
             "micro_conditioning_crop_coord": micro_conditioning_crop_coord,
+            "sr_strength": sr_strength,
         }
         if concepts:
             with self.using_concepts(prompt, concepts, num_images_per_prompt, concept_bias, concept_temperature,
@@ -346,11 +351,32 @@ class MusePipeline:
         base_ids = self.generate_tokens(self.transformer, text, batch, options, generator)
         ids = base_ids
         if self.superres is not None:
-            ids = self.generate_tokens(self.superres, text, batch, options, generator, cond_ids=base_ids)
+            start = self.sr_start_ids(base_ids, options.sr_strength, generator)
+            if start is None or bool((start == self.superres.config.mask_token_id).any()):
+                ids = self.generate_tokens(self.superres, text, batch, options, generator, base_ids, start)
+            else:
+                ids = start  # sr_strength 0: the re-tokenized upsampled base image as it is
         images = None if output_type == "ids" else self.decode(ids, output_type)
         if not return_dict:
             return images, ids
         return ImageOutput(images, ids, base_ids)
+
+    @torch.no_grad()
+    def sr_start_ids(
+        self, base_ids: torch.Tensor, strength: float, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
+        """Start tokens of the super-resolution stage: None (all [MASK], Muse) at strength 1; otherwise the base
+        image decoded, upsampled to the final size and re-tokenized, with a random share ``strength`` re-masked."""
+        if strength >= 1.0:
+            return None
+        from musekit.editing.img2img import random_mask
+        from musekit.editing.masks import resize
+
+        upsampled = resize(self.vqgan.decode(base_ids), self.image_size)
+        ids = self.sr_tokenizer.encode(upsampled)
+        count = round(ids[0].numel() * strength)
+        mask = random_mask(tuple(ids.shape), count, generator, ids.device)
+        return ids.masked_fill(mask, self.superres.config.mask_token_id)
 
     @staticmethod
     def _precompute_kwargs(model, text: TextEmbeddings, options: SamplingOptions) -> dict:

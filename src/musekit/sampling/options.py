@@ -24,6 +24,7 @@ class SamplingOptions:
     # aMUSEd micro-conditioning (ignored by models without it); None: the model's defaults, as diffusers'
     micro_conditioning_aesthetic_score: float | None = None
     micro_conditioning_crop_coord: tuple[int, int] | None = None
+    sr_strength: float = 1.0
 
     @classmethod
     def resolve(
@@ -40,6 +41,7 @@ class SamplingOptions:
         output_type: str = "pil",
         micro_conditioning_aesthetic_score: float | None = None,
         micro_conditioning_crop_coord: tuple[int, int] | None = None,
+        sr_strength: float | None = None,
     ) -> SamplingOptions:
         """Fill unset options from ``config`` and validate everything (ValueError with what to do)."""
         options = cls(
@@ -54,6 +56,7 @@ class SamplingOptions:
             output_type,
             micro_conditioning_aesthetic_score,
             None if micro_conditioning_crop_coord is None else tuple(micro_conditioning_crop_coord),
+            sr_strength if sr_strength is not None else config.sr_strength,
         )
         options.validate()
         return options
@@ -71,6 +74,8 @@ class SamplingOptions:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {self.num_images_per_prompt}")
         if self.output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
+        if not 0.0 <= self.sr_strength <= 1.0:
+            raise ValueError(f"sr_strength must be in [0, 1], got {self.sr_strength}")
         crop = self.micro_conditioning_crop_coord
         if crop is not None and (len(crop) != 2 or min(crop) < 0):
             raise ValueError(f"micro_conditioning_crop_coord must be two non-negative numbers, got {crop}")
