@@ -15,4 +15,4 @@ $M train --stage sr --config configs/sr-shapes.json --tokenizer "$RUNS/tok/final
 $M train --stage base --config configs/base-shapes-patch.json --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" \
     --out "$RUNS/base-patch" --threads "$THREADS"
 $M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base-patch/final" --sr "$RUNS/sr/final" \
-    --out src/musekit/assets/default --fp16
+    --out src/musekit/assets/default --fp16 --steps 24 --sr-strength 0.5

@@ -29,7 +29,7 @@ def test_generate_grid_and_options(tiny_model_dir, tmp_path):
     result = musekit(
         "generate", "a red circle", "--model", str(tiny_model_dir), "--out", str(out), "--num", "4",
         "--steps", "3", "--sr-steps", "2", "--guidance", "3", "--negative", "blue", "--quiet", "--top-k", "2",
-        "--int8",
+        "--int8", "--sr-strength", "0.5",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
@@ -65,3 +65,34 @@ def test_bad_input_exits_non_zero_with_one_line(args, needle, tiny_model_dir, tm
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert needle in lines[0] and "Traceback" not in result.stderr
+
+
+def test_build_pipeline_assembles_a_model_with_sampling_defaults(tmp_path):
+    import json
+
+    import torch
+
+    from musekit.config import SuperResConfig, TransformerConfig, VQConfig
+    from musekit.io.checkpoint import save_component
+    from musekit.models import MaskedTransformer, SuperResTransformer
+    from musekit.tokenizer import VQModel
+
+    torch.manual_seed(0)
+    vq_cfg = VQConfig.preset("tiny")
+    base_cfg = TransformerConfig.preset("tiny").replace(text_dim=384, patch_size=2)  # the bundled MiniLM's width
+    sr_cfg = SuperResConfig.preset("tiny").replace(text_dim=384)
+    save_component(VQModel(vq_cfg), vq_cfg, tmp_path / "tok")
+    save_component(MaskedTransformer(base_cfg), base_cfg, tmp_path / "base")
+    save_component(SuperResTransformer(sr_cfg), sr_cfg, tmp_path / "sr")
+    (tmp_path / "captions.txt").write_text("a red circle\na blue square on a gray background\n")
+    out = tmp_path / "model"
+    result = musekit("build-pipeline", "--tokenizer", str(tmp_path / "tok"), "--base", str(tmp_path / "base"),
+                     "--sr", str(tmp_path / "sr"), "--out", str(out), "--fp16", "--captions",
+                     str(tmp_path / "captions.txt"), "--steps", "5", "--sr-strength", "0.5")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["pipeline"]["num_inference_steps"] == 5 and index["pipeline"]["sr_strength"] == 0.5
+    assert (out / "perfusion_covariance.safetensors").is_file()
+    bad = musekit("build-pipeline", "--tokenizer", str(tmp_path / "tok"), "--base", str(tmp_path / "base"),
+                  "--out", str(tmp_path / "m2"), "--sr-strength", "2")  # fmt: skip
+    assert bad.returncode == 2 and "sr_strength" in bad.stderr and "Traceback" not in bad.stderr

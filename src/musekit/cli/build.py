@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from musekit.cli.common import CLIError
+from musekit.cli.common import CLIError, non_negative_float, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -16,6 +16,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (shipped models)")
     p.add_argument("--captions", default=None, metavar="FILE",
                    help="captions, one per line, for Perfusion's C (default: shapes-world captions)")  # fmt: skip
+    p.add_argument("--steps", type=positive_int, default=None, help="default base-stage decoding steps")
+    p.add_argument("--sr-steps", type=positive_int, default=None, help="default super-resolution decoding steps")
+    p.add_argument("--sr-strength", type=non_negative_float, default=None,
+                   help="default share of SR tokens decoded by the SR transformer (1 = all, as in Muse)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -36,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     vq = load_component(VQModel, VQConfig, args.tokenizer)
     base = load_component(MaskedTransformer, TransformerConfig, args.base)
     sr = load_component(SuperResTransformer, SuperResConfig, args.sr) if args.sr else None
-    pipe = MusePipeline(build_text_encoder(TextEncoderConfig()), vq, base, sr)
+    from musekit.config import ConfigError, PipelineConfig
+
+    defaults = {"num_inference_steps": args.steps, "sr_inference_steps": args.sr_steps, "sr_strength": args.sr_strength}
+    try:
+        config = PipelineConfig().replace(**{k: v for k, v in defaults.items() if v is not None})
+    except ConfigError as err:
+        raise CLIError(str(err)) from None
+    pipe = MusePipeline(build_text_encoder(TextEncoderConfig()), vq, base, sr, config=config)
     captions = None
     if args.captions is not None:
         path = __import__("pathlib").Path(args.captions)

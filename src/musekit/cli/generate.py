@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         guidance_schedule=args.guidance_schedule,
         temperature=args.choice_temperature,
         top_k=args.top_k,
+        sr_strength=args.sr_strength,
         num_images_per_prompt=args.num,
         generator=torch.Generator().manual_seed(args.seed),
         concepts=args.concept or None,

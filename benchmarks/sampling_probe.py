@@ -1,0 +1,53 @@
+"""Checker accuracy of a model folder's images on held-out prompts under several sampling settings (quick probe).
+
+Usage: python benchmarks/sampling_probe.py MODEL_DIR [--num 16] [--batch 8] [--base-only] '{"sr_strength": 0.5}' ...
+Each JSON argument is a set of keyword arguments for the pipeline call; --base-only decodes the base tokens (64 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from musekit.data.renders import labels_of
+from musekit.data.shapes import ShapesWorld
+from musekit.eval.checker import attribute_accuracy, load_checker
+from musekit.pipeline import MusePipeline
+from musekit.sampling.options import SamplingOptions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("settings", nargs="*", default=["{}"])
+    parser.add_argument("--num", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--base-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = MusePipeline.from_pretrained(args.model)
+    pipe.progress_bar = False
+    checker = load_checker()
+    examples = ShapesWorld(0).examples("heldout", args.num)
+    labels = labels_of(examples)
+    for setting in map(json.loads, args.settings):
+        images = []
+        for start in range(0, args.num, args.batch):
+            prompts = [e.caption for e in examples[start : start + args.batch]]
+            generator = torch.Generator().manual_seed(start)
+            if args.base_only:
+                text = pipe.encode_prompt(prompts)
+                options = SamplingOptions.resolve(pipe.config, **setting)
+                ids = pipe.generate_tokens(pipe.transformer, text, len(prompts), options, generator)
+                images.append(pipe.vqgan.decode(ids))
+            else:
+                images.append(pipe(prompts, generator=generator, output_type="pt", **setting).images)
+        accuracy = attribute_accuracy(checker.predict(torch.cat(images)), labels)
+        print(setting, {k: round(v, 2) for k, v in accuracy.items()}, flush=True)
+
+
+if __name__ == "__main__":
+    main()
