@@ -34,6 +34,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="outputs/musekit.png", metavar="PATH", help="output PNG path")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample token values among the k most likely")
     p.add_argument(
+        "--sr-strength",
+        type=non_negative_float,
+        default=None,
+        help="share of super-resolution tokens the SR transformer decodes (1 = all; default: the model's)",
+    )
+    p.add_argument(
         "--int8",
         action="store_true",
         help="CPU fast path: int8 feed-forward linears (see docs/BENCHMARKS.md for speed and fidelity)",
