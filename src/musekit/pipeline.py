@@ -18,6 +18,7 @@ from musekit.config import (
     TransformerConfig,
     VQConfig,
 )
+from musekit.editing.methods import EditingMethods
 from musekit.io.images import tensor_to_numpy, tensor_to_pil
 from musekit.io.pipeline_io import MODEL_INDEX  # noqa: F401  (re-exported for the CLI)
 from musekit.models.superres import SuperResTransformer
@@ -51,7 +52,7 @@ class ImageOutput:
     intermediates: list | None = None
 
 
-class MusePipeline:
+class MusePipeline(EditingMethods):
     """Muse text-to-image: text encoder -> base transformer -> super-resolution transformer -> VQ decoder.
 
     Example:
@@ -140,30 +141,9 @@ class MusePipeline:
         Example:
             >>> pipe = MusePipeline.from_pretrained().quantize("int8")
         """
-        from musekit.models.quantize import QUANTIZATIONS, quantize_int8
+        from musekit.models.quantize import quantize_pipeline
 
-        if kind not in QUANTIZATIONS:
-            raise ValueError(f"quantize takes one of {QUANTIZATIONS}, got {kind!r}")
-        if self._full_precision:
-            raise ValueError(f"the pipeline is already quantized ({self.precision})")
-        if self.device.type != "cpu":
-            raise ValueError("int8 quantization is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
-        text = self.text_encoder.empty(1)
-        for name in ("transformer", "superres"):
-            model = getattr(self, name)
-            if model is None:
-                continue
-            cond = None
-            if name == "superres":
-                side = model.config.cond_grid_size
-                cond = torch.zeros(1, side, side, dtype=torch.long)
-            with torch.no_grad():
-                cache = model.precompute(text, cond)
-            side = getattr(model.config, "grid_size", None) or model.config.sample_size
-            ids = torch.full((1, side, side), model.config.mask_token_id, dtype=torch.long)
-            self._full_precision[name] = model
-            setattr(self, name, quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache)))
-        return self
+        return quantize_pipeline(self, kind)
 
     def _require_full_precision(self, what: str) -> None:
         if self._full_precision:
@@ -361,22 +341,14 @@ class MusePipeline:
             return images, ids
         return ImageOutput(images, ids, base_ids)
 
-    @torch.no_grad()
     def sr_start_ids(
         self, base_ids: torch.Tensor, strength: float, generator: torch.Generator | None
     ) -> torch.Tensor | None:
         """Start tokens of the super-resolution stage: None (all [MASK], Muse) at strength 1; otherwise the base
         image decoded, upsampled to the final size and re-tokenized, with a random share ``strength`` re-masked."""
-        if strength >= 1.0:
-            return None
-        from musekit.editing.img2img import random_mask
-        from musekit.editing.masks import resize
+        from musekit.editing.img2img import upsampled_start_ids
 
-        upsampled = resize(self.vqgan.decode(base_ids), self.image_size)
-        ids = self.sr_tokenizer.encode(upsampled)
-        count = round(ids[0].numel() * strength)
-        mask = random_mask(tuple(ids.shape), count, generator, ids.device)
-        return ids.masked_fill(mask, self.superres.config.mask_token_id)
+        return upsampled_start_ids(self, base_ids, strength, generator)
 
     @staticmethod
     def _precompute_kwargs(model, text: TextEmbeddings, options: SamplingOptions) -> dict:
@@ -488,73 +460,6 @@ class MusePipeline:
 
         return ConceptCall.context(self, self.check_prompts(prompt), concepts, num_images_per_prompt, bias,
                                    temperature, key_locking)  # fmt: skip
-
-    # --- editing (musekit.editing) -------------------------------------------------------------------------
-    def inpaint(self, image, mask, prompt, **kwargs) -> ImageOutput | tuple:
-        """Repaint the masked region of ``image`` to match ``prompt``.
-
-        The mask is a grayscale image (or tensor) of the image's size: **white pixels are repainted, black pixels
-        are kept**. Any token the white area touches is re-generated, the base tokens first and then the
-        super-resolution tokens conditioned on them (Muse 3.3.1); the result is composited into the original with a
-        feathered mask, so pixels outside the mask are unchanged.
-
-        Args:
-            image: PIL image or (3, H, W) tensor in [0, 1]; another size than the model's is resized (with a warning).
-            mask: PIL "L"/"1" image or tensor, same size as ``image``.
-            prompt: what to paint there.
-            feather_radius: width in pixels of the blend inside the mask edge (default 2).
-            **kwargs: ``negative_prompt``, ``generator``, ``return_dict`` and the sampling options of ``__call__``.
-        """
-        from musekit.editing.inpaint import inpaint
-
-        with self._maybe_concepts(prompt, kwargs):
-            return inpaint(self, image, mask, prompt, **kwargs)
-
-    def outpaint(self, image, prompt, pad: tuple[int, int, int, int], **kwargs) -> ImageOutput | tuple:
-        """Extend ``image`` by ``pad`` = (left, top, right, bottom) pixels: inpainting on an enlarged canvas.
-
-        The result has the enlarged size; the original pixels are unchanged.
-        """
-        from musekit.editing.inpaint import outpaint
-
-        with self._maybe_concepts(prompt, kwargs):
-            return outpaint(self, image, prompt, pad, **kwargs)
-
-    def edit(self, image, prompt, **kwargs) -> ImageOutput | tuple:
-        """Mask-free editing: tokenize, then re-mask and resample a random subset of tokens under ``prompt``.
-
-        Muse 3.3.2 defaults: ``iterations=100``, ``remask_fraction=0.08``, ``guidance_scale=4``, ``top_k=3``.
-        With ``source_prompt`` (the prompt that describes ``image``), the edit is confined to the tokens that the
-        words differing between the two prompts attend to: editing with no mask and nothing else touched.
-        ``return_intermediates=True`` adds the images after each quarter of the iterations.
-        """
-        from musekit.editing.maskfree import edit
-
-        with self._maybe_concepts(prompt, kwargs):
-            return edit(self, image, prompt, **kwargs)
-
-    def img2img(self, image, prompt, strength: float = 0.5, **kwargs) -> ImageOutput | tuple:
-        """Re-generate a share of the image's tokens under ``prompt``.
-
-        ``strength`` 0 returns the input unchanged; 1 masks every token and regenerates fully (aMUSEd's
-        img2img masks almost nothing at 1.0). In between, gamma(1 - strength) of the tokens are masked.
-        """
-        from musekit.editing.img2img import img2img
-
-        with self._maybe_concepts(prompt, kwargs):
-            return img2img(self, image, prompt, strength, **kwargs)
-
-    def _maybe_concepts(self, prompt, kwargs: dict):
-        """Pop the concept options from an editing call's kwargs; a context that applies them (or does nothing)."""
-        import contextlib
-
-        concepts = kwargs.pop("concepts", None)
-        options = {k: kwargs.pop(k) for k in ("concept_bias", "concept_temperature", "key_locking") if k in kwargs}
-        if not concepts:
-            return contextlib.nullcontext()
-        return self.using_concepts(prompt, concepts, kwargs.get("num_images_per_prompt", 1),
-                                   options.get("concept_bias", 0.7), options.get("concept_temperature", 0.15),
-                                   options.get("key_locking", "local"))  # fmt: skip
 
     def decode(self, ids: torch.Tensor, output_type: str = "pt") -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Tokens (B, h, w) of the final stage -> images in the requested ``output_type``."""

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from musekit.editing.inpaint import encode_stages, finish
-from musekit.editing.masks import fit_to_model, image_to_tensor
+from musekit.editing.masks import fit_to_model, image_to_tensor, resize
 from musekit.sampling.options import SamplingOptions
 from musekit.sampling.schedules import mask_ratio
 
@@ -24,6 +24,20 @@ def random_mask(shape: tuple[int, ...], count: int, generator: torch.Generator |
     scores = torch.rand(batch, length, generator=generator).to(device)
     ranks = scores.argsort(1).argsort(1)
     return (ranks < count).view(shape)
+
+
+@torch.no_grad()
+def upsampled_start_ids(
+    pipe: MusePipeline, base_ids: torch.Tensor, strength: float, generator: torch.Generator | None
+) -> torch.Tensor | None:
+    """``MusePipeline.sr_start_ids``: None (all [MASK], Muse) at strength 1; otherwise the base image decoded,
+    upsampled to the final size and re-tokenized, with a random share ``strength`` of its tokens re-masked."""
+    if strength >= 1.0:
+        return None
+
+    ids = pipe.sr_tokenizer.encode(resize(pipe.vqgan.decode(base_ids), pipe.image_size))
+    mask = random_mask(tuple(ids.shape), round(ids[0].numel() * strength), generator, ids.device)
+    return ids.masked_fill(mask, pipe.superres.config.mask_token_id)
 
 
 def img2img(

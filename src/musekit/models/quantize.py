@@ -79,3 +79,29 @@ def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, fl
     cos = torch.nn.functional.cosine_similarity(reference, fast, dim=-1)
     top1 = (reference.argmax(-1) == fast.argmax(-1)).float().mean()
     return {"cosine_mean": cos.mean().item(), "cosine_min": cos.min().item(), "top1_agreement": top1.item()}
+
+
+def quantize_pipeline(pipe, kind: str = "int8"):
+    """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 copies, keeping the fp32 ones aside."""
+    if kind not in QUANTIZATIONS:
+        raise ValueError(f"quantize takes one of {QUANTIZATIONS}, got {kind!r}")
+    if pipe._full_precision:
+        raise ValueError(f"the pipeline is already quantized ({pipe.precision})")
+    if pipe.device.type != "cpu":
+        raise ValueError("int8 quantization is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
+    text = pipe.text_encoder.empty(1)
+    for name in ("transformer", "superres"):
+        model = getattr(pipe, name)
+        if model is None:
+            continue
+        cond = None
+        if name == "superres":
+            side = model.config.cond_grid_size
+            cond = torch.zeros(1, side, side, dtype=torch.long)
+        with torch.no_grad():
+            cache = model.precompute(text, cond)
+        side = model.config.grid_size
+        ids = torch.full((1, side, side), model.config.mask_token_id, dtype=torch.long)
+        pipe._full_precision[name] = model
+        setattr(pipe, name, quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache)))
+    return pipe

@@ -1,0 +1,43 @@
+"""Import + load time of the bundled model, then seconds per image at batch 1 (median of 5 after a warm-up), fp32 and
+with ``pipe.quantize("int8")``.
+
+Usage: python benchmarks/generate_speed.py [MODEL_DIR] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+PROMPT = "a large red circle in the center on a blue background"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", nargs="?", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    import torch
+
+    from musekit import MusePipeline
+
+    torch.set_num_threads(args.threads)
+    pipe = MusePipeline.from_pretrained(args.model)
+    pipe.progress_bar = False
+    print(f"imports + model load: {time.perf_counter() - start:.2f} s")
+    for label in ("fp32", "int8"):
+        if label == "int8":
+            pipe.quantize("int8")
+        pipe(PROMPT, generator=torch.Generator().manual_seed(0))
+        times = []
+        for seed in range(5):
+            t0 = time.perf_counter()
+            pipe(PROMPT, generator=torch.Generator().manual_seed(seed))
+            times.append(time.perf_counter() - t0)
+        print(f"{label}: {statistics.median(times):.3f} s per image (median of 5)")
+
+
+if __name__ == "__main__":
+    main()

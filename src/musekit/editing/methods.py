@@ -1,0 +1,78 @@
+"""The editing methods of ``MusePipeline`` (inpaint, outpaint, mask-free edit, img2img), each a thin entry point into
+``musekit.editing`` that also applies the call's Perfusion concepts."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from musekit.pipeline import ImageOutput
+
+
+class EditingMethods:
+    """Mixed into ``MusePipeline``."""
+
+    def inpaint(self, image, mask, prompt, **kwargs) -> ImageOutput | tuple:
+        """Repaint the masked region of ``image`` to match ``prompt``.
+
+        The mask is a grayscale image (or tensor) of the image's size: **white pixels are repainted, black pixels
+        are kept**. Any token the white area touches is re-generated, the base tokens first and then the
+        super-resolution tokens conditioned on them (Muse 3.3.1); the result is composited into the original with a
+        feathered mask, so pixels outside the mask are unchanged.
+
+        Args:
+            image: PIL image or (3, H, W) tensor in [0, 1]; another size than the model's is resized (with a warning).
+            mask: PIL "L"/"1" image or tensor, same size as ``image``.
+            prompt: what to paint there.
+            feather_radius: width in pixels of the blend inside the mask edge (default 2).
+            **kwargs: ``negative_prompt``, ``generator``, ``return_dict`` and the sampling options of ``__call__``.
+        """
+        from musekit.editing.inpaint import inpaint
+
+        with self._maybe_concepts(prompt, kwargs):
+            return inpaint(self, image, mask, prompt, **kwargs)
+
+    def outpaint(self, image, prompt, pad: tuple[int, int, int, int], **kwargs) -> ImageOutput | tuple:
+        """Extend ``image`` by ``pad`` = (left, top, right, bottom) pixels: inpainting on an enlarged canvas.
+
+        The result has the enlarged size; the original pixels are unchanged.
+        """
+        from musekit.editing.inpaint import outpaint
+
+        with self._maybe_concepts(prompt, kwargs):
+            return outpaint(self, image, prompt, pad, **kwargs)
+
+    def edit(self, image, prompt, **kwargs) -> ImageOutput | tuple:
+        """Mask-free editing: tokenize, then re-mask and resample a random subset of tokens under ``prompt``.
+
+        Muse 3.3.2 defaults: ``iterations=100``, ``remask_fraction=0.08``, ``guidance_scale=4``, ``top_k=3``.
+        With ``source_prompt`` (the prompt that describes ``image``), the edit is confined to the tokens that the
+        words differing between the two prompts attend to: editing with no mask and nothing else touched.
+        ``return_intermediates=True`` adds the images after each quarter of the iterations.
+        """
+        from musekit.editing.maskfree import edit
+
+        with self._maybe_concepts(prompt, kwargs):
+            return edit(self, image, prompt, **kwargs)
+
+    def img2img(self, image, prompt, strength: float = 0.5, **kwargs) -> ImageOutput | tuple:
+        """Re-generate a share of the image's tokens under ``prompt``.
+
+        ``strength`` 0 returns the input unchanged; 1 masks every token and regenerates fully (aMUSEd's
+        img2img masks almost nothing at 1.0). In between, gamma(1 - strength) of the tokens are masked.
+        """
+        from musekit.editing.img2img import img2img
+
+        with self._maybe_concepts(prompt, kwargs):
+            return img2img(self, image, prompt, strength, **kwargs)
+
+    def _maybe_concepts(self, prompt, kwargs: dict):
+        """Pop the concept options from an editing call's kwargs; a context that applies them (or does nothing)."""
+        concepts = kwargs.pop("concepts", None)
+        options = {k: kwargs.pop(k) for k in ("concept_bias", "concept_temperature", "key_locking") if k in kwargs}
+        if not concepts:
+            return contextlib.nullcontext()
+        return self.using_concepts(prompt, concepts, kwargs.get("num_images_per_prompt", 1),
+                                   options.get("concept_bias", 0.7), options.get("concept_temperature", 0.15),
+                                   options.get("key_locking", "local"))  # fmt: skip
