@@ -1,4 +1,4 @@
-"""int8 fast path on a model folder: logit fidelity against fp32 at a fixed half-masked input, per stage.
+"""int8 fast paths on a model folder: logit fidelity against fp32 at a fixed half-masked input, per stage and scope.
 
 Usage: python benchmarks/int8_fidelity.py [MODEL_DIR] [--threads 2]
 """
@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from musekit.models.quantize import logits_fidelity
+from musekit.models.quantize import logits_fidelity, quantize_int8
 from musekit.pipeline import MusePipeline
 
 
@@ -42,11 +42,13 @@ def main() -> None:
             cond = torch.randint(0, model.config.cond_codebook_size, (len(text), low, low), generator=g)
         inputs[name] = (ids, cond)
     with torch.no_grad():
-        reference = {n: models[n](ids, cache=models[n].precompute(text, cond)) for n, (ids, cond) in inputs.items()}
-        pipe.quantize("int8")
         for name, (ids, cond) in inputs.items():
-            fast = getattr(pipe, name)
-            print(name, logits_fidelity(reference[name], fast(ids, cache=fast.precompute(text, cond))))
+            model = models[name]
+            cache = model.precompute(text, cond)
+            reference = model(ids, cache=cache)
+            for scope in ("feed-forward", "all"):
+                fast = quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache), scope)
+                print(name, scope, logits_fidelity(reference, fast(ids, cache=cache)))
 
 
 if __name__ == "__main__":

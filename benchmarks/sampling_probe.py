@@ -1,6 +1,7 @@
 """Checker accuracy of a model folder's images on held-out prompts under several sampling settings (quick probe).
 
-Usage: python benchmarks/sampling_probe.py MODEL_DIR [--num 16] [--batch 8] [--base-only] '{"sr_strength": 0.5}' ...
+Usage: python benchmarks/sampling_probe.py MODEL_DIR '{"sr_strength": 0.5}' ... [--num 16] [--batch 8] [--base-only]
+[--split heldout]
 Each JSON argument is a set of keyword arguments for the pipeline call; --base-only decodes the base tokens (64 px).
 """
 
@@ -26,12 +27,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--base-only", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--split", default="heldout", help="shapes-world split of the prompts (heldout, val, ...)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = MusePipeline.from_pretrained(args.model)
     pipe.progress_bar = False
     checker = load_checker()
-    examples = ShapesWorld(0).examples("heldout", args.num)
+    examples = ShapesWorld(0).examples(args.split, args.num)
     labels = labels_of(examples)
     for setting in map(json.loads, args.settings):
         images = []

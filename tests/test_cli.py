@@ -96,3 +96,14 @@ def test_build_pipeline_assembles_a_model_with_sampling_defaults(tmp_path):
     bad = musekit("build-pipeline", "--tokenizer", str(tmp_path / "tok"), "--base", str(tmp_path / "base"),
                   "--out", str(tmp_path / "m2"), "--sr-strength", "2")  # fmt: skip
     assert bad.returncode == 2 and "sr_strength" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_int8_flag_takes_an_optional_scope():
+    from musekit.cli.generate import INT8_KINDS
+    from musekit.cli.main import build_parser
+
+    parser = build_parser()
+    parse = lambda *a: parser.parse_args(["generate", "a red circle", *a]).int8  # noqa: E731
+    assert parse() is None and INT8_KINDS[parse("--int8")] == "int8"
+    assert INT8_KINDS[parse("--int8", "all")] == "int8-all"
+    assert parser.parse_args(["eval", "shapes", "--int8", "all"]).int8 == "all"

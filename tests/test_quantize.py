@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from musekit.models.quantize import logits_fidelity
+from musekit.models.quantize import Int8Linear, logits_fidelity
 
 from .conftest import seeded
 
@@ -25,6 +25,34 @@ def test_quantize_swaps_only_the_per_step_feed_forward_linears(tiny_pipe):
             assert is_float_linear(getattr(block.cross_attn, name))
     assert is_float_linear(fast.text_proj) and is_float_linear(fast.head)
     assert not is_float_linear(tiny_pipe.superres.blocks[0].mlp.fc1)
+
+
+def test_int8_linear_is_exact_on_representable_values_and_close_otherwise():
+    linear = nn.Linear(16, 8)
+    with torch.no_grad():  # integer weights with a row maximum of 127: exactly representable per channel
+        linear.weight.copy_(torch.randint(-127, 128, (8, 16), generator=seeded(0)).float())
+        linear.weight[:, 0] = 127.0
+    x = torch.randint(-127, 128, (2, 3, 16), generator=seeded(1)).float()
+    x[..., 0] = 127.0  # each token's maximum is 127: the per-token scale is exactly 1
+    fast = Int8Linear(linear)
+    assert torch.equal(fast(x), linear(x)) and fast(x).shape == (2, 3, 8)
+    dense = nn.Linear(64, 32)
+    z = torch.randn(10, 64, generator=seeded(3))
+    with torch.no_grad():
+        error = (Int8Linear(dense)(z) - dense(z)).norm() / dense(z).norm()
+    assert error < 0.02
+
+
+def test_int8_all_scope_swaps_every_per_step_linear_but_not_the_text_path(tiny_pipe):
+    tiny_pipe.quantize("int8-all")
+    assert tiny_pipe.precision == "int8-all"
+    fast = tiny_pipe.transformer
+    for block in fast.blocks:
+        for name in ("to_q", "to_out"):
+            assert isinstance(getattr(block.cross_attn, name), Int8Linear)
+        assert isinstance(block.self_attn.to_k, Int8Linear)
+        assert is_float_linear(block.cross_attn.to_k) and is_float_linear(block.cross_attn.to_v)  # once per call
+    assert is_float_linear(fast.text_proj) and isinstance(fast.head, Int8Linear)
 
 
 def test_quantized_logits_stay_close_to_fp32(tiny_pipe):

@@ -96,3 +96,19 @@ def test_two_process_torchrun_keeps_replicas_identical(tmp_path, tokenizer_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     sums = [(tmp_path / "ddp" / f"replica-{r}.sha256").read_text() for r in (0, 1)]
     assert sums[0] == sums[1]
+
+
+def test_init_from_starts_a_new_run_from_earlier_weights(tmp_path, tokenizer_dir):
+    from musekit.config import VQConfig
+    from musekit.tokenizer import VQModel
+    from musekit.training.runner import Runner
+
+    config = TrainConfig(**{**TOK, "init_from": str(tokenizer_dir)})
+    model = VQModel(VQConfig.preset("tiny"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model, optimizer, start = Runner(config, tmp_path / "r").setup(model, optimizer)
+    ref = load_file(str(tokenizer_dir / "model.safetensors"))
+    assert start == 0 and all(torch.equal(ref[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        bad = TrainConfig(**{**TOK, "init_from": str(tmp_path / "nowhere")})
+        Runner(bad, tmp_path / "s").setup(VQModel(VQConfig.preset("tiny")), optimizer)

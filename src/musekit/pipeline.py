@@ -83,6 +83,7 @@ class MusePipeline(EditingMethods):
         self._c_inv: dict[str, torch.Tensor] | None = None
         self._concept_call = None  # set only inside a call that uses concepts
         self._full_precision: dict[str, torch.nn.Module] = {}  # the fp32 transformers while quantized
+        self._quantization = ""  # the quantize() kind while quantized
         self._check_compatible()
         if hasattr(transformer, "image_size"):  # aMUSEd micro-conditioning defaults to the image size
             transformer.image_size = transformer.config.grid_size * vqgan.downsample_factor
@@ -126,17 +127,19 @@ class MusePipeline(EditingMethods):
 
     @property
     def precision(self) -> str:
-        """ "fp32" (or the dtype the weights were cast to), or "int8" after ``quantize``."""
+        """ "fp32" (or the dtype the weights were cast to), or the ``quantize`` kind ("int8", "int8-all")."""
         if self._full_precision:
-            return "int8"
+            return self._quantization
         return str(next(self.transformer.parameters()).dtype).replace("torch.float", "fp")
 
     def quantize(self, kind: str = "int8") -> MusePipeline:
         """Swap the base and super-resolution transformers for faster reduced-precision copies, in place.
 
-        ``"int8"``: dynamic int8 linears on CPU (about 2x fp32 there; fp16/bf16 are ~100x slower on that CPU). Only
-        the per-step linears change; text keys/values (and so Perfusion's edits) stay fp32. Fidelity against fp32
-        is measured by ``musekit bench``. Learning concepts and saving need the full-precision pipeline.
+        ``"int8"``: int8 feed-forward linears on CPU (per-channel weights, per-token activations, int32 accumulation;
+        fp16/bf16 are ~100x slower on that CPU). ``"int8-all"``: every per-step linear, faster but further from
+        fp32. Only per-step work changes; text keys/values (and so Perfusion's edits) stay fp32. Fidelity against
+        fp32 is measured by ``musekit bench amused`` and ``benchmarks/int8_fidelity.py``. Learning concepts and
+        saving need the full-precision pipeline.
 
         Example:
             >>> pipe = MusePipeline.from_pretrained().quantize("int8")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from musekit.cli.common import CLIError, load_pipeline, positive_int
+from musekit.cli.generate import INT8_KINDS
 
 
 def add_parser(subparsers) -> None:
@@ -31,7 +32,9 @@ def add_parser(subparsers) -> None:
         help="personalize: the inference gate biases to sweep (comma-separated)",
     )
     p.add_argument("--top-k", type=positive_int, default=None, help="shapes: sample among the k most likely codes")
-    p.add_argument("--int8", action="store_true", help="shapes/edit: evaluate the int8 CPU fast path")
+    p.add_argument("--int8", nargs="?", const="ff", choices=["ff", "all"], default=None,
+                   help="shapes/edit: evaluate the int8 CPU fast path (ff: feed-forward linears; all: every "
+                   "per-step linear)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.int8:
         if args.suite == "personalize":
             raise CLIError("--int8 applies to `eval shapes` and `eval edit` (concepts are learned in fp32)")
-        pipe.quantize("int8")
+        pipe.quantize(INT8_KINDS[args.int8])
     if args.suite == "personalize":
         return run_personalize(args, pipe, checker)
     if args.suite == "edit":

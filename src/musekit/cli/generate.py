@@ -41,11 +41,18 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument(
         "--int8",
-        action="store_true",
-        help="CPU fast path: int8 feed-forward linears (see docs/BENCHMARKS.md for speed and fidelity)",
+        nargs="?",
+        const="ff",
+        choices=["ff", "all"],
+        default=None,
+        help="CPU fast path: int8 feed-forward linears (`--int8`), or every per-step linear (`--int8 all`: faster, "
+        "further from fp32; see docs/BENCHMARKS.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+INT8_KINDS = {"ff": "int8", "all": "int8-all"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet
     if args.int8:
-        pipe.quantize("int8")
+        pipe.quantize(INT8_KINDS[args.int8])
     start = time.perf_counter()
     result = pipe(
         args.prompt,

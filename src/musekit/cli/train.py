@@ -20,6 +20,8 @@ def _common(p) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads per process")
     p.add_argument("--stop-after", type=positive_int, default=None, metavar="N",
                    help="train N more steps, checkpoint and exit (rerun to resume)")  # fmt: skip
+    p.add_argument("--init-from", default=None, metavar="DIR",
+                   help="start a new run from these weights (an earlier run's final/ folder)")  # fmt: skip
 
 
 def add_parsers(subparsers) -> None:
@@ -44,7 +46,10 @@ def _config(args: argparse.Namespace, stage: str):
     config = TrainConfig.load(args.config) if args.config else TrainConfig(stage=stage)
     if config.stage != stage:
         raise CLIError(f"{args.config} is a {config.stage!r} config, not {stage!r}")
-    changes = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None}
+    overrides = (("steps", args.steps), ("batch_size", args.batch_size), ("init_from", args.init_from))
+    changes = {k: v for k, v in overrides if v is not None}
+    if changes.get("init_from") and not (Path(changes["init_from"]) / "model.safetensors").is_file():
+        raise CLIError(f"--init-from: no model.safetensors in {changes['init_from']}")
     return config.replace(**changes) if changes else config
 
 

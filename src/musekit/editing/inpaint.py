@@ -82,16 +82,17 @@ def inpaint(
     generator: torch.Generator | None = None,
     return_dict: bool = True,
     feather_radius: int = 2,
+    _warn_resize: bool = True,
     **sampling,
 ) -> ImageOutput | tuple:
-    """See ``MusePipeline.inpaint``."""
+    """See ``MusePipeline.inpaint``. (Outpainting passes ``_warn_resize=False``: its canvas is resized by design.)"""
     prompts = pipe.check_prompts(prompt)
     options = SamplingOptions.resolve(pipe.config, **sampling)
     original = image_to_tensor(image).to(pipe.device)
     height, width = original.shape[-2:]
     pixel_mask = mask_to_tensor(mask, (width, height)).to(pipe.device)
     repeat = len(prompts) * options.num_images_per_prompt
-    model_image = fit_to_model(original, pipe.image_size).expand(repeat, -1, -1, -1)
+    model_image = fit_to_model(original, pipe.image_size, warn=_warn_resize).expand(repeat, -1, -1, -1)
     model_mask = F.interpolate(pixel_mask.float(), size=(pipe.image_size,) * 2, mode="nearest") > 0
     if not bool(pixel_mask.any()):
         raise ValueError("the mask is empty: paint the region to repaint in white")
@@ -121,4 +122,4 @@ def outpaint(
     canvas[..., top : top + height, left : left + width] = original
     mask = torch.ones(1, 1, *canvas.shape[-2:], dtype=torch.bool)
     mask[..., top : top + height, left : left + width] = False
-    return inpaint(pipe, canvas, mask, prompt, **kwargs)
+    return inpaint(pipe, canvas, mask, prompt, _warn_resize=False, **kwargs)

@@ -32,15 +32,11 @@ def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
 
 
 def int8_linear_gflops(rows: int = 512, size: int = 1024, repeats: int = 10) -> float:
-    """Dynamic int8 nn.Linear throughput (two size x size layers on a rows x size input), as in the CPU notes."""
-    import warnings
+    """``Int8Linear`` throughput (two size x size layers on a rows x size input; quantization of the activations and
+    rescaling of the outputs included), the int8 path's reference rate."""
+    from musekit.models.quantize import Int8Linear
 
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        layers = quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(size, size), torch.nn.Linear(size, size)),
-                                  {torch.nn.Linear}, dtype=torch.qint8)  # fmt: skip
+    layers = torch.nn.Sequential(Int8Linear(torch.nn.Linear(size, size)), Int8Linear(torch.nn.Linear(size, size)))
     x = torch.randn(rows, size)
     with torch.no_grad():
         layers(x)
@@ -114,10 +110,15 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
             cache = ours.precompute(text, micro_conds=micro)
             probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
             probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
+            reference_logits = ours(probe, cache=cache)
             fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache))
-            fidelity = logits_fidelity(ours(probe, cache=cache), fast(probe, cache=cache))
+            fidelity = logits_fidelity(reference_logits, fast(probe, cache=cache))
+            fast_all = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope="all")
+            fidelity_all = logits_fidelity(reference_logits, fast_all(probe, cache=cache))
         int8_loop = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
-        loops = {"diffusers": diffusers_loop, "musekit": musekit_loop, "musekit_int8": int8_loop}
+        int8_all_loop = partial(_musekit_loop, fast_all, config, batch, steps, guidance, text, micro)
+        loops = {"diffusers": diffusers_loop, "musekit": musekit_loop, "musekit_int8": int8_loop,
+                 "musekit_int8_all": int8_all_loop}  # fmt: skip
         times = {name: [] for name in loops}
         for _ in range(repeats):  # interleaved
             for name, fn in loops.items():
@@ -134,11 +135,15 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
             "speedup": medians["diffusers"] / medians["musekit"], "same_ids": same,
             "speedup_int8": medians["diffusers"] / medians["musekit_int8"],
             "int8_fidelity": fidelity,
+            "musekit_int8_all_s": medians["musekit_int8_all"],
+            "speedup_int8_all": medians["diffusers"] / medians["musekit_int8_all"],
+            "int8_all_fidelity": fidelity_all,
             "gflop_per_image": flops / batch / 1e9,
             "musekit_gflops": flops / medians["musekit"] / 1e9, "diffusers_gflops": flops / medians["diffusers"] / 1e9,
             "musekit_int8_gflops": flops / medians["musekit_int8"] / 1e9,
             "matmul_peak_gflops": peak, "int8_linear_peak_gflops": peak_int8,
             "musekit_fraction_of_peak": flops / medians["musekit"] / 1e9 / peak,
             "musekit_int8_fraction_of_int8_peak": flops / medians["musekit_int8"] / 1e9 / peak_int8,
+            "musekit_int8_all_fraction_of_int8_peak": flops / medians["musekit_int8_all"] / 1e9 / peak_int8,
         })  # fmt: skip
     return rows

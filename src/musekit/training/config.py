@@ -23,6 +23,7 @@ class TrainConfig(BaseConfig):
     grad_clip: float = 1.0
     ema_decay: float = 0.0  # 0 disables EMA weights
     seed: int = 0
+    init_from: str = ""  # a component folder (e.g. an earlier run's final/) whose weights start a fresh run
     # data: the shapes world
     world_seed: int = 0
     two_object_fraction: float = 0.4
