@@ -1,5 +1,5 @@
 """Import + load time of the bundled model, then seconds per image at batch 1 (median of 5 after a warm-up), fp32 and
-with ``pipe.quantize("int8")``.
+with ``pipe.quantize("int8")`` and ``pipe.quantize("int8-all")``.
 
 Usage: python benchmarks/generate_speed.py [MODEL_DIR] [--threads 2]
 """
@@ -27,9 +27,10 @@ def main() -> None:
     pipe = MusePipeline.from_pretrained(args.model)
     pipe.progress_bar = False
     print(f"imports + model load: {time.perf_counter() - start:.2f} s")
-    for label in ("fp32", "int8"):
-        if label == "int8":
-            pipe.quantize("int8")
+    for label in ("fp32", "int8", "int8-all"):
+        if label != "fp32":
+            pipe = MusePipeline.from_pretrained(args.model).quantize(label)
+            pipe.progress_bar = False
         pipe(PROMPT, generator=torch.Generator().manual_seed(0))
         times = []
         for seed in range(5):

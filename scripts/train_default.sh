@@ -14,5 +14,8 @@ $M train --stage sr --config configs/sr-shapes.json --tokenizer "$RUNS/tok/final
     --out "$RUNS/sr" --threads "$THREADS"
 $M train --stage base --config configs/base-shapes-patch.json --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" \
     --out "$RUNS/base-patch" --threads "$THREADS"
-$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base-patch/final" --sr "$RUNS/sr/final" \
-    --out src/musekit/assets/default --fp16 --steps 24 --sr-strength 0.5
+# Version 3: continue the base from version 2's weights (fresh optimizer, lower peak lr, EMA, another data order).
+$M train --stage base --config configs/base-shapes-patch-continue.json --init-from "$RUNS/base-patch/final" \
+    --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" --out "$RUNS/base-patch2" --threads "$THREADS"
+$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base-patch2/final" --sr "$RUNS/sr/final" \
+    --out src/musekit/assets/default --fp16 --steps 24 --sr-strength 0.2 --guidance 3

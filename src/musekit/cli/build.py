@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from musekit.cli.common import CLIError, non_negative_float, positive_int
 
@@ -18,6 +19,7 @@ def add_parser(subparsers) -> None:
                    help="captions, one per line, for Perfusion's C (default: shapes-world captions)")  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=None, help="default base-stage decoding steps")
     p.add_argument("--sr-steps", type=positive_int, default=None, help="default super-resolution decoding steps")
+    p.add_argument("--guidance", type=non_negative_float, default=None, help="default base-stage guidance scale")
     p.add_argument("--sr-strength", type=non_negative_float, default=None,
                    help="default share of SR tokens decoded by the SR transformer (1 = all, as in Muse)")  # fmt: skip
     p.set_defaults(func=run)
@@ -35,14 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("tokenizer", "base", "sr"):
         folder = getattr(args, name)
-        if folder is not None and not (__import__("pathlib").Path(folder) / "config.json").is_file():
+        if folder is not None and not (Path(folder) / "config.json").is_file():
             raise CLIError(f"--{name} {folder} is not a component folder (config.json missing)")
     vq = load_component(VQModel, VQConfig, args.tokenizer)
     base = load_component(MaskedTransformer, TransformerConfig, args.base)
     sr = load_component(SuperResTransformer, SuperResConfig, args.sr) if args.sr else None
     from musekit.config import ConfigError, PipelineConfig
 
-    defaults = {"num_inference_steps": args.steps, "sr_inference_steps": args.sr_steps, "sr_strength": args.sr_strength}
+    defaults = {"num_inference_steps": args.steps, "sr_inference_steps": args.sr_steps, "sr_strength": args.sr_strength,
+                "guidance_scale": args.guidance}  # fmt: skip
     try:
         config = PipelineConfig().replace(**{k: v for k, v in defaults.items() if v is not None})
     except ConfigError as err:
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = MusePipeline(build_text_encoder(TextEncoderConfig()), vq, base, sr, config=config)
     captions = None
     if args.captions is not None:
-        path = __import__("pathlib").Path(args.captions)
+        path = Path(args.captions)
         if not path.is_file():
             raise CLIError(f"caption file not found: {path}")
         captions = [line.strip() for line in path.read_text().splitlines() if line.strip()]
