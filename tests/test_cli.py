@@ -99,7 +99,7 @@ def test_build_pipeline_assembles_a_model_with_sampling_defaults(tmp_path):
 
 
 def test_int8_flag_takes_an_optional_scope():
-    from musekit.cli.generate import INT8_KINDS
+    from musekit.cli.common import INT8_KINDS
     from musekit.cli.main import build_parser
 
     parser = build_parser()

@@ -73,3 +73,11 @@ def load_pipeline(model: str | None):
         file=sys.stderr,
     )
     return MusePipeline.from_configs(vqgan="shapes-f4", transformer="shapes", superres="shapes", seed=0)
+
+
+INT8_KINDS = {"ff": "int8", "all": "int8-all"}  # `--int8 [ff|all]` -> MusePipeline.quantize kind
+
+
+def add_int8_argument(parser, help_text: str) -> None:
+    """``--int8`` (feed-forward linears) or ``--int8 all`` (every per-step linear); read it with ``INT8_KINDS``."""
+    parser.add_argument("--int8", nargs="?", const="ff", choices=list(INT8_KINDS), default=None, help=help_text)

@@ -7,8 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from musekit.cli.common import CLIError, load_pipeline, positive_int
-from musekit.cli.generate import INT8_KINDS
+from musekit.cli.common import INT8_KINDS, CLIError, add_int8_argument, load_pipeline, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -32,9 +31,8 @@ def add_parser(subparsers) -> None:
         help="personalize: the inference gate biases to sweep (comma-separated)",
     )
     p.add_argument("--top-k", type=positive_int, default=None, help="shapes: sample among the k most likely codes")
-    p.add_argument("--int8", nargs="?", const="ff", choices=["ff", "all"], default=None,
-                   help="shapes/edit: evaluate the int8 CPU fast path (ff: feed-forward linears; all: every "
-                   "per-step linear)")  # fmt: skip
+    add_int8_argument(p, "shapes/edit: evaluate the int8 CPU fast path (ff: feed-forward linears; all: every "
+                      "per-step linear)")  # fmt: skip
     p.set_defaults(func=run)
 
 

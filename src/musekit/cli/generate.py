@@ -7,7 +7,14 @@ import time
 
 import torch
 
-from musekit.cli.common import check_output_path, load_pipeline, non_negative_float, positive_int
+from musekit.cli.common import (
+    INT8_KINDS,
+    add_int8_argument,
+    check_output_path,
+    load_pipeline,
+    non_negative_float,
+    positive_int,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -39,20 +46,13 @@ def add_parser(subparsers) -> None:
         default=None,
         help="share of super-resolution tokens the SR transformer decodes (1 = all; default: the model's)",
     )
-    p.add_argument(
-        "--int8",
-        nargs="?",
-        const="ff",
-        choices=["ff", "all"],
-        default=None,
-        help="CPU fast path: int8 feed-forward linears (`--int8`), or every per-step linear (`--int8 all`: faster, "
+    add_int8_argument(
+        p,
+        "CPU fast path: int8 feed-forward linears (`--int8`), or every per-step linear (`--int8 all`: faster, "
         "further from fp32; see docs/BENCHMARKS.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-INT8_KINDS = {"ff": "int8", "all": "int8-all"}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from musekit.cli.common import CLIError, positive_int
+from musekit.io.checkpoint import WEIGHTS_NAME
 
 
 def _common(p) -> None:
@@ -48,8 +49,8 @@ def _config(args: argparse.Namespace, stage: str):
         raise CLIError(f"{args.config} is a {config.stage!r} config, not {stage!r}")
     overrides = (("steps", args.steps), ("batch_size", args.batch_size), ("init_from", args.init_from))
     changes = {k: v for k, v in overrides if v is not None}
-    if changes.get("init_from") and not (Path(changes["init_from"]) / "model.safetensors").is_file():
-        raise CLIError(f"--init-from: no model.safetensors in {changes['init_from']}")
+    if changes.get("init_from") and not (Path(changes["init_from"]) / WEIGHTS_NAME).is_file():
+        raise CLIError(f"--init-from: no {WEIGHTS_NAME} in {changes['init_from']}")
     return config.replace(**changes) if changes else config
 
 

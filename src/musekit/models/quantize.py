@@ -28,7 +28,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("int8", "int8-all")
+QUANTIZATIONS = {"int8": "feed-forward", "int8-all": "all"}  # quantize() kind -> quantize_int8 scope
 
 
 class Int8Linear(nn.Module):
@@ -125,7 +125,7 @@ def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, fl
 def quantize_pipeline(pipe, kind: str = "int8"):
     """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 copies, keeping the fp32 ones aside."""
     if kind not in QUANTIZATIONS:
-        raise ValueError(f"quantize takes one of {QUANTIZATIONS}, got {kind!r}")
+        raise ValueError(f"quantize takes one of {tuple(QUANTIZATIONS)}, got {kind!r}")
     if pipe._full_precision:
         raise ValueError(f"the pipeline is already quantized ({pipe.precision})")
     if pipe.device.type != "cpu":
@@ -144,7 +144,8 @@ def quantize_pipeline(pipe, kind: str = "int8"):
         side = model.config.grid_size
         ids = torch.full((1, side, side), model.config.mask_token_id, dtype=torch.long)
         pipe._full_precision[name] = model
-        scope = "all" if kind == "int8-all" else "feed-forward"
-        setattr(pipe, name, quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache), scope))
+        setattr(
+            pipe, name, quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache), QUANTIZATIONS[kind])
+        )
     pipe._quantization = kind
     return pipe
