@@ -1,0 +1,76 @@
+"""Over-fitting check for a base transformer: masked-token loss and accuracy on training scenes (from the token
+shards) against fresh scenes of the same split, at fixed masking rates; plus how many distinct codes the tokenizer
+uses per base token grid (flat regions spread over many codes make the base's job harder).
+
+Usage: python benchmarks/heldout_loss.py --base runs/base-patch/final --tokenizer runs/tok/final --shards runs/shards
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musekit.config import TextEncoderConfig, TransformerConfig, VQConfig
+from musekit.data.renders import render_examples, to_float
+from musekit.data.shapes import ShapesWorld, caption
+from musekit.data.tokens import TokenShards
+from musekit.io.checkpoint import load_component
+from musekit.models import MaskedTransformer
+from musekit.text import build_text_encoder
+from musekit.tokenizer import VQModel
+from musekit.training.objectives import mask_tokens
+
+RATES = (0.3, 0.6, 0.9)
+
+
+@torch.no_grad()
+def loss_at_rates(model, encoder, world, ids, indices, batch=64) -> list[tuple[float, float, float]]:
+    """(rate, loss, accuracy) over ``ids`` (N, h, w) of the examples ``indices``, with seeded captions and masks."""
+    prompts = [caption(world.example("train", int(i)).scene, np.random.default_rng(0)) for i in indices]
+    rows = []
+    for rate in RATES:
+        loss = accuracy = 0.0
+        for start in range(0, len(ids), batch):
+            x = ids[start : start + batch]
+            ratios = torch.full((len(x),), rate)
+            inputs, mask = mask_tokens(x, model.config.mask_token_id, torch.Generator().manual_seed(1), ratios=ratios)
+            logits = model(inputs, text=encoder.encode(prompts[start : start + batch]))
+            targets = x.flatten(1)
+            loss += F.cross_entropy(logits[mask], targets[mask]).item() * len(x)
+            accuracy += (logits.argmax(-1)[mask] == targets[mask]).float().mean().item() * len(x)
+        rows.append((rate, round(loss / len(ids), 3), round(accuracy / len(ids), 3)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--shards", required=True)
+    parser.add_argument("--num", type=int, default=256)
+    parser.add_argument("--fresh-start", type=int, default=500_000, help="first index of the fresh scenes")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    vq = load_component(VQModel, VQConfig, args.tokenizer)
+    model = load_component(MaskedTransformer, TransformerConfig, args.base)
+    encoder = build_text_encoder(TextEncoderConfig())
+    shards = TokenShards(args.shards)
+    world = ShapesWorld(shards.meta["world_seed"])
+    n = args.num
+    print("training scenes", loss_at_rates(model, encoder, world, shards.ids_lo[:n].long(), shards.index[:n]))
+    with torch.no_grad():
+        images = to_float(render_examples(world.examples("train", n, args.fresh_start), shards.meta["image_size"]))
+        small = F.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+        fresh = torch.cat([vq.encode(small[i : i + 64]) for i in range(0, n, 64)]).long()
+    print("fresh scenes   ", loss_at_rates(model, encoder, world, fresh, range(args.fresh_start, args.fresh_start + n)))
+    distinct = [int(grid.unique().numel()) for grid in shards.ids_lo[:n]]
+    print(f"distinct codes per base grid over {n} training scenes: min {min(distinct)}, median "
+          f"{int(np.median(distinct))}, max {max(distinct)} (grid of {shards.ids_lo[0].numel()} tokens)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
