@@ -1,6 +1,7 @@
 """Over-fitting check for a base transformer: masked-token loss and accuracy on training scenes (from the token
-shards) against fresh scenes of the same split, at fixed masking rates; plus how many distinct codes the tokenizer
-uses per base token grid (flat regions spread over many codes make the base's job harder).
+shards) against fresh scenes of the same split, at fixed masking rates, over all masked tokens and over those an
+object touches; plus how many distinct codes the tokenizer uses per base token grid (flat regions spread over many
+codes make the base's job harder).
 
 Usage: python benchmarks/heldout_loss.py --base runs/base-patch/final --tokenizer runs/tok/final --shards runs/shards
 """
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from musekit.config import TextEncoderConfig, TransformerConfig, VQConfig
-from musekit.data.renders import render_examples, to_float
+from musekit.data.renders import object_token_coverage, render_examples, to_float
 from musekit.data.shapes import ShapesWorld, caption
 from musekit.data.tokens import TokenShards
 from musekit.io.checkpoint import load_component
@@ -27,21 +28,26 @@ RATES = (0.3, 0.6, 0.9)
 
 
 @torch.no_grad()
-def loss_at_rates(model, encoder, world, ids, indices, batch=64) -> list[tuple[float, float, float]]:
-    """(rate, loss, accuracy) over ``ids`` (N, h, w) of the examples ``indices``, with seeded captions and masks."""
-    prompts = [caption(world.example("train", int(i)).scene, np.random.default_rng(0)) for i in indices]
+def loss_at_rates(model, encoder, world, ids, indices, batch=64) -> list[tuple[float, ...]]:
+    """(rate, loss, accuracy, object-token loss, object-token accuracy) over ``ids`` (N, h, w) of the examples
+    ``indices``, with seeded captions and masks. Object tokens are those an object touches (the renderer's mask)."""
+    examples = [world.example("train", int(i)) for i in indices]
+    prompts = [caption(e.scene, np.random.default_rng(0)) for e in examples]
+    on_object = object_token_coverage(examples, 4 * ids.shape[-1], ids.shape[-1]).flatten(1) > 0
     rows = []
     for rate in RATES:
-        loss = accuracy = 0.0
+        losses, hits, objects = [], [], []
         for start in range(0, len(ids), batch):
             x = ids[start : start + batch]
             ratios = torch.full((len(x),), rate)
             inputs, mask = mask_tokens(x, model.config.mask_token_id, torch.Generator().manual_seed(1), ratios=ratios)
             logits = model(inputs, text=encoder.encode(prompts[start : start + batch]))
             targets = x.flatten(1)
-            loss += F.cross_entropy(logits[mask], targets[mask]).item() * len(x)
-            accuracy += (logits.argmax(-1)[mask] == targets[mask]).float().mean().item() * len(x)
-        rows.append((rate, round(loss / len(ids), 3), round(accuracy / len(ids), 3)))
+            losses.append(F.cross_entropy(logits[mask], targets[mask], reduction="none"))
+            hits.append((logits.argmax(-1)[mask] == targets[mask]).float())
+            objects.append(on_object[start : start + batch][mask])
+        loss, hit, obj = torch.cat(losses), torch.cat(hits), torch.cat(objects)
+        rows.append((rate, *(round(v.mean().item(), 3) for v in (loss, hit, loss[obj], hit[obj]))))
     return rows
 
 
@@ -61,6 +67,7 @@ def main() -> None:
     shards = TokenShards(args.shards)
     world = ShapesWorld(shards.meta["world_seed"])
     n = args.num
+    print("(rate, loss, accuracy, object-token loss, object-token accuracy)")
     print("training scenes", loss_at_rates(model, encoder, world, shards.ids_lo[:n].long(), shards.index[:n]))
     with torch.no_grad():
         images = to_float(render_examples(world.examples("train", n, args.fresh_start), shards.meta["image_size"]))

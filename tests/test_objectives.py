@@ -36,6 +36,19 @@ def test_loss_only_on_masked_positions():
     assert torch.allclose(masked_token_loss(logits, targets, mask), expected)
 
 
+def test_token_weights_make_a_weighted_mean():
+    logits = torch.randn(2, 10, 5, generator=seeded(0))
+    targets = torch.randint(0, 5, (2, 10), generator=seeded(1))
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    assert torch.allclose(masked_token_loss(logits, targets, mask, weights=torch.ones(2, 10)),
+                          masked_token_loss(logits, targets, mask))  # fmt: skip
+    per_token = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), targets.reshape(-1), reduction="none")
+    weights = torch.ones(2, 10)
+    weights[:, :2] = 5.0
+    expected = (per_token * weights.flatten()).sum() / weights.sum()
+    assert torch.allclose(masked_token_loss(logits, targets, mask, weights=weights), expected)
+
+
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
 def test_measured_conditioning_dropout_rate(p, tiny_text_encoder):
     text = tiny_text_encoder.encode(["a red circle"]).expand(20000)

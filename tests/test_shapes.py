@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from musekit.config import CheckerConfig
-from musekit.data.renders import labels_of, render_examples
+from musekit.data.renders import labels_of, object_token_coverage, render_examples
 from musekit.data.shapes import (
+    COLORS,
     HELDOUT_PAIRS,
     IGNORE,
     PARAPHRASE_COLORS,
     PARAPHRASE_SHAPES,
     ShapesWorld,
+    object_coverage,
     render,
     training_vocabulary,
 )
@@ -64,6 +66,21 @@ def test_labels_and_renders():
     labels = labels_of(examples)
     two = labels["count"] == 1
     assert ((labels["relation"] == IGNORE) == ~two).all() and ((labels["size"] == IGNORE) == two).all()
+
+
+def test_object_coverage_follows_the_render():
+    world = ShapesWorld(0)
+    flat = [e for e in world.examples("train", 40) if e.scene.background in COLORS and len(e.scene.objects) == 1]
+    for ex in flat[:5]:
+        image = np.asarray(render(ex.scene, 64)).astype(np.float32)
+        cover = object_coverage(ex.scene, 64)
+        assert cover.shape == (64, 64) and cover.min() >= 0 and cover.max() <= 1
+        inside, outside = image[cover == 1].mean(0), image[cover == 0].mean(0)
+        assert np.abs(inside - COLORS[ex.scene.objects[0].color]).max() < 30
+        assert np.abs(outside - COLORS[ex.scene.background]).max() < 30
+    tokens = object_token_coverage(flat[:5], 64, 16)
+    assert tokens.shape == (5, 16, 16) and 0 < (tokens > 0).float().mean() < 0.5
+    assert torch.allclose(tokens[0].mean(), torch.tensor(object_coverage(flat[0].scene, 64).mean()), atol=1e-5)
 
 
 def test_checker_learns_and_reports():

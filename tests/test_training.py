@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from musekit.config import TextEncoderConfig
+from musekit.data.shapes import ShapesWorld
 from musekit.data.tokens import TokenShards, batch_indices
 from musekit.training.config import TrainConfig
-from musekit.training.loop import train_transformer
+from musekit.training.loop import object_token_weights, train_transformer
 from musekit.training.tokenizer_loop import train_tokenizer
 
 TOK = dict(stage="tokenizer", model_preset="tiny", steps=4, batch_size=4, image_size=16, lr=1e-3, warmup_steps=1,
@@ -67,7 +68,10 @@ def test_base_and_superres_stages_then_pipeline(tmp_path, tokenizer_dir, tiny_be
     data = TokenShards(shards)
     assert len(data) == 24 and data.ids_lo.shape[1:] == (4, 4) and data.ids_hi.shape[1:] == (8, 8)
     assert (tmp_path / "base" / "samples-0000003.png").is_file()
-    sr = train_transformer(TrainConfig(stage="sr", **BASE), tmp_path / "sr", tokenizer_dir, shards, text, False)
+    sr_config = TrainConfig(stage="sr", object_loss_weight=4.0, **BASE)
+    weights = object_token_weights(sr_config, ShapesWorld(0), data)
+    assert weights.shape == (24, 8, 8) and set(weights.unique().tolist()) == {1.0, 4.0}
+    sr = train_transformer(sr_config, tmp_path / "sr", tokenizer_dir, shards, text, False)
     from musekit.config import SuperResConfig, TransformerConfig, VQConfig
     from musekit.io.checkpoint import load_component
     from musekit.models import MaskedTransformer, SuperResTransformer

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from musekit.data.shapes import LABEL_SPACES, Example, ShapesWorld, render, scene_labels
+from musekit.data.shapes import LABEL_SPACES, Example, ShapesWorld, object_coverage, render, scene_labels
 
 
 def render_examples(examples: list[Example], size: int, progress: bool = False) -> torch.Tensor:
@@ -15,6 +15,14 @@ def render_examples(examples: list[Example], size: int, progress: bool = False) 
     for i, ex in enumerate(tqdm(examples, desc=f"render {size}px", disable=not progress, leave=False)):
         out[i] = np.asarray(render(ex.scene, size))
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def object_token_coverage(examples: list[Example], image_size: int, grid: int, progress: bool = False) -> torch.Tensor:
+    """(N, grid, grid) float32: the fraction of each token's pixels (at ``image_size``) that an object covers."""
+    out = np.empty((len(examples), image_size, image_size), dtype=np.float32)
+    for i, ex in enumerate(tqdm(examples, desc="object masks", disable=not progress, leave=False)):
+        out[i] = object_coverage(ex.scene, image_size)
+    return torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(out).unsqueeze(1), grid).squeeze(1)
 
 
 def labels_of(examples: list[Example]) -> dict[str, torch.Tensor]:

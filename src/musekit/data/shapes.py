@@ -286,25 +286,38 @@ def _draw_background(draw: ImageDraw.ImageDraw, background: str, size: int, jitt
         raise ValueError(f"unknown background {background!r}")
 
 
-def render(scene: Scene, size: int = 128, supersample: int = 4) -> Image.Image:
-    """Draw ``scene`` as an RGB image of ``size`` x ``size`` (anti-aliased by supersampling)."""
-    big = size * supersample
-    image = Image.new("RGB", (big, big))
-    draw = ImageDraw.Draw(image)
+def _draw_objects(draw: ImageDraw.ImageDraw, scene: Scene, big: int, fill=None) -> None:
+    """Draw the objects of ``scene`` on a ``big`` x ``big`` canvas (in their colors, or all in ``fill``)."""
     j = scene.jitter or (0.0,) * 8
-    _draw_background(draw, scene.background, big, j[0])
     for index, obj in enumerate(scene.objects):
         row, col = divmod(POSITIONS.index(obj.position), 3)
         jx, jy = j[1 + 2 * index] * 0.025, j[2 + 2 * index] * 0.025
         cx, cy = (_GRID[col] + jx) * big, (_GRID[row] + jy) * big
         r = _SIZE_RADIUS[obj.size] * big * (1 + 0.05 * j[5])
-        fill = _jittered(COLORS[obj.color], j[6 + index])
+        color = _jittered(COLORS[obj.color], j[6 + index]) if fill is None else fill
         angle = math.radians(8 * j[7 - index])
         if obj.shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
         else:
-            draw.polygon(_shape_polygon(obj.shape, cx, cy, r, angle), fill=fill)
+            draw.polygon(_shape_polygon(obj.shape, cx, cy, r, angle), fill=color)
+
+
+def render(scene: Scene, size: int = 128, supersample: int = 4) -> Image.Image:
+    """Draw ``scene`` as an RGB image of ``size`` x ``size`` (anti-aliased by supersampling)."""
+    big = size * supersample
+    image = Image.new("RGB", (big, big))
+    draw = ImageDraw.Draw(image)
+    _draw_background(draw, scene.background, big, (scene.jitter or (0.0,))[0])
+    _draw_objects(draw, scene, big)
     return image.resize((size, size), Image.Resampling.LANCZOS if supersample > 1 else Image.Resampling.NEAREST)
+
+
+def object_coverage(scene: Scene, size: int = 128, supersample: int = 4) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: the fraction of each pixel covered by an object (same geometry as ``render``)."""
+    big = size * supersample
+    mask = Image.new("L", (big, big), 0)
+    _draw_objects(ImageDraw.Draw(mask), scene, big, fill=255)
+    return np.asarray(mask.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
 # --- labels for the checker --------------------------------------------------------------------------------------

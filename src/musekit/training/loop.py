@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from musekit.config import SuperResConfig, TextEncoderConfig, TransformerConfig, VQConfig
+from musekit.data.renders import object_token_coverage
 from musekit.data.shapes import ShapesWorld, caption
 from musekit.data.tokens import TokenShards, batch_indices, encode_shards
 from musekit.io.checkpoint import load_component
@@ -76,6 +77,7 @@ def train_transformer(
     encoder = build_text_encoder(text_encoder or TextEncoderConfig()).to(runner.device)
     empty = encoder.empty()
     model = build_model(config, vq, encoder.hidden_size, shards)
+    token_weights = object_token_weights(config, world, shards) if config.object_loss_weight != 1.0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
     model, optimizer, start = runner.setup(model, optimizer)
     model.train()
@@ -92,6 +94,7 @@ def train_transformer(
         out = masked_modeling_loss(
             model, ids, text, empty, runner.step_generator(step), cond_ids=cond, cond_dropout=config.cond_dropout,
             label_smoothing=config.label_smoothing, schedule=config.mask_schedule,
+            weights=None if token_weights is None else token_weights[index].to(runner.device),
         )  # fmt: skip
         runner.optimizer_step(model, optimizer, out.loss, step)
         done = step + 1
@@ -106,6 +109,16 @@ def train_transformer(
         return None  # stopped early; rerun to resume
     core = runner.accelerator.unwrap_model(model)
     return runner.export(model, core.config)
+
+
+def object_token_weights(config: TrainConfig, world: ShapesWorld, shards: TokenShards) -> torch.Tensor:
+    """(N, h, w) loss weights of the stage's token grids: ``object_loss_weight`` where an object touches a token,
+    else 1. Most tokens are background, so a uniform loss spends the model on background codes; objects carry shape."""
+    ids = shards.ids_lo if config.stage == "base" else shards.ids_hi
+    size = config.base_image_size if config.stage == "base" else config.image_size
+    examples = [world.example(shards.meta.get("split", "train"), int(i)) for i in shards.index]
+    coverage = object_token_coverage(examples, size, ids.shape[-1])
+    return torch.where(coverage > 0, config.object_loss_weight, 1.0)
 
 
 @torch.no_grad()

@@ -104,14 +104,18 @@ def masked_modeling_loss(
     cond_dropout: float = 0.1,
     label_smoothing: float = 0.0,
     schedule: str = "cosine",
+    weights: torch.Tensor | None = None,
 ) -> MaskedLossOutput:
-    """One training loss evaluation for the base (``cond_ids`` None) or super-resolution model."""
+    """One training loss evaluation for the base (``cond_ids`` None) or super-resolution model.
+
+    ``weights`` (B, h, w) optionally weights each token's loss (e.g. up-weighting the tokens an object touches).
+    """
     config = getattr(model, "module", model).config  # unwrap DistributedDataParallel
     inputs, mask = mask_tokens(ids, config.mask_token_id, generator, schedule)
     text, _ = drop_conditioning(text, empty_text, cond_dropout, generator)
     logits = model(inputs, text=text, cond_ids=cond_ids)
     targets = ids.flatten(1)
-    loss = masked_token_loss(logits, targets, mask, label_smoothing)
+    loss = masked_token_loss(logits, targets, mask, label_smoothing, weights)
     with torch.no_grad():
         accuracy = (logits.argmax(-1)[mask] == targets[mask]).float().mean()
     return MaskedLossOutput(loss, accuracy, mask.float().mean())
