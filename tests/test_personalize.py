@@ -194,6 +194,14 @@ def test_baselines_train_restore_weights_and_generate(concept_pipe, method, tmp_
     assert all(torch.equal(v, concept_pipe.superres.state_dict()[k]) for k, v in before.items())
 
 
+def test_text_fidelity_splits_one_and_two_object_prompts():
+    from musekit.eval.personalize_eval import text_fidelity_scores
+
+    specs = [{"position": "left", "background": "gray"}] * 2 + [{"color2": "red", "shape2": "star"}] * 3
+    scores = text_fidelity_scores([True, False, True, True, False], specs)
+    assert scores == {"text_fidelity": 0.6, "text_fidelity_one": 0.5, "text_fidelity_two": 2 / 3}
+
+
 def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
     from musekit.config import CheckerConfig
     from musekit.eval.checker import ShapeChecker
@@ -207,6 +215,8 @@ def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
     summary = report["summary"]
     for key in ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "dreambooth"):
         assert 0 <= summary[key]["text_fidelity"] <= 1 and -1 <= summary[key]["concept_similarity"] <= 1
+        one, two = summary[key]["text_fidelity_one"], summary[key]["text_fidelity_two"]
+        assert min(one, two) - 1e-6 <= summary[key]["text_fidelity"] <= max(one, two) + 1e-6
     assert set(summary["perfusion-local"]["sweep"]) == {"0.6", "0.8"}
     assert 0 <= report["two_concepts"]["mean"] <= 1
     assert summary["perfusion-local"]["file_bytes"] < summary["dreambooth"]["file_bytes"]

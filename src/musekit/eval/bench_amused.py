@@ -85,7 +85,8 @@ def _musekit_loop(ours, config, batch, steps, guidance, text, micro):
                              generator=torch.Generator().manual_seed(1))  # fmt: skip
 
 
-def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repeats: int = 3, guidance: float = 10.0):
+def random_models(preset: str = "amused-256"):
+    """(config, diffusers UVit2DModel, musekit UVitTransformer): the same random weights (diffusers' init, seed 0)."""
     import diffusers
 
     config = UVitConfig.preset(preset)
@@ -93,6 +94,11 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
     reference = diffusers.UVit2DModel(**config.to_dict()).eval()
     ours = UVitTransformer(config).eval()
     ours.load_state_dict(from_diffusers_state_dict(reference.state_dict()), strict=True)
+    return config, reference, ours
+
+
+def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repeats: int = 3, guidance: float = 10.0):
+    config, reference, ours = random_models(preset)
     peak, peak_int8 = matmul_gflops(), int8_linear_gflops()
     rows = []
     for batch in batches:

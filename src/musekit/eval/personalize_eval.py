@@ -62,9 +62,11 @@ def prompts_for(token: str, name: str) -> list[tuple[str, dict]]:
     return out
 
 
-def text_fidelity(checker: ShapeChecker, images: torch.Tensor, specs: list[dict]) -> float:
+def prompt_followed(checker: ShapeChecker, images: torch.Tensor, specs: list[dict]) -> list[bool]:
+    """Per image, whether the checker reads the prompt's non-concept parts: background and the concept's position
+    (one-object prompts), or background and the second object's colour and shape (two-object prompts)."""
     predicted = checker.predict(images)
-    right = 0
+    out = []
     for i, spec in enumerate(specs):
         ok = BACKGROUNDS[predicted["background"][i]] == spec["background"]
         if "color2" in spec:
@@ -72,8 +74,26 @@ def text_fidelity(checker: ShapeChecker, images: torch.Tensor, specs: list[dict]
             ok &= SHAPES[predicted["shape2"][i]] == spec["shape2"]
         else:
             ok &= POSITIONS[predicted["position"][i]] == spec["position"]
-        right += bool(ok)
-    return right / len(specs)
+        out.append(bool(ok))
+    return out
+
+
+SCORES = ("concept_similarity", "text_fidelity", "text_fidelity_one", "text_fidelity_two")
+
+
+def text_fidelity_scores(followed: list[bool], specs: list[dict]) -> dict[str, float]:
+    """Share of prompts followed: all, one-object prompts only, two-object prompts only (these need the second
+    object's shape, so they also measure whether the model draws shapes)."""
+    two = ["color2" in spec for spec in specs]
+
+    def share(values: list[bool]) -> float:
+        return sum(values) / len(values) if values else float("nan")
+
+    return {
+        "text_fidelity": share(followed),
+        "text_fidelity_one": share([f for f, t in zip(followed, two) if not t]),
+        "text_fidelity_two": share([f for f, t in zip(followed, two) if t]),
+    }
 
 
 def generate(pipe, prompts: list[str], seed: int, **kwargs) -> torch.Tensor:
@@ -89,7 +109,7 @@ def score(pipe, checker, token, name, references, seed, **kwargs) -> dict:
     images = generate(pipe, [p for p, _ in items], seed, **kwargs)
     specs = [s for _, s in items]
     similarity = (region_embeddings(checker, images, [s["position"] for s in specs]) @ references.t()).mean().item()
-    return {"concept_similarity": similarity, "text_fidelity": text_fidelity(checker, images, specs)}
+    return {"concept_similarity": similarity, **text_fidelity_scores(prompt_followed(checker, images, specs), specs)}
 
 
 def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeEvalSettings | None = None,
@@ -177,14 +197,13 @@ def summarize(report: dict, settings: PersonalizeEvalSettings) -> dict:
 
     summary = {}
     for method in ("textual-inversion", "custom-diffusion", "dreambooth"):
-        summary[method] = {k: mean(concepts[c][method]["scores"][k] for c in concepts)
-                           for k in ("concept_similarity", "text_fidelity")}  # fmt: skip
+        summary[method] = {k: mean(concepts[c][method]["scores"][k] for c in concepts) for k in SCORES}
         summary[method]["train_seconds"] = mean(concepts[c][method]["train_seconds"] for c in concepts)
         summary[method]["file_bytes"] = mean(concepts[c][method]["file_bytes"] for c in concepts)
     for method, locking in (("perfusion", "local"), ("perfusion", "global"), ("trained-k", "local")):
         key = f"{method}-{locking}" if method == "perfusion" else method
         summary[key] = {"sweep": {b: {k: mean(concepts[c][method][f"sweep_{locking}"][b][k] for c in concepts)
-                                      for k in ("concept_similarity", "text_fidelity")}
+                                      for k in SCORES}
                                   for b in map(str, settings.betas)}}  # fmt: skip
         summary[key].update(summary[key]["sweep"][beta])
         summary[key]["train_seconds"] = mean(concepts[c][method]["train_seconds"] for c in concepts)
