@@ -193,3 +193,24 @@ def test_masked_positions_cover_every_mask_and_scatter_back():
     full = scatter_logits(part, positions, 4)
     assert torch.equal(full[0, 0], part[0, 0]) and torch.equal(full[0, 2], part[0, 1])
     assert torch.equal(full[0, 1], torch.zeros(7))
+
+
+def test_allowed_codes_mask_the_other_logits(tiny_text_encoder):
+    from musekit.config import ConfigError
+
+    config = TransformerConfig.preset("tiny")
+    allowed = (1, 3, 5)
+    torch.manual_seed(0)
+    model = MaskedTransformer(config.replace(allowed_codes=allowed)).eval()
+    plain = MaskedTransformer(config).eval()
+    plain.load_state_dict(model.state_dict())  # the subset is not part of the weights
+    ids = torch.full((2, config.grid_size, config.grid_size), config.mask_token_id)
+    text = tiny_text_encoder.encode(["a red circle", "a blue star"])
+    with torch.no_grad():
+        logits, reference = model(ids, text=text), plain(ids, text=text)
+    others = [c for c in range(config.codebook_size) if c not in allowed]
+    assert torch.equal(logits[..., list(allowed)], reference[..., list(allowed)])
+    assert (logits[..., others] < reference[..., others] - 9000).all()
+    assert set(logits.argmax(-1).unique().tolist()) <= set(allowed)
+    with pytest.raises(ConfigError, match="allowed_codes"):
+        config.replace(allowed_codes=(0, config.codebook_size))

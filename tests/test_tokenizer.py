@@ -109,3 +109,27 @@ def test_perceptual_loss_only_with_local_weights(tmp_path):
     x = images(1, 32)
     assert loss_fn(x, x).item() == pytest.approx(0.0, abs=1e-6)
     assert loss_fn(x, images(1, 32, seed=1)).item() > 0
+
+
+def test_code_subset_covers_the_codebook_and_restricts_encoding():
+    from musekit.tokenizer import code_usage, select_codes
+
+    torch.manual_seed(0)
+    vq = VQModel(VQConfig.preset("tiny")).eval()
+    images = torch.rand(4, 3, 16, 16)
+    size = vq.config.codebook_size
+    usage = code_usage(vq.encode(images), size)
+    assert usage.sum() == vq.encode(images).numel()
+    kept = select_codes(vq.quantizer.codebook(), usage, 6)
+    assert len(kept) <= 6 and kept.unique().numel() == len(kept) and torch.equal(kept, kept.sort().values)
+    assert torch.equal(select_codes(vq.quantizer.codebook(), usage, size), torch.arange(size))
+    restricted = vq.encode(images, kept)
+    assert set(restricted.unique().tolist()) <= set(kept.tolist())
+    assert torch.equal(vq.encode(images, torch.arange(size)), vq.encode(images))
+    # each restricted token is the nearest allowed code of its latent
+    z = torch.nn.functional.normalize(vq.encode_latents(images), dim=1) if vq.quantizer.l2_normalize else None
+    if z is not None:
+        scores = torch.einsum("bdhw,kd->bhwk", z, vq.quantizer.codebook()[kept])
+        assert torch.equal(kept[scores.argmax(-1)], restricted)
+    with pytest.raises(ValueError, match="k must be"):
+        select_codes(vq.quantizer.codebook(), usage, 0)

@@ -64,8 +64,13 @@ BASE = dict(model_preset="tiny", steps=3, batch_size=4, image_size=16, num_examp
 def test_base_and_superres_stages_then_pipeline(tmp_path, tokenizer_dir, tiny_bert_dir):
     text = TextEncoderConfig(path=str(tiny_bert_dir), max_length=16)
     shards = tmp_path / "shards"
-    base = train_transformer(TrainConfig(stage="base", **BASE), tmp_path / "base", tokenizer_dir, shards, text, False)
+    base_config = TrainConfig(stage="base", base_codes=5, **BASE)
+    base = train_transformer(base_config, tmp_path / "base", tokenizer_dir, shards, text, False)
     data = TokenShards(shards)
+    vocabulary = load_file(str(tmp_path / "base" / "base-codes.safetensors"))
+    allowed = set(vocabulary["allowed_codes"].tolist())
+    assert len(allowed) <= 5 and set(vocabulary["ids_lo"].unique().tolist()) <= allowed
+    assert vocabulary["ids_lo"].shape == data.ids_lo.shape
     assert len(data) == 24 and data.ids_lo.shape[1:] == (4, 4) and data.ids_hi.shape[1:] == (8, 8)
     assert (tmp_path / "base" / "samples-0000003.png").is_file()
     sr_config = TrainConfig(stage="sr", object_loss_weight=4.0, **BASE)
@@ -86,7 +91,9 @@ def test_base_and_superres_stages_then_pipeline(tmp_path, tokenizer_dir, tiny_be
         load_component(SuperResTransformer, SuperResConfig, sr),
     )
     pipe.progress_bar = False
-    assert pipe("a red circle", generator=torch.Generator().manual_seed(0)).images[0].size == (16, 16)
+    assert set(pipe.transformer.config.allowed_codes) == allowed
+    out = pipe("a red circle", generator=torch.Generator().manual_seed(0))
+    assert out.images[0].size == (16, 16) and set(out.base_ids.unique().tolist()) <= allowed
 
 
 def test_two_process_torchrun_keeps_replicas_identical(tmp_path, tokenizer_dir):

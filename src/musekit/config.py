@@ -133,6 +133,8 @@ class TransformerConfig(BaseConfig):
     # p > 1: the transformer body works on (grid/p)**2 patches of p x p tokens (as the aMUSEd U-ViT's 2x
     # down-sampling): p**2 times fewer positions for attention and MLPs; logits stay per token.
     patch_size: int = 1
+    # a subset of the codebook the model predicts (musekit.tokenizer.code_subset); empty: every code
+    allowed_codes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.codebook_size > 1, "TransformerConfig: codebook_size must be > 1")
@@ -146,6 +148,11 @@ class TransformerConfig(BaseConfig):
             f"TransformerConfig: hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}",
         )
         _check(0.0 <= self.dropout < 1.0, "TransformerConfig: dropout must be in [0, 1)")
+        _check(
+            all(0 <= c < self.codebook_size for c in self.allowed_codes)
+            and len(set(self.allowed_codes)) == len(self.allowed_codes),
+            f"TransformerConfig: allowed_codes must be distinct ids in [0, {self.codebook_size})",
+        )
 
     @property
     def mask_token_id(self) -> int:

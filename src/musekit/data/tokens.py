@@ -45,8 +45,7 @@ def encode_shards(
         lo, hi = [], []
         for offset in range(0, count, batch_size):
             n = min(batch_size, count - offset)
-            images = to_float(render_examples(world.examples(split, n, start + offset), image_size))
-            small = F.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+            images, small = render_stages(world.examples(split, n, start + offset), image_size)
             hi.append(vq.encode(images).to(torch.int16))
             lo.append(vq.encode(small).to(torch.int16))
             bar.update(n)
@@ -57,6 +56,33 @@ def encode_shards(
             "two_object_fraction": world.two_object_fraction, "codebook_size": vq.config.codebook_size}  # fmt: skip
     atomic_write_text(out / META, json.dumps(meta, indent=2))
     return out
+
+
+def render_stages(examples, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float renders at ``image_size`` (super-resolution stage) and at half that (base stage)."""
+    images = to_float(render_examples(examples, image_size))
+    return images, F.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+
+
+@torch.no_grad()
+def encode_base_ids(
+    vq: VQModel,
+    world: ShapesWorld,
+    indices: torch.Tensor,
+    image_size: int,
+    allowed_codes: torch.Tensor,
+    split: str = "train",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> torch.Tensor:
+    """(N, h, w) int16 base-stage ids of the examples ``indices``, tokenized with the codebook subset
+    ``allowed_codes`` (the same renders as ``encode_shards``'s ``ids_lo``)."""
+    vq.eval()
+    out = []
+    for start in tqdm(range(0, len(indices), batch_size), desc="encode base ids", disable=not progress):
+        examples = [world.example(split, int(i)) for i in indices[start : start + batch_size]]
+        out.append(vq.encode(render_stages(examples, image_size)[1], allowed_codes).to(torch.int16))
+    return torch.cat(out)
 
 
 class TokenShards:

@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 
 def encode_stages(pipe: MusePipeline, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, 3, S, S) at the model's size -> (base ids, super-resolution ids or None)."""
-    base = pipe.vqgan.encode(resize(image, pipe.base_image_size))
+    """(B, 3, S, S) at the model's size -> (base ids, super-resolution ids or None). The base ids use only the codes
+    the base transformer predicts when it predicts a subset of the codebook."""
+    allowed = getattr(pipe.transformer.config, "allowed_codes", ())
+    allowed = torch.tensor(allowed, dtype=torch.long, device=image.device) if allowed else None
+    base = pipe.vqgan.encode(resize(image, pipe.base_image_size), allowed)
     high = pipe.sr_tokenizer.encode(image) if pipe.superres is not None else None
     return base, high
 

@@ -63,14 +63,19 @@ def generate_for(pipe: MusePipeline, examples: list[Example], settings: EvalSett
 
 @torch.no_grad()
 def tokenizer_report(pipe: MusePipeline, checker: ShapeChecker, world: ShapesWorld, count: int) -> dict:
-    """PSNR of VQ reconstructions of held-out renders at both stage resolutions, and the checker on them."""
+    """PSNR of VQ reconstructions of held-out renders at both stage resolutions, and the checker on them; when the
+    base transformer predicts a subset of the codebook, also the base reconstructions with that subset."""
     examples = world.examples("heldout", count // 2) + world.examples("heldout2", count - count // 2)
     labels = labels_of(examples)
     full = to_float(render_examples(examples, pipe.image_size))
     base = F.interpolate(full, size=(pipe.base_image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
     report = {}
-    for name, images, vq in (("base", base, pipe.vqgan), ("final", full, pipe.sr_tokenizer)):
-        recon = torch.cat([vq.decode(vq.encode(images[s : s + 32])) for s in range(0, len(images), 32)])
+    stages = [("base", base, pipe.vqgan, None), ("final", full, pipe.sr_tokenizer, None)]
+    allowed = getattr(pipe.transformer.config, "allowed_codes", ())
+    if allowed:
+        stages.append(("base_subset", base, pipe.vqgan, torch.tensor(allowed, dtype=torch.long)))
+    for name, images, vq, codes in stages:
+        recon = torch.cat([vq.decode(vq.encode(images[s : s + 32], codes)) for s in range(0, len(images), 32)])
         report[f"psnr_{name}"] = psnr(recon, images).item()
         report[f"checker_original_{name}"] = attribute_accuracy(checker.predict(images), labels)
         report[f"checker_reconstruction_{name}"] = attribute_accuracy(checker.predict(recon), labels)

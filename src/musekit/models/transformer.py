@@ -35,6 +35,13 @@ class MaskedTransformer(nn.Module):
         )
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.codebook_size)  # logits over the codebook only, never [MASK]
+        # a large negative bias on the logits of codes outside ``config.allowed_codes`` (not saved: the config
+        # carries the subset); finite, so guidance's difference of logits stays a number, and safe in fp16
+        bias = None
+        if config.allowed_codes:
+            bias = torch.full((config.codebook_size,), -1e4)
+            bias[list(config.allowed_codes)] = 0.0
+        self.register_buffer("code_bias", bias, persistent=False)
         init_weights(self)
         nn.init.normal_(self.pos_embed, std=0.02)
 
@@ -134,7 +141,8 @@ class MaskedTransformer(nn.Module):
                 for tokens already decided).
 
         Returns:
-            (B, L, codebook_size) float logits, or (B, M, codebook_size) with ``positions``.
+            (B, L, codebook_size) float logits, or (B, M, codebook_size) with ``positions``; 10^4 lower outside
+            ``config.allowed_codes`` when the model predicts a subset of the codebook.
         """
         ids = ids.flatten(1)  # (B, L)
         if ids.shape[1] != self.config.seq_len:
@@ -156,4 +164,5 @@ class MaskedTransformer(nn.Module):
         x = self.norm_out(x)
         if positions is not None:
             x = x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, M, D)
-        return self.head(x)  # (B, L or M, codebook_size)
+        logits = self.head(x)  # (B, L or M, codebook_size)
+        return logits if self.code_bias is None else logits + self.code_bias

@@ -69,16 +69,18 @@ class VectorQuantizer(nn.Module):
     def _prepare(self, latents: torch.Tensor) -> torch.Tensor:
         return F.normalize(latents, dim=1) if self.l2_normalize else latents
 
-    def nearest(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) latents -> (B, h, w) nearest code ids."""
+    def nearest(self, latents: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D, h, w) latents -> (B, h, w) nearest code ids (among the ``allowed`` ids when given)."""
         z = self._prepare(latents).permute(0, 2, 3, 1)  # (B, h, w, D)
         flat = z.reshape(-1, self.dim)
-        codes = self.codebook()
+        codes = self.codebook() if allowed is None else self.codebook()[allowed]
         if self.l2_normalize:
             ids = (flat @ codes.t()).argmax(dim=-1)
         else:
             distances = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(-1)[None]
             ids = distances.argmin(dim=-1)
+        if allowed is not None:
+            ids = allowed.to(ids.device)[ids]
         return ids.view(z.shape[:-1])
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:

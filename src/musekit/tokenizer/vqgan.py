@@ -144,16 +144,18 @@ class VQModel(nn.Module):
         return (self.decoder(self.post_quant_conv(codes)) + 1.0) / 2.0
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, allowed_codes: torch.Tensor | None = None) -> torch.Tensor:
         """Tokenize images.
 
         Args:
             images: (B, 3, H, W) float in [0, 1], H and W multiples of ``downsample_factor``.
+            allowed_codes: optional (K,) ids: tokenize with this subset of the codebook only (the codes a base
+                transformer with ``allowed_codes`` predicts).
 
         Returns:
             (B, H/f, W/f) int64 token ids.
         """
-        return self.quantizer.nearest(self.encode_latents(images))
+        return self.quantizer.nearest(self.encode_latents(images), allowed_codes)
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:

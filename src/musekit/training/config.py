@@ -33,6 +33,7 @@ class TrainConfig(BaseConfig):
     cond_dropout: float = 0.1
     label_smoothing: float = 0.1
     mask_schedule: str = "cosine"
+    base_codes: int = 0  # > 0: the base predicts this many codes of the codebook (tokenizer.code_subset); 0 = all
     object_loss_weight: float = 1.0  # loss weight of tokens an object touches (renders know the masks); 1 = uniform
     # tokenizer objective
     l1_weight: float = 1.0
@@ -55,6 +56,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: steps, batch_size and lr must be positive")
         if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError("TrainConfig: ema_decay in [0, 1) and cond_dropout in [0, 1]")
+        if self.base_codes < 0:
+            raise ConfigError("TrainConfig: base_codes must be >= 0 (0 = the whole codebook)")
         if self.object_loss_weight <= 0:
             raise ConfigError("TrainConfig: object_loss_weight must be positive")
         if self.image_size % 2:

@@ -12,17 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from musekit.config import SuperResConfig, TextEncoderConfig, TransformerConfig, VQConfig
 from musekit.data.renders import object_token_coverage
 from musekit.data.shapes import ShapesWorld, caption
-from musekit.data.tokens import TokenShards, batch_indices, encode_shards
-from musekit.io.checkpoint import load_component
+from musekit.data.tokens import TokenShards, batch_indices, encode_base_ids, encode_shards
+from musekit.io.checkpoint import atomic_save_tensors, load_component
 from musekit.io.images import make_grid, save_image
 from musekit.models import MaskedTransformer, SuperResTransformer
 from musekit.text import build_text_encoder
-from musekit.tokenizer import VQModel
+from musekit.tokenizer import VQModel, code_usage, select_codes
 from musekit.training.config import TrainConfig
 from musekit.training.objectives import masked_modeling_loss
 from musekit.training.runner import Runner
@@ -41,13 +42,16 @@ SAMPLE_PROMPTS = (
 )
 
 
-def build_model(config: TrainConfig, vq: VQModel, text_dim: int, shards: TokenShards) -> MaskedTransformer:
+def build_model(
+    config: TrainConfig, vq: VQModel, text_dim: int, shards: TokenShards, allowed_codes: tuple[int, ...] = ()
+) -> MaskedTransformer:
     lo, hi = shards.ids_lo.shape[-1], shards.ids_hi.shape[-1]
     codebook = vq.config.codebook_size
     torch.manual_seed(config.seed)
     if config.stage == "base":
         cfg = TransformerConfig.preset(config.model_preset)
-        return MaskedTransformer(cfg.replace(text_dim=text_dim, codebook_size=codebook, grid_size=lo))
+        return MaskedTransformer(cfg.replace(text_dim=text_dim, codebook_size=codebook, grid_size=lo,
+                                             allowed_codes=allowed_codes))  # fmt: skip
     cfg = SuperResConfig.preset(config.model_preset)
     cfg = cfg.replace(text_dim=text_dim, codebook_size=codebook, grid_size=hi, cond_grid_size=lo,
                       cond_codebook_size=codebook)  # fmt: skip
@@ -76,7 +80,11 @@ def train_transformer(
     shards = TokenShards(shards_dir)
     encoder = build_text_encoder(text_encoder or TextEncoderConfig()).to(runner.device)
     empty = encoder.empty()
-    model = build_model(config, vq, encoder.hidden_size, shards)
+    base_ids, allowed = shards.ids_lo, ()
+    if config.stage == "base" and config.base_codes:
+        allowed_codes, base_ids = base_vocabulary(config, vq, world, shards, Path(run_dir), runner, progress)
+        allowed = tuple(allowed_codes.tolist())
+    model = build_model(config, vq, encoder.hidden_size, shards, allowed)
     token_weights = object_token_weights(config, world, shards) if config.object_loss_weight != 1.0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
     model, optimizer, start = runner.setup(model, optimizer)
@@ -89,7 +97,7 @@ def train_transformer(
         rng = np.random.default_rng([config.seed, step, runner.rank])
         prompts = [caption(world.example("train", int(shards.index[i])).scene, rng) for i in index]
         text = encoder.encode(prompts)
-        ids = (shards.ids_lo if config.stage == "base" else shards.ids_hi)[index].long().to(runner.device)
+        ids = (base_ids if config.stage == "base" else shards.ids_hi)[index].long().to(runner.device)
         cond = shards.ids_lo[index].long().to(runner.device) if config.stage == "sr" else None
         out = masked_modeling_loss(
             model, ids, text, empty, runner.step_generator(step), cond_ids=cond, cond_dropout=config.cond_dropout,
@@ -109,6 +117,33 @@ def train_transformer(
         return None  # stopped early; rerun to resume
     core = runner.accelerator.unwrap_model(model)
     return runner.export(model, core.config)
+
+
+BASE_VOCABULARY = "base-codes.safetensors"
+
+
+def base_vocabulary(
+    config: TrainConfig,
+    vq: VQModel,
+    world: ShapesWorld,
+    shards: TokenShards,
+    run_dir: Path,
+    runner: Runner,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(allowed code ids, base ids re-tokenized with them) for ``config.base_codes``; computed once per run (main
+    process) and kept in the run folder, so a resumed run reuses them."""
+    path = run_dir / BASE_VOCABULARY
+    if runner.is_main and not path.is_file():
+        usage = code_usage(shards.ids_lo, vq.config.codebook_size)
+        allowed = select_codes(vq.quantizer.codebook(), usage, config.base_codes)
+        ids = encode_base_ids(vq, world, shards.index, config.image_size, allowed, shards.meta.get("split", "train"),
+                              progress=progress)  # fmt: skip
+        atomic_save_tensors({"allowed_codes": allowed, "ids_lo": ids}, path)
+        logger.info("base vocabulary: %d of %d codes (%s)", len(allowed), vq.config.codebook_size, path)
+    runner.accelerator.wait_for_everyone()
+    saved = load_file(str(path))
+    return saved["allowed_codes"], saved["ids_lo"]
 
 
 def object_token_weights(config: TrainConfig, world: ShapesWorld, shards: TokenShards) -> torch.Tensor:
