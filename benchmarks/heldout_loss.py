@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from musekit.config import TextEncoderConfig, TransformerConfig, VQConfig
 from musekit.data.renders import object_token_coverage, render_examples, to_float
 from musekit.data.shapes import ShapesWorld, caption
-from musekit.data.tokens import TokenShards
+from musekit.data.tokens import TokenShards, encode_base_ids
 from musekit.io.checkpoint import load_component
 from musekit.models import MaskedTransformer
 from musekit.text import build_text_encoder
@@ -67,16 +67,20 @@ def main() -> None:
     shards = TokenShards(args.shards)
     world = ShapesWorld(shards.meta["world_seed"])
     n = args.num
+    allowed = torch.tensor(model.config.allowed_codes) if model.config.allowed_codes else None
+    seen = shards.ids_lo[:n].long()
+    if allowed is not None:  # the base predicts a subset of the codebook: its targets use only those codes
+        seen = encode_base_ids(vq, world, shards.index[:n], shards.meta["image_size"], allowed, progress=False).long()
     print("(rate, loss, accuracy, object-token loss, object-token accuracy)")
-    print("training scenes", loss_at_rates(model, encoder, world, shards.ids_lo[:n].long(), shards.index[:n]))
+    print("training scenes", loss_at_rates(model, encoder, world, seen, shards.index[:n]))
     with torch.no_grad():
         images = to_float(render_examples(world.examples("train", n, args.fresh_start), shards.meta["image_size"]))
         small = F.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
-        fresh = torch.cat([vq.encode(small[i : i + 64]) for i in range(0, n, 64)]).long()
+        fresh = torch.cat([vq.encode(small[i : i + 64], allowed) for i in range(0, n, 64)]).long()
     print("fresh scenes   ", loss_at_rates(model, encoder, world, fresh, range(args.fresh_start, args.fresh_start + n)))
-    distinct = [int(grid.unique().numel()) for grid in shards.ids_lo[:n]]
+    distinct = [int(grid.unique().numel()) for grid in seen]
     print(f"distinct codes per base grid over {n} training scenes: min {min(distinct)}, median "
-          f"{int(np.median(distinct))}, max {max(distinct)} (grid of {shards.ids_lo[0].numel()} tokens)")  # fmt: skip
+          f"{int(np.median(distinct))}, max {max(distinct)} (grid of {seen[0].numel()} tokens)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -88,10 +88,12 @@ def test_build_pipeline_assembles_a_model_with_sampling_defaults(tmp_path):
     out = tmp_path / "model"
     result = musekit("build-pipeline", "--tokenizer", str(tmp_path / "tok"), "--base", str(tmp_path / "base"),
                      "--sr", str(tmp_path / "sr"), "--out", str(out), "--fp16", "--captions",
-                     str(tmp_path / "captions.txt"), "--steps", "5", "--sr-strength", "0.5")  # fmt: skip
+                     str(tmp_path / "captions.txt"), "--steps", "5", "--sr-strength", "0.5",
+                     "--sr-guidance", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr
     index = json.loads((out / "model_index.json").read_text())
     assert index["pipeline"]["num_inference_steps"] == 5 and index["pipeline"]["sr_strength"] == 0.5
+    assert index["pipeline"]["sr_guidance_scale"] == 1.0
     assert (out / "perfusion_covariance.safetensors").is_file()
     bad = musekit("build-pipeline", "--tokenizer", str(tmp_path / "tok"), "--base", str(tmp_path / "base"),
                   "--out", str(tmp_path / "m2"), "--sr-strength", "2")  # fmt: skip

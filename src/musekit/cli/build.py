@@ -20,6 +20,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="default base-stage decoding steps")
     p.add_argument("--sr-steps", type=positive_int, default=None, help="default super-resolution decoding steps")
     p.add_argument("--guidance", type=non_negative_float, default=None, help="default base-stage guidance scale")
+    p.add_argument("--sr-guidance", type=non_negative_float, default=None,
+                   help="default super-resolution guidance scale (1 = no unconditional pass)")  # fmt: skip
     p.add_argument("--sr-strength", type=non_negative_float, default=None,
                    help="default share of SR tokens decoded by the SR transformer (1 = all, as in Muse)")  # fmt: skip
     p.set_defaults(func=run)
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from musekit.config import ConfigError, PipelineConfig
 
     defaults = {"num_inference_steps": args.steps, "sr_inference_steps": args.sr_steps, "sr_strength": args.sr_strength,
-                "guidance_scale": args.guidance}  # fmt: skip
+                "guidance_scale": args.guidance, "sr_guidance_scale": args.sr_guidance}  # fmt: skip
     try:
         config = PipelineConfig().replace(**{k: v for k, v in defaults.items() if v is not None})
     except ConfigError as err:
