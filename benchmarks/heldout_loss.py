@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from musekit.config import TextEncoderConfig, TransformerConfig, VQConfig
 from musekit.data.renders import object_token_coverage, render_examples, to_float
-from musekit.data.shapes import ShapesWorld, caption
-from musekit.data.tokens import TokenShards, encode_base_ids
+from musekit.data.shapes import SHAPES, ShapesWorld, caption
+from musekit.data.tokens import TokenShards, encode_base_ids, render_stages
 from musekit.io.checkpoint import load_component
 from musekit.models import MaskedTransformer
 from musekit.text import build_text_encoder
@@ -51,6 +51,37 @@ def loss_at_rates(model, encoder, world, ids, indices, batch=64) -> list[tuple[f
     return rows
 
 
+@torch.no_grad()
+def shape_word_effect(model, encoder, world, vq, allowed, image_size: int, start: int, count: int = 160) -> list:
+    """How much the shape word helps: object-token loss on fresh one-object scenes with their canonical caption
+    against the same caption with another shape word, at masking rates 0.5 and 1.0: (rate, right, wrong)."""
+    examples = [e for e in world.examples("train", 3 * count, start) if len(e.scene.objects) == 1][:count]
+    small = render_stages(examples, image_size)[1]
+    ids = torch.cat([vq.encode(small[i : i + 64], allowed) for i in range(0, len(small), 64)]).long()
+    on_object = object_token_coverage(examples, small.shape[-1], model.config.grid_size).flatten(1) > 0
+    rng = np.random.default_rng(0)
+
+    def captions(swap: bool) -> list[str]:
+        out = []
+        for e in examples:
+            o = e.scene.objects[0]
+            shape = [s for s in SHAPES if s != o.shape][rng.integers(len(SHAPES) - 1)] if swap else o.shape
+            out.append(f"a {o.size} {o.color} {shape} at the {o.position} on a {e.scene.background} background")
+        return out
+
+    rows = []
+    for rate in (0.5, 1.0):
+        ratios = torch.full((len(ids),), rate)
+        inputs, mask = mask_tokens(ids, model.config.mask_token_id, torch.Generator().manual_seed(1), ratios=ratios)
+        losses = []
+        for swap in (False, True):
+            logits = model(inputs, text=encoder.encode(captions(swap)))
+            ce = F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none").view(len(ids), -1)
+            losses.append(round(ce[mask & on_object].mean().item(), 3))
+        rows.append((rate, *losses))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", required=True)
@@ -78,6 +109,8 @@ def main() -> None:
         small = F.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
         fresh = torch.cat([vq.encode(small[i : i + 64], allowed) for i in range(0, n, 64)]).long()
     print("fresh scenes   ", loss_at_rates(model, encoder, world, fresh, range(args.fresh_start, args.fresh_start + n)))
+    effect = shape_word_effect(model, encoder, world, vq, allowed, shards.meta["image_size"], args.fresh_start + n)
+    print("shape word: (rate, object-token loss with the right shape word, with another)", effect)
     distinct = [int(grid.unique().numel()) for grid in seen]
     print(f"distinct codes per base grid over {n} training scenes: min {min(distinct)}, median "
           f"{int(np.median(distinct))}, max {max(distinct)} (grid of {seen[0].numel()} tokens)")  # fmt: skip

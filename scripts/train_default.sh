@@ -17,5 +17,8 @@ $M train --stage base --config configs/base-shapes-patch.json --tokenizer "$RUNS
 # Version 3: continue the base from version 2's weights (fresh optimizer, lower peak lr, EMA, another data order).
 $M train --stage base --config configs/base-shapes-patch-continue.json --init-from "$RUNS/base-patch/final" \
     --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" --out "$RUNS/base-patch2" --threads "$THREADS"
-$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base-patch2/final" --sr "$RUNS/sr/final" \
-    --out src/musekit/assets/default --fp16 --steps 24 --sr-strength 0.2 --guidance 3
+# Version 4: continue again, predicting a 128-code subset of the codebook, object tokens weighted 3x.
+$M train --stage base --config configs/base-shapes-patch-codes.json --init-from "$RUNS/base-patch2/final" \
+    --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" --out "$RUNS/base-codes" --threads "$THREADS"
+$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base-codes/final" --sr "$RUNS/sr/final" \
+    --out src/musekit/assets/default --fp16 --steps 24 --sr-steps 4 --sr-strength 0.2 --guidance 3 --sr-guidance 1
