@@ -37,6 +37,9 @@ def test_encode_and_decode_match_diffusers(channels):
         _, _, (_, _, ids_ref) = reference.quantize(latents)
         ids = ours.encode(images)
         assert torch.equal(ids.flatten(), ids_ref.flatten())
+        assert torch.equal(ours.encode(images, torch.arange(config.num_vq_embeddings)), ids)
+        subset = torch.tensor([3, 7, 11])
+        assert set(ours.encode(images, subset).unique().tolist()) <= {3, 7, 11}
         side = 16 // config.downsample_factor
         expected = reference.decode(ids, force_not_quantize=True, shape=(2, side, side, config.latent_channels)).sample
         got = ours.decode(ids)

@@ -135,12 +135,17 @@ class AmusedVQModel(nn.Module):
         return self.quant_conv(e.conv_out(F.silu(e.conv_norm_out(h))))
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, h, w) by Euclidean nearest code (diffusers uses cdist + argmin)."""
+    def encode(self, images: torch.Tensor, allowed_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B, h, w) by Euclidean nearest code (diffusers uses cdist + argmin), among ``allowed_codes``
+        when given (as ``VQModel.encode``)."""
         latents = self.encode_latents(images)
         b, d, h, w = latents.shape
         flat = latents.permute(0, 2, 3, 1).reshape(-1, d)
-        return torch.cdist(flat, self.quantize.embedding.weight).argmin(dim=1).view(b, h, w)
+        codes = self.quantize.embedding.weight
+        if allowed_codes is None:
+            return torch.cdist(flat, codes).argmin(dim=1).view(b, h, w)
+        allowed_codes = allowed_codes.to(flat.device)
+        return allowed_codes[torch.cdist(flat, codes[allowed_codes]).argmin(dim=1)].view(b, h, w)
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
