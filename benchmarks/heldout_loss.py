@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from musekit.config import TextEncoderConfig, TransformerConfig, VQConfig
-from musekit.data.renders import object_token_coverage, render_examples, to_float
+from musekit.data.renders import object_token_coverage
 from musekit.data.shapes import SHAPES, ShapesWorld, caption
 from musekit.data.tokens import TokenShards, encode_base_ids, render_stages
 from musekit.io.checkpoint import load_component
@@ -105,8 +105,7 @@ def main() -> None:
     print("(rate, loss, accuracy, object-token loss, object-token accuracy)")
     print("training scenes", loss_at_rates(model, encoder, world, seen, shards.index[:n]))
     with torch.no_grad():
-        images = to_float(render_examples(world.examples("train", n, args.fresh_start), shards.meta["image_size"]))
-        small = F.interpolate(images, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
+        small = render_stages(world.examples("train", n, args.fresh_start), shards.meta["image_size"])[1]
         fresh = torch.cat([vq.encode(small[i : i + 64], allowed) for i in range(0, n, 64)]).long()
     print("fresh scenes   ", loss_at_rates(model, encoder, world, fresh, range(args.fresh_start, args.fresh_start + n)))
     effect = shape_word_effect(model, encoder, world, vq, allowed, shards.meta["image_size"], args.fresh_start + n)
