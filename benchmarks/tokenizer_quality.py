@@ -1,5 +1,6 @@
 """Tokenizer quality on held-out renders: PSNR at the base (64 px) and final (128 px) resolution, and whether the
-bundled checker reads the reconstructions as well as the originals (per attribute: original, reconstruction).
+bundled checker reads the reconstructions as well as the originals (per attribute: original, reconstruction), and
+the median number of distinct codes per token grid (fewer: a simpler code space for the transformer).
 
 Usage: python benchmarks/tokenizer_quality.py --tokenizer runs/tok/final --num 200 [--threads 1]
 """
@@ -38,10 +39,13 @@ def main() -> None:
     small = F.interpolate(full, size=(64, 64), mode="bilinear", antialias=True)
     for name, images in (("64px", small), ("128px", full)):
         with torch.no_grad():
-            recon = torch.cat([vq.decode(vq.encode(images[i : i + 50])) for i in range(0, len(images), 50)])
+            ids = torch.cat([vq.encode(images[i : i + 50]) for i in range(0, len(images), 50)])
+            recon = torch.cat([vq.decode(ids[i : i + 50]) for i in range(0, len(ids), 50)])
         original = attribute_accuracy(checker.predict(images), labels)
         reconstructed = attribute_accuracy(checker.predict(recon), labels)
+        distinct = sorted(int(grid.unique().numel()) for grid in ids)[len(ids) // 2]
         row = {"resolution": name, "images": len(images), "psnr_db": round(psnr(recon, images).item(), 2),
+               "distinct_codes_per_grid_median": distinct,
                "checker": {k: [round(original[k], 3), round(reconstructed[k], 3)] for k in original}}  # fmt: skip
         print(json.dumps(row))
 

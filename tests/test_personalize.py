@@ -222,3 +222,17 @@ def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
     assert summary["perfusion-local"]["file_bytes"] < summary["dreambooth"]["file_bytes"]
     sweep_plot(summary).save(tmp_path / "sweep.png")
     assert GEOMETRIES["sd-1.5"] == 14016
+
+
+def test_concepts_on_a_pipeline_whose_base_has_a_tokenizer_of_its_own(tiny_text_encoder):
+    """The SR stage of Perfusion and of the baselines trains on re-tokenized base images, as it samples."""
+    from musekit.personalize.baselines import learn_baseline
+
+    from .test_pipeline import two_tokenizer_pipe
+
+    pipe = two_tokenizer_pipe(tiny_text_encoder)
+    learned = pipe.learn_concept(images(), "<emblem>", "square", steps=2, progress=False)
+    dreambooth = learn_baseline(pipe, images(), "<db>", "square", "dreambooth", steps=2, progress=False,
+                                prior_images=2)  # fmt: skip
+    out = pipe("a <emblem> left of a <db>", concepts=[learned, dreambooth], generator=seeded(0), output_type="ids")
+    assert out.ids.shape == (1, 8, 8) and out.base_ids.max() < 12

@@ -143,3 +143,44 @@ def test_sr_strength_starts_the_sr_stage_from_the_upsampled_base_image(tiny_pipe
     assert masked == pytest.approx(0.5, abs=1 / half[0].numel())
     with pytest.raises(ValueError, match="sr_strength"):
         run(sr_strength=1.5)
+
+
+def two_tokenizer_pipe(text_encoder) -> MusePipeline:
+    """A base stage with a tokenizer of its own (patch encoder, 12 codes); the SR stage keeps the tiny tokenizer and
+    is conditioned on base images re-tokenized by it (16 codes)."""
+    from musekit.config import VQConfig
+    from musekit.models import MaskedTransformer, SuperResTransformer
+    from musekit.tokenizer import VQModel
+
+    torch.manual_seed(3)
+    base_vq = VQModel(VQConfig.preset("tiny").replace(encoder="patch", channel_mult=(1,), stem_unshuffle=2,
+                                                      codebook_size=12))  # fmt: skip
+    sr_vq = VQModel(VQConfig.preset("tiny"))
+    width = text_encoder.hidden_size
+    base = MaskedTransformer(TransformerConfig.preset("tiny").replace(codebook_size=12, text_dim=width))
+    sr = SuperResTransformer(SuperResConfig.preset("tiny").replace(text_dim=width, cond_codebook_size=16))
+    pipe = MusePipeline(text_encoder, base_vq, base, sr, sr_vq)
+    pipe.progress_bar = False
+    return pipe
+
+
+def test_a_base_tokenizer_of_its_own_conditions_sr_on_retokenized_images(tiny_text_encoder, tmp_path):
+    pipe = two_tokenizer_pipe(tiny_text_encoder)
+    assert not pipe.sr_conditions_on_base_ids and pipe.image_size == 16 and pipe.base_image_size == 8
+    out = pipe(PROMPT, generator=seeded(0), output_type="pt")
+    assert out.base_ids.max() < 12 and out.ids.shape == (1, 8, 8) and out.images.shape == (1, 3, 16, 16)
+    cond = pipe.sr_cond_ids(out.base_ids)
+    assert torch.equal(cond, pipe.vqgan_sr.encode(pipe.vqgan.decode(out.base_ids)))
+    assert cond.shape == out.base_ids.shape and cond.max() < 16
+    again = MusePipeline.from_pretrained(pipe.save_pretrained(tmp_path / "m"))
+    again.progress_bar = False
+    assert torch.equal(again(PROMPT, generator=seeded(0), output_type="ids").ids, out.ids)
+    inpainted = pipe.inpaint(out.images[0], torch.ones(16, 16), PROMPT, generator=seeded(1), output_type="pt")
+    assert inpainted.images.shape == (1, 3, 16, 16)
+
+
+def test_sr_conditioned_on_a_third_codebook_is_refused(tiny_text_encoder):
+    pipe = two_tokenizer_pipe(tiny_text_encoder)
+    sr = type(pipe.superres)(pipe.superres.config.replace(cond_codebook_size=13))
+    with pytest.raises(ValueError, match="conditioned on neither"):
+        MusePipeline(pipe.text_encoder, pipe.vqgan, pipe.transformer, sr, pipe.vqgan_sr)

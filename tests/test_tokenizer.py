@@ -133,3 +133,29 @@ def test_code_subset_covers_the_codebook_and_restricts_encoding():
         assert torch.equal(kept[scores.argmax(-1)], restricted)
     with pytest.raises(ValueError, match="k must be"):
         select_codes(vq.quantizer.codebook(), usage, 0)
+
+
+def test_patch_encoder_codes_each_patch_alone():
+    """encoder="patch": a code depends on its own pixels only, so equal patches get equal codes anywhere."""
+    vq = tiny_vq(encoder="patch", channel_mult=(1,), stem_unshuffle=2)
+    assert vq.downsample_factor == 2
+    x = images(batch=1, size=8)
+    x[..., 0:2, 0:2] = x[..., 4:6, 6:8]  # patch (0, 0) equals patch (2, 3)
+    latents = vq.encode_latents(x)
+    assert torch.allclose(latents[..., 0, 0], latents[..., 2, 3])
+    ids = vq.encode(x)
+    assert ids[0, 0, 0] == ids[0, 2, 3]
+    y = x.clone()
+    y[..., 2:4, 2:4] = 1.0 - y[..., 2:4, 2:4]  # change patch (1, 1) only
+    changed = (vq.encode_latents(y) - latents).abs().sum(1)[0] > 0
+    assert changed[1, 1] and changed.sum() == 1
+    assert vq.decode(ids).shape == x.shape
+
+
+def test_patch_encoder_needs_a_stem_only_factor():
+    from musekit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="patch encoder"):
+        VQConfig.preset("tiny").replace(encoder="patch")  # channel_mult (1, 2) downsamples with convolutions
+    with pytest.raises(ConfigError, match="encoder must be"):
+        VQConfig.preset("tiny").replace(encoder="attention")

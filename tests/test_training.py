@@ -123,3 +123,39 @@ def test_init_from_starts_a_new_run_from_earlier_weights(tmp_path, tokenizer_dir
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         bad = TrainConfig(**{**TOK, "init_from": str(tmp_path / "nowhere")})
         Runner(bad, tmp_path / "s").setup(VQModel(VQConfig.preset("tiny")), optimizer)
+
+
+def test_init_partial_loads_what_matches_and_leaves_the_rest(tmp_path, tokenizer_dir):
+    """A new codebook (e.g. a base stage with a tokenizer of its own) keeps the matching tensors of earlier weights."""
+    from musekit.config import VQConfig
+    from musekit.tokenizer import VQModel
+    from musekit.training.runner import Runner
+
+    config = TrainConfig(**{**TOK, "init_from": str(tokenizer_dir)})
+    bigger = VQConfig.preset("tiny").replace(codebook_size=24)
+    with pytest.raises(ValueError, match="shape"):  # strict by default
+        strict = VQModel(bigger)
+        Runner(config, tmp_path / "strict").setup(strict, torch.optim.AdamW(strict.parameters()))
+    torch.manual_seed(5)
+    model = VQModel(bigger)
+    fresh_codes = model.quantizer.state_dict()["embedding.weight"].clone()
+    partial = TrainConfig(**{**TOK, "init_from": str(tokenizer_dir), "init_partial": True})
+    model, _, _ = Runner(partial, tmp_path / "partial").setup(model, torch.optim.AdamW(model.parameters()))
+    ref = load_file(str(tokenizer_dir / "model.safetensors"))
+    state = model.state_dict()
+    assert torch.equal(state["encoder.conv_in.weight"], ref["encoder.conv_in.weight"])
+    assert torch.equal(state["quantizer.embedding.weight"], fresh_codes)  # (24, d) vs (16, d): left as it was
+
+
+def test_a_base_only_tokenizer_batch_is_whole_downsampled_renders():
+    world = ShapesWorld(0, 0.4)
+    config = TrainConfig(**{**TOK, "crop_fraction": 0.0})
+    from musekit.data.renders import render_examples, to_float
+    from musekit.training.tokenizer_loop import tokenizer_batch
+
+    batch = tokenizer_batch(world, config, 0, 0, 1, torch.Generator().manual_seed(0))
+    full = to_float(render_examples(world.examples("train", 4, 0), 16))
+    small = torch.nn.functional.interpolate(full, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+    assert batch.shape == (4, 3, 8, 8) and torch.allclose(batch, small)
+    with pytest.raises(Exception, match="crop_fraction"):
+        TrainConfig(**{**TOK, "crop_fraction": 1.5})

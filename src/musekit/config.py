@@ -99,9 +99,18 @@ class VQConfig(BaseConfig):
     dead_code_threshold: float = 0.03  # restart codes whose EMA usage share is below this fraction of 1/K
     usage_decay: float = 0.99  # EMA decay of the per-code usage statistics
     norm_groups: int = 8
+    # "conv": 3x3 convolutions with group norm (a code depends on its neighbourhood and the image's statistics);
+    # "patch": each stem patch alone through a per-position MLP, so equal patches always get equal codes (a local,
+    # low-entropy code space for a base stage; needs stem_unshuffle == the factor, i.e. channel_mult of length 1)
+    encoder: str = "conv"
 
     def __post_init__(self) -> None:
         _check(self.in_channels > 0 and self.base_channels > 0, "VQConfig: channel counts must be positive")
+        _check(self.encoder in ("conv", "patch"), "VQConfig: encoder must be 'conv' or 'patch'")
+        _check(
+            self.encoder == "conv" or len(self.channel_mult) == 1,
+            "VQConfig: the patch encoder downsamples by its stem only (channel_mult of length 1)",
+        )
         _check(len(self.channel_mult) >= 1 and all(m > 0 for m in self.channel_mult), "VQConfig: bad channel_mult")
         _check(self.num_res_blocks >= 0, "VQConfig: num_res_blocks must be >= 0")
         _check(self.stem_unshuffle >= 1, "VQConfig: stem_unshuffle must be >= 1")
@@ -319,6 +328,17 @@ VQ_PRESETS: dict[str, VQConfig] = {
     # 64 px -> 16x16 codes (f4): a pixel-unshuffle stem then 96 channels at 16x16 (cpu-notes: best quality per minute).
     "shapes-f4": VQConfig(
         base_channels=96, channel_mult=(1,), num_res_blocks=3, stem_unshuffle=4, latent_dim=8, codebook_size=1024
+    ),
+    # A base-stage tokenizer: 64 px -> 16x16 codes from each 4x4 patch alone (equal patches, equal codes), a small
+    # codebook, the f4 decoder. Pairs with shapes-f4 as the super-resolution stage's tokenizer.
+    "shapes-base-patch": VQConfig(
+        base_channels=96,
+        channel_mult=(1,),
+        num_res_blocks=3,
+        stem_unshuffle=4,
+        latent_dim=8,
+        codebook_size=256,
+        encoder="patch",
     ),
     # The Muse/aMUSEd geometry: f16, 8192 codes of dimension 64 (trained elsewhere; loaded, not trained here).
     "f16": VQConfig(

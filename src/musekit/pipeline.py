@@ -104,6 +104,22 @@ class MusePipeline(EditingMethods):
         """The tokenizer of the super-resolution stage (the base tokenizer unless a second one is given)."""
         return self.vqgan_sr if self.vqgan_sr is not None else self.vqgan
 
+    @property
+    def sr_conditions_on_base_ids(self) -> bool:
+        """True when the super-resolution transformer reads the base ids as they are (Muse); False when it was
+        trained on base images tokenized by its own tokenizer (a base stage with a tokenizer of its own), see
+        ``sr_cond_ids``."""
+        return self.superres is None or self.superres.config.cond_codebook_size == self.transformer.config.codebook_size
+
+    @torch.no_grad()
+    def sr_cond_ids(self, base_ids: torch.Tensor) -> torch.Tensor:
+        """The conditioning tokens of the super-resolution stage for ``base_ids``: the ids themselves, or, when the
+        base stage has a tokenizer of its own, the base image decoded and re-tokenized by the super-resolution
+        tokenizer at the base resolution (what that stage was trained on)."""
+        if self.sr_conditions_on_base_ids:
+            return base_ids
+        return self.sr_tokenizer.encode(self.vqgan.decode(base_ids).clamp(0.0, 1.0))
+
     def _check_compatible(self) -> None:
         t, v = self.transformer.config, self.vqgan.config
         if t.codebook_size != v.codebook_size:
@@ -112,8 +128,14 @@ class MusePipeline(EditingMethods):
             raise ValueError(f"transformer text_dim {t.text_dim} != text encoder width {self.text_encoder.hidden_size}")
         if self.superres is not None:
             s = self.superres.config
-            if (s.cond_grid_size, s.cond_codebook_size) != (t.grid_size, t.codebook_size):
-                raise ValueError("super-resolution model is not conditioned on this base model's token grid/codebook")
+            if s.cond_grid_size != t.grid_size:
+                raise ValueError("super-resolution model is not conditioned on this base model's token grid")
+            if s.cond_codebook_size != t.codebook_size and (
+                self.vqgan_sr is None or s.cond_codebook_size != self.vqgan_sr.config.codebook_size
+            ):
+                raise ValueError(
+                    "super-resolution model is conditioned on neither the base model's codebook nor its own tokenizer's"
+                )
             if s.codebook_size != self.sr_tokenizer.config.codebook_size:
                 raise ValueError("super-resolution codebook does not match its tokenizer")
             if s.text_dim != self.text_encoder.hidden_size:
@@ -394,8 +416,10 @@ class MusePipeline(EditingMethods):
         if not guided:
             text = TextEmbeddings(*(t[batch:] for t in (text.hidden_states, text.pooled, text.attention_mask)))
         text = text.to(device)
-        if cond_ids is not None and guided:
-            cond_ids = torch.cat([cond_ids, cond_ids])
+        if cond_ids is not None:
+            cond_ids = self.sr_cond_ids(cond_ids)
+            if guided:
+                cond_ids = torch.cat([cond_ids, cond_ids])
         extra = self._precompute_kwargs(model, text, options)
         if self._concept_call is not None:  # the edits are applied to the cached keys/values, once per call
             cache = self._concept_call.cache(self, model, text, cond_ids, **extra)

@@ -10,7 +10,18 @@ from musekit.cli.common import CLIError, non_negative_float, positive_int
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("build-pipeline", help="assemble trained components into a model", description=__doc__)
-    p.add_argument("--tokenizer", required=True, metavar="DIR")
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        metavar="DIR",
+        help="the tokenizer (of both stages, or of the super-resolution stage with --base-tokenizer)",
+    )
+    p.add_argument(
+        "--base-tokenizer",
+        default=None,
+        metavar="DIR",
+        help="a tokenizer of the base stage's own (e.g. a patch tokenizer); --tokenizer then serves SR",
+    )
     p.add_argument("--base", required=True, metavar="DIR")
     p.add_argument("--sr", default=None, metavar="DIR")
     p.add_argument("--out", required=True, metavar="DIR")
@@ -37,11 +48,17 @@ def run(args: argparse.Namespace) -> int:
     from musekit.text import build_text_encoder
     from musekit.tokenizer import VQModel
 
-    for name in ("tokenizer", "base", "sr"):
+    for name in ("tokenizer", "base_tokenizer", "base", "sr"):
         folder = getattr(args, name)
         if folder is not None and not (Path(folder) / "config.json").is_file():
-            raise CLIError(f"--{name} {folder} is not a component folder (config.json missing)")
+            flag = name.replace("_", "-")
+            raise CLIError(f"--{flag} {folder} is not a component folder (config.json missing)")
+    if args.base_tokenizer is not None and args.sr is None:
+        raise CLIError("--base-tokenizer needs --sr (the other tokenizer serves the super-resolution stage)")
     vq = load_component(VQModel, VQConfig, args.tokenizer)
+    vq_sr = None
+    if args.base_tokenizer is not None:
+        vq, vq_sr = load_component(VQModel, VQConfig, args.base_tokenizer), vq
     base = load_component(MaskedTransformer, TransformerConfig, args.base)
     sr = load_component(SuperResTransformer, SuperResConfig, args.sr) if args.sr else None
     from musekit.config import ConfigError, PipelineConfig
@@ -52,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         config = PipelineConfig().replace(**{k: v for k, v in defaults.items() if v is not None})
     except ConfigError as err:
         raise CLIError(str(err)) from None
-    pipe = MusePipeline(build_text_encoder(TextEncoderConfig()), vq, base, sr, config=config)
+    try:
+        pipe = MusePipeline(build_text_encoder(TextEncoderConfig()), vq, base, sr, vq_sr, config=config)
+    except ValueError as err:
+        raise CLIError(f"these components do not fit together: {err}") from None
     captions = None
     if args.captions is not None:
         path = Path(args.captions)

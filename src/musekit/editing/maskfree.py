@@ -70,8 +70,10 @@ def edit_region(
 def stage_cache(pipe: MusePipeline, model, text: TextEmbeddings, batch: int, scale: float, cond_ids=None):
     if scale == 1.0:
         text = TextEmbeddings(*(t[batch:] for t in (text.hidden_states, text.pooled, text.attention_mask)))
-    elif cond_ids is not None:
-        cond_ids = torch.cat([cond_ids, cond_ids])
+    if cond_ids is not None:
+        cond_ids = pipe.sr_cond_ids(cond_ids)
+        if scale != 1.0:
+            cond_ids = torch.cat([cond_ids, cond_ids])
     return model.precompute(text.to(pipe.device), cond_ids)
 
 

@@ -105,6 +105,21 @@ def load_state_strict(module: torch.nn.Module, path: str | Path) -> None:
     module.load_state_dict(state, strict=True)
 
 
+def load_state_matching(module: torch.nn.Module, path: str | Path) -> list[str]:
+    """Load the tensors of ``path`` whose names and shapes match ``module`` (e.g. a transformer body for a new
+    codebook); returns the names of ``module``'s tensors left as they were. No matching tensor at all is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    state = load_file(str(path))
+    expected = module.state_dict()
+    matching = {k: v.to(expected[k].dtype) for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    if not matching:
+        raise ValueError(f"{path}: no tensor matches this model by name and shape")
+    module.load_state_dict(matching, strict=False)
+    return sorted(set(expected) - set(matching))
+
+
 def load_component(cls, config_cls, folder: str | Path):
     """Build ``cls(config)`` from ``folder/config.json`` and load ``folder/model.safetensors`` strictly."""
     folder = Path(folder)

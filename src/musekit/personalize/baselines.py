@@ -65,7 +65,8 @@ def learn_baseline(
         out = pipe(f"a {superclass}", num_images_per_prompt=prior_images, generator=torch.Generator().manual_seed(1),
                    output_type="ids")  # fmt: skip
         pipe.progress_bar = progress_state
-        prior = {"transformer": out.base_ids, "superres": out.ids}
+        prior = {"transformer": out.base_ids, "superres": out.ids, "cond": pipe.sr_cond_ids(out.base_ids)}
+    sr_cond = pipe.sr_cond_ids(ids["transformer"]) if pipe.superres is not None else None
     embedding = torch.nn.Parameter(encoder.input_embeddings().weight[pieces].detach().float().mean(0).clone())
     weights = trainable_weights(pipe, method)
     originals = {k: p.detach().clone() for k, p in weights.items()}
@@ -86,12 +87,12 @@ def learn_baseline(
                                            {token_id: embedding})  # fmt: skip
             loss = torch.zeros(())
             for name, model in models.items():
-                loss = loss + _loss(model, ids[name][pick], text, ids["transformer"][pick] if name == "superres"
-                                    else None, generator)  # fmt: skip
+                loss = loss + _loss(model, ids[name][pick], text, sr_cond[pick] if name == "superres" else None,
+                                    generator)  # fmt: skip
                 if prior is not None:
                     index = torch.randint(0, prior[name].shape[0], (config.batch_size,), generator=generator)
                     prior_text = encoder.encode([f"a {superclass}"] * config.batch_size)
-                    cond = prior["transformer"][index] if name == "superres" else None
+                    cond = prior["cond"][index] if name == "superres" else None
                     loss = loss + prior_weight * _loss(model, prior[name][index], prior_text, cond, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -113,6 +113,7 @@ def learn_concept(
             :, 0
         ]
     stage_ids = {"transformer": base_ids, "superres": high_ids}
+    sr_cond = pipe.sr_cond_ids(base_ids) if "superres" in models else None  # what the SR stage is conditioned on
 
     table = encoder.input_embeddings().weight
     embedding = torch.nn.Parameter(table[pieces].detach().float().mean(0).clone())
@@ -162,7 +163,7 @@ def learn_concept(
             values = [[ConceptTarget(i_star, value_outputs[name][layer], beta, tau)] for layer in range(layers)]
             targets = stage_ids[name][pick]
             inputs, mask = mask_tokens(targets, model.config.mask_token_id, generator)
-            cond = base_ids[pick] if name == "superres" else None
+            cond = sr_cond[pick] if name == "superres" else None
             with installed_edits(model, c_inv[name], keys, values):
                 logits = model(inputs, text=text, cond_ids=cond)
             loss = loss + masked_token_loss(logits, targets, mask, weights=weights[name][pick])

@@ -53,6 +53,27 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+class PatchEncoder(nn.Module):
+    """Each ``stem_unshuffle`` x ``stem_unshuffle`` patch alone to a latent (1x1 convolutions, no normalisation
+    across positions): a code depends only on its own pixels, so a flat region is one repeated code."""
+
+    def __init__(self, config: VQConfig) -> None:
+        super().__init__()
+        c = config
+        u = c.stem_unshuffle
+        width = c.base_channels * 2
+        self.stem = nn.PixelUnshuffle(u) if u > 1 else nn.Identity()
+        self.conv_in = nn.Conv2d(c.in_channels * u * u, width, 1)
+        self.blocks = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(c.num_res_blocks))
+        self.conv_out = nn.Conv2d(width, c.latent_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(self.stem(x))
+        for block in self.blocks:
+            h = h + block(F.silu(h))
+        return self.conv_out(F.silu(h))
+
+
 class Upsample(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -108,7 +129,7 @@ class VQModel(nn.Module):
     def __init__(self, config: VQConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        self.encoder = PatchEncoder(config) if config.encoder == "patch" else Encoder(config)
         self.quant_conv = nn.Conv2d(config.latent_dim, config.latent_dim, 1)
         self.quantizer = VectorQuantizer(
             config.codebook_size,

@@ -24,6 +24,7 @@ class TrainConfig(BaseConfig):
     ema_decay: float = 0.0  # 0 disables EMA weights
     seed: int = 0
     init_from: str = ""  # a component folder (e.g. an earlier run's final/) whose weights start a fresh run
+    init_partial: bool = False  # init_from loads only the tensors that match by name and shape (new codebook)
     # data: the shapes world
     world_seed: int = 0
     two_object_fraction: float = 0.4
@@ -42,6 +43,7 @@ class TrainConfig(BaseConfig):
     adversarial_weight: float = 0.0
     adversarial_start: int = 0
     restart_dead_every: int = 100
+    crop_fraction: float = 0.5  # share of tokenizer batches that are full-resolution crops (0: base-stage only)
     # bookkeeping
     log_every: int = 25
     sample_every: int = 500
@@ -60,6 +62,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: base_codes must be >= 0 (0 = the whole codebook)")
         if self.object_loss_weight <= 0:
             raise ConfigError("TrainConfig: object_loss_weight must be positive")
+        if not 0.0 <= self.crop_fraction <= 1.0:
+            raise ConfigError("TrainConfig: crop_fraction must be in [0, 1]")
         if self.image_size % 2:
             raise ConfigError("TrainConfig: image_size must be even")
 

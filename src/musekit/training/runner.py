@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from musekit.config import BaseConfig
-from musekit.io.checkpoint import WEIGHTS_NAME, load_state_strict, save_component
+from musekit.io.checkpoint import WEIGHTS_NAME, load_state_matching, load_state_strict, save_component
 from musekit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from musekit.training.config import TrainConfig, lr_at
 from musekit.training.ema import EMA
@@ -52,8 +52,13 @@ class Runner:
         elif self.config.init_from:
             # A fresh run that continues from earlier weights (fresh optimizer and schedule); a resumed run
             # ignores this, its checkpoint already holds those weights and more.
-            load_state_strict(model, Path(self.config.init_from) / WEIGHTS_NAME)
-            logger.info("initialized weights from %s", self.config.init_from)
+            weights = Path(self.config.init_from) / WEIGHTS_NAME
+            if self.config.init_partial:
+                fresh = load_state_matching(model, weights)
+                logger.info("initialized weights from %s except %s", self.config.init_from, fresh)
+            else:
+                load_state_strict(model, weights)
+                logger.info("initialized weights from %s", self.config.init_from)
         self.ema = EMA(model, self.config.ema_decay) if self.config.ema_decay > 0 else None
         if self.ema is not None and ema_state is not None:
             self.ema.load_state_dict(ema_state)

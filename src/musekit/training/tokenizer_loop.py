@@ -32,13 +32,16 @@ logger = logging.getLogger(__name__)
 
 
 def tokenizer_batch(world: ShapesWorld, config: TrainConfig, step: int, rank: int, world_size: int, generator):
-    """(B, 3, s, s) float images, s = base image size: half downsampled renders, half crops of full renders."""
+    """(B, 3, s, s) float images, s = base image size: downsampled renders and (``config.crop_fraction`` of the
+    batch) crops of full-resolution renders."""
     b = config.batch_size
     first = (step * world_size + rank) * b
     images = to_float(render_examples(world.examples("train", b, first), config.image_size))
     s = config.base_image_size
-    half = b // 2
+    half = b - round(b * config.crop_fraction)
     small = F.interpolate(images[:half], size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+    if half == b:
+        return small
     offsets = torch.randint(0, config.image_size - s + 1, (b - half, 2), generator=generator)
     crops = torch.stack([img[:, y : y + s, x : x + s] for img, (y, x) in zip(images[half:], offsets.tolist())])
     return torch.cat([small, crops])
@@ -114,9 +117,13 @@ def train_tokenizer(
 
 @torch.no_grad()
 def write_reconstructions(vq: VQModel, world: ShapesWorld, config: TrainConfig, path: Path) -> None:
-    """Rows of validation renders (full resolution) above their reconstructions."""
+    """Rows of validation renders (full resolution; base resolution for a base-only tokenizer) above their
+    reconstructions."""
     vq.eval()
-    images = to_float(render_examples(world.examples("val", 6), config.image_size)).to(next(vq.parameters()).device)
+    size = config.image_size if config.crop_fraction > 0 else config.base_image_size
+    images = render_examples(world.examples("val", 6), config.image_size)
+    images = F.interpolate(to_float(images), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    images = images.to(next(vq.parameters()).device)
     recon = vq.decode(vq.encode(images))
     save_image(make_grid(tensor_to_pil(torch.cat([images, recon])), columns=6), path)
     vq.train()
