@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/sampling_probe.py MODEL_DIR '{"sr_strength": 0.5}' ... [--num 16] [--batch 8] [--base-only]
 [--split heldout]
-Each JSON argument is a set of keyword arguments for the pipeline call; --base-only decodes the base tokens (64 px).
+Each JSON argument is a set of keyword arguments for the pipeline call, plus optionally SchedulerConfig fields
+(e.g. '{"mask_schedule": "pow", "schedule_power": 0.5}'); --base-only decodes the base tokens (64 px).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 
 import torch
 
+from musekit.config import SchedulerConfig
 from musekit.data.renders import labels_of
 from musekit.data.shapes import ShapesWorld
 from musekit.eval.checker import attribute_accuracy, load_checker
@@ -35,7 +37,12 @@ def main() -> None:
     checker = load_checker()
     examples = ShapesWorld(0).examples(args.split, args.num)
     labels = labels_of(examples)
+    default_scheduler = pipe.scheduler_config
+    scheduler_keys = set(SchedulerConfig.__dataclass_fields__) - {"temperature"}  # a call keyword too
     for setting in map(json.loads, args.settings):
+        label = dict(setting)
+        scheduler = {k: setting.pop(k) for k in list(setting) if k in scheduler_keys}
+        pipe.scheduler_config = default_scheduler.replace(**scheduler)
         images = []
         for start in range(0, args.num, args.batch):
             prompts = [e.caption for e in examples[start : start + args.batch]]
@@ -48,7 +55,7 @@ def main() -> None:
             else:
                 images.append(pipe(prompts, generator=generator, output_type="pt", **setting).images)
         accuracy = attribute_accuracy(checker.predict(torch.cat(images)), labels)
-        print(setting, {k: round(v, 2) for k, v in accuracy.items()}, flush=True)
+        print(label, {k: round(v, 2) for k, v in accuracy.items()}, flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,22 @@ def quadrant_mask(size=16) -> torch.Tensor:
     return mask
 
 
+def test_inpaint_sr_region_starts_from_the_upsampled_new_base_image(tiny_pipe):
+    """With sr_strength < 1 the SR stage starts the region from the new base image (as generation does), not from
+    [MASK] alone; at 0 nothing is re-masked, so the region is exactly that re-tokenized image."""
+    from musekit.editing.img2img import upsampled_start_ids
+
+    image, mask = scene(), quadrant_mask()
+    out = tiny_pipe.inpaint(image, mask, PROMPT, generator=seeded(0), output_type="pt", sr_strength=0.0)
+    _, high_ids = encode_stages(tiny_pipe, image)
+    region = token_mask(mask, tiny_pipe.superres.config.grid_size)
+    upsampled = upsampled_start_ids(tiny_pipe, out.base_ids, 0.0, None)
+    assert torch.equal(out.ids[region], upsampled[region])
+    assert torch.equal(out.ids[~region], high_ids[~region])
+    partial = tiny_pipe.inpaint(image, mask, PROMPT, generator=seeded(0), output_type="pt", sr_strength=0.5)
+    assert torch.equal(partial.ids[~region], high_ids[~region])
+
+
 def test_token_mask_polarity_and_touching_tokens():
     mask = quadrant_mask(16)
     tokens = token_mask(mask, 4)

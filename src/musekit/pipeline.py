@@ -356,15 +356,33 @@ class MusePipeline(EditingMethods):
         base_ids = self.generate_tokens(self.transformer, text, batch, options, generator)
         ids = base_ids
         if self.superres is not None:
-            start = self.sr_start_ids(base_ids, options.sr_strength, generator)
-            if start is None or bool((start == self.superres.config.mask_token_id).any()):
-                ids = self.generate_tokens(self.superres, text, batch, options, generator, base_ids, start)
-            else:
-                ids = start  # sr_strength 0: the re-tokenized upsampled base image as it is
+            ids = self.super_resolve(base_ids, text, batch, options, generator)
         images = None if output_type == "ids" else self.decode(ids, output_type)
         if not return_dict:
             return images, ids
         return ImageOutput(images, ids, base_ids)
+
+    def super_resolve(
+        self,
+        base_ids: torch.Tensor,
+        text: TextEmbeddings,
+        batch: int,
+        options: SamplingOptions,
+        generator: torch.Generator | None,
+        keep_ids: torch.Tensor | None = None,
+        region: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The super-resolution stage for ``base_ids``: it starts from ``sr_start_ids`` (the upsampled base image
+        re-tokenized with a share ``options.sr_strength`` re-masked; all [MASK] at strength 1, as in Muse). For
+        editing, ``keep_ids`` (B, H, W) are the tokens to keep outside the bool ``region`` (B, H, W)."""
+        start = self.sr_start_ids(base_ids, options.sr_strength, generator)
+        mask_id = self.superres.config.mask_token_id
+        if region is not None:
+            fresh = torch.full_like(keep_ids, mask_id) if start is None else start
+            start = torch.where(region, fresh, keep_ids)
+        if start is not None and not bool((start == mask_id).any()):
+            return start  # nothing to decode (sr_strength 0): the re-tokenized upsampled base image as it is
+        return self.generate_tokens(self.superres, text, batch, options, generator, base_ids, start)
 
     def sr_start_ids(
         self, base_ids: torch.Tensor, strength: float, generator: torch.Generator | None

@@ -36,7 +36,8 @@ def inpaint_tokens(
     options: SamplingOptions,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Repaint the tokens under ``pixel_mask`` (B, 1, S, S) of ``image`` (B, 3, S, S), base first, then SR.
+    """Repaint the tokens under ``pixel_mask`` (B, 1, S, S) of ``image`` (B, 3, S, S), base first, then SR (which
+    starts the region from the upsampled new base image when ``sr_strength`` < 1, as generation does).
 
     Returns (final-stage ids, base ids). Tokens outside the mask never change.
     """
@@ -49,10 +50,8 @@ def inpaint_tokens(
     base_out = pipe.generate_tokens(pipe.transformer, text, batch, options, generator, start_ids=start)
     if pipe.superres is None:
         return base_out, base_out
-    sr_cfg = pipe.superres.config
-    start = high_ids.masked_fill(to_token_mask(pixel_mask, sr_cfg.grid_size), sr_cfg.mask_token_id)
-    ids = pipe.generate_tokens(pipe.superres, text, batch, options, generator, cond_ids=base_out, start_ids=start)
-    return ids, base_out
+    region = to_token_mask(pixel_mask, pipe.superres.config.grid_size)
+    return pipe.super_resolve(base_out, text, batch, options, generator, keep_ids=high_ids, region=region), base_out
 
 
 def finish(pipe: MusePipeline, ids, base_ids, original, alpha, options: SamplingOptions, return_dict: bool, **extra):

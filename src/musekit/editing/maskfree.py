@@ -147,9 +147,8 @@ def super_resolve(pipe, base_ids, high_ids, region, text, batch, options, genera
     """SR under the edit prompt: everything (random variant) or only the region's tokens (region variant)."""
     if pipe.superres is None:
         return base_ids
-    start = None
-    if region is not None:
-        grid = pipe.superres.config.grid_size
-        high_region = F.interpolate(region.float().unsqueeze(1), size=(grid, grid), mode="nearest")[:, 0] > 0
-        start = high_ids.masked_fill(high_region, pipe.superres.config.mask_token_id)
-    return pipe.generate_tokens(pipe.superres, text, batch, options, generator, cond_ids=base_ids, start_ids=start)
+    if region is None:
+        return pipe.super_resolve(base_ids, text, batch, options, generator)
+    grid = pipe.superres.config.grid_size
+    high_region = F.interpolate(region.float().unsqueeze(1), size=(grid, grid), mode="nearest")[:, 0] > 0
+    return pipe.super_resolve(base_ids, text, batch, options, generator, keep_ids=high_ids, region=high_region)
