@@ -20,5 +20,14 @@ $M train --stage base --config configs/base-shapes-patch-continue.json --init-fr
 # Version 4: continue again, predicting a 128-code subset of the codebook, object tokens weighted 3x.
 $M train --stage base --config configs/base-shapes-patch-codes.json --init-from "$RUNS/base-patch2/final" \
     --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards" --out "$RUNS/base-codes" --threads "$THREADS"
-$M build-pipeline --tokenizer "$RUNS/tok/final" --base "$RUNS/base-codes/final" --sr "$RUNS/sr/final" \
-    --out src/musekit/assets/default --fp16 --steps 24 --sr-steps 4 --sr-strength 0.2 --guidance 3 --sr-guidance 1
+# Version 5: a tokenizer of the base stage's own (each 4x4 patch coded alone), its shards, and the base on them,
+# starting from version 4's body (init_partial), then continued once.
+$M train-tokenizer --config configs/tokenizer-shapes-base.json --out "$RUNS/tok-base" --threads "$THREADS"
+$M encode-shards --tokenizer "$RUNS/tok-base/final" --out "$RUNS/shards-base" --num 20000 --threads "$THREADS"
+$M train --stage base --config configs/base-shapes-local.json --init-from "$RUNS/base-codes/final" \
+    --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-base" --out "$RUNS/base-local" --threads "$THREADS"
+$M train --stage base --config configs/base-shapes-local-continue.json --init-from "$RUNS/base-local/final" \
+    --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-base" --out "$RUNS/base-local2" --threads "$THREADS"
+$M build-pipeline --tokenizer "$RUNS/tok/final" --base-tokenizer "$RUNS/tok-base/final" \
+    --base "$RUNS/base-local2/final" --sr "$RUNS/sr/final" --out src/musekit/assets/default --fp16 \
+    --steps 24 --sr-steps 4 --sr-strength 0.2 --guidance 3 --sr-guidance 1
