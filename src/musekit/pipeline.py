@@ -23,6 +23,7 @@ from musekit.io.images import tensor_to_numpy, tensor_to_pil
 from musekit.io.pipeline_io import MODEL_INDEX  # noqa: F401  (re-exported for the CLI)
 from musekit.models.superres import SuperResTransformer
 from musekit.models.transformer import MaskedTransformer
+from musekit.personalize.methods import PersonalizationMethods
 from musekit.sampling.options import SamplingOptions
 from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings, TextEncoder
@@ -52,7 +53,7 @@ class ImageOutput:
     intermediates: list | None = None
 
 
-class MusePipeline(EditingMethods):
+class MusePipeline(EditingMethods, PersonalizationMethods):
     """Muse text-to-image: text encoder -> base transformer -> super-resolution transformer -> VQ decoder.
 
     Example:
@@ -457,54 +458,6 @@ class MusePipeline(EditingMethods):
             progress=self.progress_bar,
             description="sr" if is_sr else "base",
         )
-
-    # --- personalization (musekit.personalize) ---------------------------------------------------------------
-    def perfusion_c_inv(self) -> dict[str, torch.Tensor]:
-        """C^-1 per stage for Perfusion: loaded from the model folder, or estimated once from shapes captions."""
-        if self._c_inv is None:
-            from musekit.personalize.covariance import covariances_for
-
-            self.set_covariances(covariances_for(self))
-        return self._c_inv
-
-    def estimate_covariance(self, captions: list[str] | None = None, count: int = 2000) -> None:
-        """Estimate Perfusion's C for every stage from ``captions`` (default: shapes-world training captions)."""
-        from musekit.personalize.covariance import estimate_pipeline_covariances
-
-        self.set_covariances(estimate_pipeline_covariances(self, captions, count))
-
-    def set_covariances(self, covariances: dict[str, torch.Tensor]) -> None:
-        from musekit.personalize.covariance import inverse
-
-        self._covariances = covariances
-        self._c_inv = {k: inverse(v).to(self.device) for k, v in covariances.items()}
-
-    def learn_concept(self, images: list, token: str, superclass: str, steps: int | None = None,
-                      variant: str = "local", **kwargs):  # fmt: skip
-        """Learn a Perfusion concept from a few images (see ``musekit.personalize.trainer``).
-
-        Args:
-            images: 1-10 PIL images (or tensors) of the concept.
-            token: the new word, e.g. "<emblem>".
-            superclass: the word whose key the concept's key is locked to, e.g. "square" (may be several
-                tokenizer pieces).
-            variant: "local", "global" (same training; differs at inference) or "trained-k" (the ablation).
-
-        Returns:
-            a ``Concept``; ``concept.save(path)`` writes the concept file.
-        """
-        from musekit.personalize.trainer import learn_concept
-
-        self._require_full_precision("learn_concept")
-        return learn_concept(self, images, token, superclass, steps, variant, **kwargs)
-
-    def using_concepts(self, prompt, concepts, num_images_per_prompt=1, bias=0.7, temperature=0.15,
-                       key_locking="local"):  # fmt: skip
-        """Context manager: calls inside it use ``concepts`` (encodings, key-locking and the edited K/V caches)."""
-        from musekit.personalize.call import ConceptCall
-
-        return ConceptCall.context(self, self.check_prompts(prompt), concepts, num_images_per_prompt, bias,
-                                   temperature, key_locking)  # fmt: skip
 
     def decode(self, ids: torch.Tensor, output_type: str = "pt") -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Tokens (B, h, w) of the final stage -> images in the requested ``output_type``."""

@@ -67,14 +67,11 @@ def edit_region(
     return region[:, 0] > 0
 
 
-def stage_cache(pipe: MusePipeline, model, text: TextEmbeddings, batch: int, scale: float, cond_ids=None):
+def stage_cache(pipe: MusePipeline, model, text: TextEmbeddings, batch: int, scale: float):
+    """The base stage's text cache for the edit loop (the SR stage goes through ``pipe.super_resolve``)."""
     if scale == 1.0:
         text = TextEmbeddings(*(t[batch:] for t in (text.hidden_states, text.pooled, text.attention_mask)))
-    if cond_ids is not None:
-        cond_ids = pipe.sr_cond_ids(cond_ids)
-        if scale != 1.0:
-            cond_ids = torch.cat([cond_ids, cond_ids])
-    return model.precompute(text.to(pipe.device), cond_ids)
+    return model.precompute(text.to(pipe.device))
 
 
 def edit(
