@@ -96,7 +96,7 @@ def main() -> None:
     model = load_component(MaskedTransformer, TransformerConfig, args.base)
     encoder = build_text_encoder(TextEncoderConfig())
     shards = TokenShards(args.shards)
-    world = ShapesWorld(shards.meta["world_seed"])
+    world = ShapesWorld(shards.meta["world_seed"], jitter=shards.meta.get("jitter", 1.0))  # fresh scenes drawn alike
     n = args.num
     allowed = torch.tensor(model.config.allowed_codes) if model.config.allowed_codes else None
     seen = shards.ids_lo[:n].long()

@@ -28,6 +28,14 @@ $M train --stage base --config configs/base-shapes-local.json --init-from "$RUNS
     --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-base" --out "$RUNS/base-local" --threads "$THREADS"
 $M train --stage base --config configs/base-shapes-local-continue.json --init-from "$RUNS/base-local/final" \
     --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-base" --out "$RUNS/base-local2" --threads "$THREADS"
+# Version 6: the same scenes drawn exactly on their attributes (no colour, position, size or rotation noise), so each
+# caption has one token pattern to learn; the base continues from version 5 on them, twice.
+$M encode-shards --tokenizer "$RUNS/tok-base/final" --out "$RUNS/shards-clean" --num 20000 --jitter 0 \
+    --threads "$THREADS"
+$M train --stage base --config configs/base-shapes-exact.json --init-from "$RUNS/base-local2/final" \
+    --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-clean" --out "$RUNS/base-exact" --threads "$THREADS"
+$M train --stage base --config configs/base-shapes-exact-continue.json --init-from "$RUNS/base-exact/final" \
+    --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-clean" --out "$RUNS/base-exact2" --threads "$THREADS"
 $M build-pipeline --tokenizer "$RUNS/tok/final" --base-tokenizer "$RUNS/tok-base/final" \
-    --base "$RUNS/base-local2/final" --sr "$RUNS/sr/final" --out src/musekit/assets/default --fp16 \
-    --steps 24 --sr-steps 4 --sr-strength 0.2 --guidance 3 --sr-guidance 1
+    --base "$RUNS/base-exact2/final" --sr "$RUNS/sr/final" --out src/musekit/assets/default --fp16 \
+    --steps 24 --sr-steps 4 --sr-strength 0.2 --guidance 2 --sr-guidance 1

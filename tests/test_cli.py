@@ -53,6 +53,7 @@ def test_console_script_is_installed():
         (["generate", "a cat", "--out", "picture.jpg"], ".png"),
         (["generate", "a cat", "--bogus"], "unrecognized arguments"),
         (["frobnicate"], "invalid choice"),
+        (["encode-shards", "--tokenizer", "t", "--out", "o", "--jitter", "2"], "--jitter must be in [0, 1]"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(args, needle, tiny_model_dir, tmp_path):

@@ -1,5 +1,7 @@
 """The shapes world, the checker and the evaluation harness."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,18 @@ def test_deterministic_from_seed():
     assert a == b and a.caption == b.caption
     assert np.array_equal(np.asarray(render(a.scene, 32)), np.asarray(render(b.scene, 32)))
     assert ShapesWorld(4).example("train", 17) != a
+
+
+def test_jitter_zero_draws_the_same_scenes_exactly():
+    noisy, exact = ShapesWorld(3).examples("train", 30), ShapesWorld(3, jitter=0.0).examples("train", 30)
+    assert [e.caption for e in exact] == [e.caption for e in noisy] and all(a == b for a, b in zip(exact, noisy))
+    assert all(j == 0.0 for e in exact for j in e.scene.jitter)
+    # an exact render depends on the attributes only: the same as a noise-free drawing of the noisy scene
+    clean = replace(noisy[0].scene, jitter=(0.0,) * 8)
+    assert np.array_equal(np.asarray(render(exact[0].scene, 64)), np.asarray(render(clean, 64)))
+    assert not np.array_equal(np.asarray(render(exact[0].scene, 64)), np.asarray(render(noisy[0].scene, 64)))
+    with pytest.raises(ValueError, match="jitter"):
+        ShapesWorld(0, jitter=2.0)
 
 
 def test_train_never_contains_heldout_pairs_and_heldout_always_does():

@@ -96,6 +96,21 @@ def test_base_and_superres_stages_then_pipeline(tmp_path, tokenizer_dir, tiny_be
     assert out.images[0].size == (16, 16) and set(out.base_ids.unique().tolist()) <= allowed
 
 
+def test_exact_shards_record_their_drawing(tmp_path, tokenizer_dir):
+    from musekit.config import VQConfig
+    from musekit.data.tokens import encode_shards
+    from musekit.io.checkpoint import load_component
+    from musekit.tokenizer import VQModel
+
+    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    exact = TokenShards(encode_shards(vq, ShapesWorld(0, jitter=0.0), tmp_path / "exact", 6, 16, progress=False))
+    noisy = TokenShards(encode_shards(vq, ShapesWorld(0), tmp_path / "noisy", 6, 16, progress=False))
+    assert exact.meta["jitter"] == 0.0 and noisy.meta["jitter"] == 1.0
+    assert torch.equal(exact.index, noisy.index)  # the same scenes, drawn without noise
+    with pytest.raises(Exception, match="jitter"):
+        TrainConfig(stage="base", jitter=-0.5, **BASE)
+
+
 def test_two_process_torchrun_keeps_replicas_identical(tmp_path, tokenizer_dir):
     config = TrainConfig(stage="base", **BASE)
     config.save(tmp_path / "base.json")

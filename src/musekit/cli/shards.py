@@ -14,11 +14,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--num", type=positive_int, default=20000, help="number of examples")
     p.add_argument("--image-size", type=positive_int, default=128)
     p.add_argument("--world-seed", type=int, default=0)
+    p.add_argument(
+        "--jitter",
+        type=float,
+        default=1.0,
+        help="rendering-noise scale in [0, 1] (0: every scene drawn exactly on its attributes)",
+    )
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.jitter <= 1.0:
+        raise ValueError(f"--jitter must be in [0, 1], got {args.jitter}")
     import torch
 
     from musekit.config import VQConfig
@@ -30,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     vq = load_component(VQModel, VQConfig, args.tokenizer)
-    out = encode_shards(vq, ShapesWorld(args.world_seed), args.out, args.num, args.image_size)
+    world = ShapesWorld(args.world_seed, jitter=args.jitter)
+    out = encode_shards(vq, world, args.out, args.num, args.image_size)
     print(f"wrote {out}")
     return 0

@@ -16,7 +16,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -375,13 +375,25 @@ class ShapesWorld:
     Args:
         seed: world seed; the same (seed, split, index) always gives the same example.
         two_object_fraction: share of two-object scenes in train/val.
+        jitter: scale of the rendering noise (colour, position, size and rotation jitter); 0 renders every scene
+            exactly on its attributes (the same scenes and captions: only the drawing changes).
     """
 
-    def __init__(self, seed: int = 0, two_object_fraction: float = 0.4) -> None:
+    def __init__(self, seed: int = 0, two_object_fraction: float = 0.4, jitter: float = 1.0) -> None:
+        if not 0.0 <= jitter <= 1.0:
+            raise ValueError(f"jitter must be in [0, 1], got {jitter}")
         self.seed = seed
         self.two_object_fraction = two_object_fraction
+        self.jitter = jitter
 
     def example(self, split: str, index: int) -> Example:
+        example = self._example(split, index)
+        if self.jitter == 1.0:
+            return example
+        scene = replace(example.scene, jitter=tuple(j * self.jitter for j in example.scene.jitter))
+        return Example(scene, example.caption)
+
+    def _example(self, split: str, index: int) -> Example:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
         rng = _rng(self.seed, split, index)

@@ -53,7 +53,8 @@ def encode_shards(
         atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
     bar.close()
     meta = {"num_examples": num_examples, "image_size": image_size, "split": split, "world_seed": world.seed,
-            "two_object_fraction": world.two_object_fraction, "codebook_size": vq.config.codebook_size}  # fmt: skip
+            "two_object_fraction": world.two_object_fraction, "jitter": world.jitter,
+            "codebook_size": vq.config.codebook_size}  # fmt: skip
     atomic_write_text(out / META, json.dumps(meta, indent=2))
     return out
 

@@ -28,6 +28,7 @@ class TrainConfig(BaseConfig):
     # data: the shapes world
     world_seed: int = 0
     two_object_fraction: float = 0.4
+    jitter: float = 1.0  # rendering-noise scale of the renders (0: every scene drawn exactly on its attributes)
     image_size: int = 128  # final (super-resolution) image side; the base stage sees image_size // 2
     num_examples: int = 50000  # examples pre-encoded to token shards (transformer stages)
     # transformer objective
@@ -62,6 +63,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: base_codes must be >= 0 (0 = the whole codebook)")
         if self.object_loss_weight <= 0:
             raise ConfigError("TrainConfig: object_loss_weight must be positive")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ConfigError("TrainConfig: jitter must be in [0, 1]")
         if not 0.0 <= self.crop_fraction <= 1.0:
             raise ConfigError("TrainConfig: crop_fraction must be in [0, 1]")
         if self.image_size % 2:

@@ -72,12 +72,15 @@ def train_transformer(
         raise ValueError("train_transformer trains the 'base' or 'sr' stage")
     runner = Runner(config, run_dir)
     vq = load_component(VQModel, VQConfig, tokenizer_dir)
-    world = ShapesWorld(config.world_seed, config.two_object_fraction)
+    world = ShapesWorld(config.world_seed, config.two_object_fraction, config.jitter)
     shards_dir = Path(shards_dir) if shards_dir is not None else Path(run_dir) / "shards"
     if runner.is_main and not (shards_dir / "meta.json").is_file():
         encode_shards(vq, world, shards_dir, config.num_examples, config.image_size, progress=progress)
     runner.accelerator.wait_for_everyone()
     shards = TokenShards(shards_dir)
+    # re-renders (object masks, codebook subsets) must match the shards' drawing, whatever the config says
+    world = ShapesWorld(shards.meta.get("world_seed", config.world_seed), config.two_object_fraction,
+                        shards.meta.get("jitter", 1.0))  # fmt: skip
     encoder = build_text_encoder(text_encoder or TextEncoderConfig()).to(runner.device)
     empty = encoder.empty()
     base_ids, allowed = shards.ids_lo, ()

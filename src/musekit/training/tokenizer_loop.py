@@ -62,7 +62,7 @@ def train_tokenizer(
     if config.stage != "tokenizer":
         raise ValueError("train_tokenizer needs stage='tokenizer'")
     runner = Runner(config, run_dir)
-    world = ShapesWorld(config.world_seed, config.two_object_fraction)
+    world = ShapesWorld(config.world_seed, config.two_object_fraction, config.jitter)
     vq_config = VQConfig.preset(config.model_preset)
     torch.manual_seed(config.seed)
     vq = VQModel(vq_config)
