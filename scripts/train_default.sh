@@ -38,4 +38,4 @@ $M train --stage base --config configs/base-shapes-exact-continue.json --init-fr
     --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-clean" --out "$RUNS/base-exact2" --threads "$THREADS"
 $M build-pipeline --tokenizer "$RUNS/tok/final" --base-tokenizer "$RUNS/tok-base/final" \
     --base "$RUNS/base-exact2/final" --sr "$RUNS/sr/final" --out src/musekit/assets/default --fp16 \
-    --steps 24 --sr-steps 4 --sr-strength 0.2 --guidance 2 --sr-guidance 1
+    --steps 24 --sr-steps 4 --sr-strength 0 --guidance 2 --sr-guidance 1
