@@ -172,6 +172,17 @@ def test_personalize_and_generate_cli(tiny_model_dir, tmp_path):
     bad = run("personalize", str(tmp_path / "c0.png"), "--token", "emblem", "--superclass", "star",
               "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.safetensors"))  # fmt: skip
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "<name>" in bad.stderr
+    for captions in (["a {} at the top"], ["a {} at the top", "a circle"]):
+        bad = run("personalize", *pictures, "--token", "<mystar>", "--superclass", "star", "--model",
+                  str(tiny_model_dir), "--out", str(tmp_path / "y.safetensors"),
+                  *[x for c in captions for x in ("--caption", c)])  # fmt: skip
+        assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "--caption" in bad.stderr
+    captioned = tmp_path / "cap.safetensors"
+    result = run("personalize", *pictures, "--token", "<mystar>", "--superclass", "star", "--steps", "1",
+                 "--model", str(tiny_model_dir), "--out", str(captioned), "--caption", "a {} at the left",
+                 "--caption", "a small <mystar> at the top")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert captioned.is_file()
 
 
 @pytest.mark.parametrize("method", ["textual-inversion", "custom-diffusion", "dreambooth"])
@@ -192,6 +203,49 @@ def test_baselines_train_restore_weights_and_generate(concept_pipe, method, tmp_
     out = concept_pipe(f"a <{method[:4]}>", concepts=[loaded], generator=seeded(0), output_type="ids")
     assert out.ids.shape[0] == 1
     assert all(torch.equal(v, concept_pipe.superres.state_dict()[k]) for k, v in before.items())
+
+
+def test_captions_mirror_with_the_views_and_drive_training(concept_pipe, monkeypatch):
+    import musekit.personalize.trainer as trainer
+    from musekit.personalize.trainer import mirrored_caption, view_captions
+
+    assert (
+        mirrored_caption("a {} at the top left, right of a leftover box")
+        == "a {} at the top right, left of a leftover box"
+    )
+    views = view_captions(["a {} at the left", "a <c> in the center"], "<c>", crops=1)
+    assert views == ["a <c> at the left", "a <c> at the right", "a <c> at the left"] + ["a <c> in the center"] * 3
+    with pytest.raises(ValueError, match="does not mention"):
+        view_captions(["a circle"], "<c>", crops=0)
+    with pytest.raises(ValueError, match="one per image"):
+        concept_pipe.learn_concept(images(2), "<cap>", "square", steps=1, progress=False, captions=["a {}"])
+    seen = []
+    encode = trainer.encode_with_concepts
+    monkeypatch.setattr(trainer, "encode_with_concepts", lambda enc, prompts, emb: seen.extend(prompts) or
+                        encode(enc, prompts, emb))  # fmt: skip
+    captions = ["a big {} at the top left", "a small {} at the bottom"]
+    concept_pipe.learn_concept(images(2), "<cap>", "square", steps=2, progress=False, captions=captions)
+    allowed = set(view_captions(captions, "<cap>", PersonalizeConfig().crops_per_image))
+    assert seen and set(seen) <= allowed and "a big <cap> at the top right" in allowed
+
+
+def test_dreambooth_prior_follows_the_captions(concept_pipe):
+    from musekit.personalize.baselines import learn_baseline
+
+    calls = []
+    original = type(concept_pipe).__call__
+
+    def spy(self, prompt, *a, **k):
+        calls.append(prompt)
+        return original(self, prompt, *a, **k)
+
+    type(concept_pipe).__call__ = spy
+    try:
+        learn_baseline(concept_pipe, images(2), "<dbc>", "square", "dreambooth", steps=1, progress=False,
+                       prior_images=3, captions=["a {} at the left", "a red {} at the top"])  # fmt: skip
+    finally:
+        type(concept_pipe).__call__ = original
+    assert calls[0] == ["a square at the left", "a red square at the top", "a square at the left"]
 
 
 def test_text_fidelity_splits_one_and_two_object_prompts():
@@ -218,6 +272,7 @@ def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
         one, two = summary[key]["text_fidelity_one"], summary[key]["text_fidelity_two"]
         assert min(one, two) - 1e-6 <= summary[key]["text_fidelity"] <= max(one, two) + 1e-6
     assert set(summary["perfusion-local"]["sweep"]) == {"0.6", "0.8"}
+    assert set(summary["bounds"]) == {"truth", "superclass"} and all(-1 <= v <= 1 for v in summary["bounds"].values())
     assert 0 <= report["two_concepts"]["mean"] <= 1
     assert summary["perfusion-local"]["file_bytes"] < summary["dreambooth"]["file_bytes"]
     sweep_plot(summary).save(tmp_path / "sweep.png")

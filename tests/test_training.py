@@ -111,6 +111,25 @@ def test_exact_shards_record_their_drawing(tmp_path, tokenizer_dir):
         TrainConfig(stage="base", jitter=-0.5, **BASE)
 
 
+def test_shards_can_condition_on_what_the_base_tokenizer_draws(tmp_path, tokenizer_dir):
+    """--lo-through: the low-resolution ids tokenize the base tokenizer's reconstruction, the high ones the render."""
+    from musekit.config import VQConfig
+    from musekit.data.tokens import encode_shards, render_stages
+    from musekit.io.checkpoint import load_component
+    from musekit.tokenizer import VQModel
+
+    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    world = ShapesWorld(0, jitter=0.0)
+    plain = TokenShards(encode_shards(vq, world, tmp_path / "plain", 4, 16, progress=False))
+    through = TokenShards(encode_shards(vq, world, tmp_path / "through", 4, 16, progress=False, lo_through=vq))
+    assert through.meta["lo_through"] and not plain.meta["lo_through"]
+    assert torch.equal(through.ids_hi, plain.ids_hi)
+    with torch.no_grad():
+        small = render_stages(world.examples("train", 4), 16)[1]
+        expected = vq.encode(vq.decode(vq.encode(small)).clamp(0, 1))
+    assert torch.equal(through.ids_lo.long(), expected.long())
+
+
 def test_two_process_torchrun_keeps_replicas_identical(tmp_path, tokenizer_dir):
     config = TrainConfig(stage="base", **BASE)
     config.save(tmp_path / "base.json")

@@ -24,6 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--concepts", default="bullseye,diamond,crescent", help="personalize: concepts to learn")
     p.add_argument("--concept-steps", type=positive_int, default=120, help="personalize: training steps")
+    p.add_argument("--concept-prompts", choices=["captions", "templates"], default="captions",
+                   help="personalize: train on per-image captions or on generic templates")  # fmt: skip
     p.add_argument(
         "--betas",
         default="0.5,0.6,0.7,0.8,0.9",
@@ -95,7 +97,8 @@ def run_personalize(args, pipe, checker) -> int:
         raise CLIError("--betas needs at least one value")
     default_beta = min(betas, key=lambda b: abs(b - 0.7))
     settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
-                                       seed=args.seed, betas=betas, default_beta=default_beta)  # fmt: skip
+                                       seed=args.seed, betas=betas, default_beta=default_beta,
+                                       captions=args.concept_prompts == "captions")  # fmt: skip
     report, _ = evaluate_personalization(pipe, checker, settings)
     report["file_bytes_same_layout_fp16"] = {k: 2 * v for k, v in GEOMETRIES.items()}
     out = write_row(args, "personalize", report)

@@ -1,4 +1,12 @@
-"""`musekit personalize IMAGE... --token "<name>" --superclass WORD --out FILE`: learn a Perfusion concept."""
+"""`musekit personalize IMAGE... --token "<name>" --superclass WORD --out FILE`: learn a Perfusion concept.
+
+Give each image a caption in the model's own words (`--caption`, once per image, `{}` for the concept) when you can:
+the edit then learns the object rather than the backgrounds and positions of your images.
+
+    musekit personalize a.png b.png --token "<emblem>" --superclass circle --out emblem.safetensors \\
+        --caption "a large {} at the top left on a blue background" \\
+        --caption "a small {} in the center on a gray background"
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--token", required=True, help='the new word, e.g. "<emblem>"')
     p.add_argument("--superclass", required=True, help="a word for what it is, e.g. square; its key is locked")
     p.add_argument("--out", required=True, metavar="FILE", help="concept file to write (.safetensors)")
+    p.add_argument("--caption", action="append", default=None, metavar="TEXT",
+                   help='one per image, in order: what the image shows, "{}" for the concept')  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("--variant", choices=["local", "global", "trained-k"], default="local")
     p.add_argument("--model", default=None, metavar="DIR")
@@ -31,11 +41,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise CLIError(f"concept file must end in .safetensors, got {args.out!r}")
+    if args.caption is not None:
+        if len(args.caption) != len(args.images):
+            raise CLIError(f"--caption: give one per image ({len(args.images)} images, {len(args.caption)} captions)")
+        missing = [c for c in args.caption if "{}" not in c and args.token not in c]
+        if missing:
+            raise CLIError(f"--caption {missing[0]!r} does not mark the concept with {{}} or {args.token}")
     images = [read_image(path).convert("RGB") for path in args.images]
     pipe = load_pipeline(args.model)
     start = time.perf_counter()
     concept = pipe.learn_concept(images, args.token, args.superclass, steps=args.steps, variant=args.variant,
-                                 config=PersonalizeConfig(seed=args.seed))  # fmt: skip
+                                 config=PersonalizeConfig(seed=args.seed), captions=args.caption)  # fmt: skip
     seconds = time.perf_counter() - start
     concept.save(out)
     print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KB, learned in {seconds:.1f} s)")

@@ -20,6 +20,13 @@ def add_parser(subparsers) -> None:
         default=1.0,
         help="rendering-noise scale in [0, 1] (0: every scene drawn exactly on its attributes)",
     )
+    p.add_argument(
+        "--lo-through",
+        metavar="DIR",
+        default=None,
+        help="base-stage tokenizer: tokenize its reconstruction of the low-resolution image (super-resolution "
+        "training on what the base stage draws)",
+    )
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=run)
 
@@ -38,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     vq = load_component(VQModel, VQConfig, args.tokenizer)
+    lo_through = load_component(VQModel, VQConfig, args.lo_through) if args.lo_through else None
     world = ShapesWorld(args.world_seed, jitter=args.jitter)
-    out = encode_shards(vq, world, args.out, args.num, args.image_size)
+    out = encode_shards(vq, world, args.out, args.num, args.image_size, lo_through=lo_through)
     print(f"wrote {out}")
     return 0

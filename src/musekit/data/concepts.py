@@ -12,7 +12,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, _draw_background
+from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, _draw_background, with_articles
 
 CONCEPTS: dict[str, dict] = {
     # a red-and-white bullseye emblem (superclass "circle")
@@ -61,21 +61,26 @@ def concept_scene(name: str, position: str, background: str, size: int = 128, la
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def concept_examples(name: str, count: int = 5, size: int = 128, seed: int = 0) -> list[tuple[Image.Image, str]]:
-    """``count`` training images with the concept's position: varied positions on varied plain backgrounds."""
+def concept_examples(name: str, count: int = 5, size: int = 128, seed: int = 0) -> list[tuple[Image.Image, str, str]]:
+    """``count`` training images of the concept, varied positions on varied plain backgrounds, as (image, position,
+    caption): the caption describes the image in the shapes world's words with ``{}`` for the concept (what a user
+    writes for each image, e.g. "a large {} at the top left on a blue background")."""
     rng = np.random.default_rng(seed + sum(map(ord, name)))
     plain = backgrounds_for(name)
     out = []
     for _ in range(count):
         position = POSITIONS[int(rng.integers(len(POSITIONS)))]
         background = plain[int(rng.integers(len(plain)))]
-        out.append((concept_scene(name, position, background, size, large=bool(rng.random() < 0.7)), position))
+        large = bool(rng.random() < 0.7)
+        where = "in the center" if position == "center" else f"at the {position}"
+        text = with_articles(f"a {'large' if large else 'small'} {{}} {where} on a {background} background")
+        out.append((concept_scene(name, position, background, size, large=large), position, text))
     return out
 
 
 def concept_images(name: str, count: int = 5, size: int = 128, seed: int = 0) -> list[Image.Image]:
     """``count`` training images of the concept (see ``concept_examples``)."""
-    return [image for image, _ in concept_examples(name, count, size, seed)]
+    return [image for image, _, _ in concept_examples(name, count, size, seed)]
 
 
 def backgrounds_for(name: str) -> list[str]:

@@ -34,11 +34,18 @@ def encode_shards(
     shard_size: int = 5000,
     batch_size: int = 64,
     progress: bool = True,
+    lo_through: VQModel | None = None,
 ) -> Path:
-    """Render and tokenize ``num_examples`` examples at ``image_size`` (hi) and ``image_size // 2`` (lo)."""
+    """Render and tokenize ``num_examples`` examples at ``image_size`` (hi) and ``image_size // 2`` (lo).
+
+    ``lo_through``: a base-stage tokenizer whose reconstruction of the low-resolution render is tokenized instead of
+    the render itself, so that a super-resolution stage trains on the conditioning it meets at inference (the base
+    stage's decoded image re-tokenized, see ``MusePipeline.sr_cond_ids``) rather than on sharper renders."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vq.eval()
+    if lo_through is not None:
+        lo_through.eval()
     bar = tqdm(total=num_examples, desc="encode shards", disable=not progress)
     for shard, start in enumerate(range(0, num_examples, shard_size)):
         count = min(shard_size, num_examples - start)
@@ -47,6 +54,8 @@ def encode_shards(
             n = min(batch_size, count - offset)
             images, small = render_stages(world.examples(split, n, start + offset), image_size)
             hi.append(vq.encode(images).to(torch.int16))
+            if lo_through is not None:
+                small = lo_through.decode(lo_through.encode(small)).clamp(0.0, 1.0)
             lo.append(vq.encode(small).to(torch.int16))
             bar.update(n)
         tensors = {"ids_lo": torch.cat(lo), "ids_hi": torch.cat(hi), "index": torch.arange(start, start + count)}
@@ -54,7 +63,7 @@ def encode_shards(
     bar.close()
     meta = {"num_examples": num_examples, "image_size": image_size, "split": split, "world_seed": world.seed,
             "two_object_fraction": world.two_object_fraction, "jitter": world.jitter,
-            "codebook_size": vq.config.codebook_size}  # fmt: skip
+            "codebook_size": vq.config.codebook_size, "lo_through": lo_through is not None}  # fmt: skip
     atomic_write_text(out / META, json.dumps(meta, indent=2))
     return out
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from musekit.data.concepts import CONCEPTS, backgrounds_for, cell_box, concept_examples
-from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, with_articles
+from musekit.data.concepts import CONCEPTS, backgrounds_for, cell_box, concept_examples, concept_scene
+from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Scene, ShapeObject, render, with_articles
 from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import ShapeChecker
 
@@ -35,6 +35,7 @@ class PersonalizeEvalSettings:
     steps: int = 120
     baseline_steps: int = 120
     seed: int = 0
+    captions: bool = True  # train every method on per-image captions (else on generic templates, "a {}" ...)
 
 
 def region_embeddings(checker: ShapeChecker, images: torch.Tensor, positions: list[str]) -> torch.Tensor:
@@ -81,6 +82,23 @@ def prompt_followed(checker: ShapeChecker, images: torch.Tensor, specs: list[dic
 SCORES = ("concept_similarity", "text_fidelity", "text_fidelity_one", "text_fidelity_two")
 
 
+def similarity_bounds(checker: ShapeChecker, name: str, references: torch.Tensor) -> dict[str, float]:
+    """The scale of concept similarity for ``name`` on its one-object prompts: "truth" = the concept itself drawn at
+    each prompt's position and background (what a perfect method scores), "superclass" = the superclass shape in the
+    concept's main colour there instead (what a method that only draws the superclass scores)."""
+    main = min(COLORS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLORS[c], CONCEPTS[name]["colors"][0])))
+    specs = [spec for _, spec in prompts_for(f"<{name}>", name) if "color2" not in spec]
+    truth = [concept_scene(name, s["position"], s["background"]) for s in specs]
+    superclass = [render(Scene((ShapeObject(CONCEPTS[name]["superclass"], main, "large", s["position"]),),
+                               s["background"])) for s in specs]  # fmt: skip
+    positions = [s["position"] for s in specs]
+    out = {}
+    for key, images in (("truth", truth), ("superclass", superclass)):
+        batch = torch.cat([image_to_tensor(i) for i in images])
+        out[key] = (region_embeddings(checker, batch, positions) @ references.t()).mean().item()
+    return out
+
+
 def text_fidelity_scores(followed: list[bool], specs: list[dict]) -> dict[str, float]:
     """Share of prompts followed: all, one-object prompts only, two-object prompts only (these need the second
     object's shape, so they also measure whether the model draws shapes)."""
@@ -125,18 +143,20 @@ def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeE
     for name in settings.concepts:
         token, superclass = f"<{name}>", CONCEPTS[name]["superclass"]
         examples = concept_examples(name, settings.images_per_concept, pipe.image_size, settings.seed)
-        images = [image for image, _ in examples]
+        images = [image for image, _, _ in examples]
+        captions = [text for _, _, text in examples] if settings.captions else None
         refs[name] = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
-                                       [p for _, p in examples])  # fmt: skip
-        rows = {}
+                                       [p for _, p, _ in examples])  # fmt: skip
+        rows = {"bounds": similarity_bounds(checker, name, refs[name])}
         for method in ("perfusion", "trained-k", *BASELINES):
             start = time.perf_counter()
             if method in ("perfusion", "trained-k"):
                 variant = "local" if method == "perfusion" else "trained-k"
-                concept = pipe.learn_concept(images, token, superclass, settings.steps, variant, progress=progress)
+                concept = pipe.learn_concept(images, token, superclass, settings.steps, variant, progress=progress,
+                                             captions=captions)  # fmt: skip
             else:
                 concept = learn_baseline(pipe, images, token, superclass, method, settings.baseline_steps,
-                                         progress=progress)  # fmt: skip
+                                         progress=progress, captions=captions)  # fmt: skip
             seconds = time.perf_counter() - start
             with tempfile.TemporaryDirectory() as tmp:
                 size = concept.save(Path(tmp) / "c.safetensors").stat().st_size
@@ -195,7 +215,7 @@ def summarize(report: dict, settings: PersonalizeEvalSettings) -> dict:
         values = list(values)
         return sum(values) / len(values)
 
-    summary = {}
+    summary = {"bounds": {k: mean(concepts[c]["bounds"][k] for c in concepts) for k in ("truth", "superclass")}}
     for method in ("textual-inversion", "custom-diffusion", "dreambooth"):
         summary[method] = {k: mean(concepts[c][method]["scores"][k] for c in concepts) for k in SCORES}
         summary[method]["train_seconds"] = mean(concepts[c][method]["train_seconds"] for c in concepts)

@@ -5,7 +5,8 @@
 * DreamBooth (style): the embedding plus every transformer weight, with prior preservation on superclass prompts
   (images the original model generates for "a {superclass}").
 
-All use the same images, augmentations, prompt templates and masked-token loss (unweighted, as published).
+All use the same images, augmentations, prompts (templates or per-image captions) and masked-token loss (unweighted,
+as published).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from tqdm.auto import tqdm
 
 from musekit.editing.inpaint import encode_stages
 from musekit.personalize.concept import Concept, model_fingerprint, stages
-from musekit.personalize.tokens import encode_with_concepts, register_token, superclass_ids
-from musekit.personalize.trainer import TEMPLATES, PersonalizeConfig, augmented_views
+from musekit.personalize.tokens import encode_with_concepts, register_token, substitute, superclass_ids
+from musekit.personalize.trainer import TEMPLATES, PersonalizeConfig, augmented_views, view_captions
 from musekit.training.objectives import mask_tokens, masked_token_loss
 
 BASELINES = ("textual-inversion", "custom-diffusion", "dreambooth")
@@ -46,8 +47,10 @@ def learn_baseline(
     prior_images: int = 8,
     prior_weight: float = 1.0,
     progress: bool = True,
+    captions: list[str] | None = None,
 ) -> Concept:
-    """Train one baseline; the pipeline's weights are restored afterwards (the result lives in the Concept)."""
+    """Train one baseline; the pipeline's weights are restored afterwards (the result lives in the Concept).
+    ``captions`` as in ``learn_concept`` (DreamBooth's prior images are then drawn from them, superclass in place)."""
     if method not in BASELINES:
         raise ValueError(f"method must be one of {BASELINES}, got {method!r}")
     config = config or PersonalizeConfig()
@@ -57,15 +60,22 @@ def learn_baseline(
     token_id = register_token(encoder, token)
     pieces = superclass_ids(encoder, superclass)
     generator = torch.Generator().manual_seed(config.seed)
+    if captions is not None and len(captions) != len(images):
+        raise ValueError(f"captions: one per image ({len(images)}), got {len(captions)}")
     views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
+    view_prompts = None if captions is None else view_captions(captions, token, config.crops_per_image)
     ids = dict(zip(("transformer", "superres"), encode_stages(pipe, views)))
     prior = None
     if method == "dreambooth":  # prior preservation: the model's own superclass images, made before training
+        prior_prompts = [f"a {superclass}"] * prior_images
+        if view_prompts is not None:
+            super_captions = substitute([c.replace("{}", token) for c in captions], token, superclass)
+            prior_prompts = [super_captions[k % len(super_captions)] for k in range(prior_images)]
         progress_state, pipe.progress_bar = pipe.progress_bar, False
-        out = pipe(f"a {superclass}", num_images_per_prompt=prior_images, generator=torch.Generator().manual_seed(1),
-                   output_type="ids")  # fmt: skip
+        out = pipe(prior_prompts, generator=torch.Generator().manual_seed(1), output_type="ids")
         pipe.progress_bar = progress_state
-        prior = {"transformer": out.base_ids, "superres": out.ids, "cond": pipe.sr_cond_ids(out.base_ids)}
+        prior = {"transformer": out.base_ids, "superres": out.ids, "cond": pipe.sr_cond_ids(out.base_ids),
+                 "prompts": prior_prompts}  # fmt: skip
     sr_cond = pipe.sr_cond_ids(ids["transformer"]) if pipe.superres is not None else None
     embedding = torch.nn.Parameter(encoder.input_embeddings().weight[pieces].detach().float().mean(0).clone())
     weights = trainable_weights(pipe, method)
@@ -83,15 +93,18 @@ def learn_baseline(
         for _ in tqdm(range(steps), desc=f"{method} {token}", disable=not progress):
             pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
             templates = torch.randint(0, len(TEMPLATES), (config.batch_size,), generator=generator).tolist()
-            text, _ = encode_with_concepts(encoder, [TEMPLATES[t].format(token) for t in templates],
-                                           {token_id: embedding})  # fmt: skip
+            if view_prompts is None:
+                prompts = [TEMPLATES[t].format(token) for t in templates]
+            else:
+                prompts = [view_prompts[i] for i in pick.tolist()]
+            text, _ = encode_with_concepts(encoder, prompts, {token_id: embedding})
             loss = torch.zeros(())
             for name, model in models.items():
                 loss = loss + _loss(model, ids[name][pick], text, sr_cond[pick] if name == "superres" else None,
                                     generator)  # fmt: skip
                 if prior is not None:
                     index = torch.randint(0, prior[name].shape[0], (config.batch_size,), generator=generator)
-                    prior_text = encoder.encode([f"a {superclass}"] * config.batch_size)
+                    prior_text = encoder.encode([prior["prompts"][i] for i in index.tolist()])
                     cond = prior["cond"][index] if name == "superres" else None
                     loss = loss + prior_weight * _loss(model, prior[name][index], prior_text, cond, generator)
             optimizer.zero_grad(set_to_none=True)

@@ -9,6 +9,7 @@ the model's own cross-attention map of the superclass word (no external segmente
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -64,17 +65,43 @@ def augmented_views(images: list, size: int, crops: int, generator: torch.Genera
     return torch.cat(views)
 
 
+_MIRRORED = {"left": "right", "right": "left"}
+
+
+def mirrored_caption(text: str) -> str:
+    """The caption of the mirrored image: "left" and "right" swap (whole words only)."""
+    return re.sub(r"\b(left|right)\b", lambda m: _MIRRORED[m.group(1)], text)
+
+
+def view_captions(captions: list[str], token: str, crops: int) -> list[str]:
+    """Per view of ``augmented_views``: the image's caption (``{}`` or the token marks the concept), mirrored for the
+    mirror view, as is for the crops."""
+    out = []
+    for text in captions:
+        text = text.replace("{}", token)
+        if token not in text:
+            raise ValueError(f"caption {text!r} does not mention the concept ({token} or {{}})")
+        out += [text, mirrored_caption(text)] + [text] * crops
+    return out
+
+
 @torch.no_grad()
-def object_weights(pipe, base_ids: torch.Tensor, superclass: str, floor: float) -> torch.Tensor:
-    """(N, h, w) loss weights in [floor, 1] from the base model's cross-attention map of the superclass word."""
-    prompt = f"a {superclass}"
+def object_weights(
+    pipe, base_ids: torch.Tensor, superclass: str, floor: float, prompts: list[str] | None = None
+) -> torch.Tensor:
+    """(N, h, w) loss weights in [floor, 1] from the base model's cross-attention map of the superclass word, in
+    "a {superclass}" or in each view's own prompt (``prompts``, with the superclass in place of the concept)."""
     encoder = pipe.text_encoder
-    pieces = superclass_ids(encoder, superclass)
-    ids = encoder.tokenize([prompt])[0][0].tolist()
-    positions = [i for i in range(len(ids)) if ids[i] in pieces]
     model = pipe.transformer
-    cache = model.precompute(encoder.encode([prompt]).expand(base_ids.shape[0]).to(pipe.device))
-    maps = word_map(cross_attention_maps(model, base_ids, cache), positions, model.config.grid_size)
+    pieces = superclass_ids(encoder, superclass)
+    prompts = prompts or [f"a {superclass}"] * base_ids.shape[0]
+    maps = torch.zeros(base_ids.shape, dtype=torch.float32, device=base_ids.device)
+    for prompt in dict.fromkeys(prompts):  # one pass per distinct prompt
+        rows = torch.tensor([p == prompt for p in prompts], device=base_ids.device)
+        tokens = encoder.tokenize([prompt])[0][0].tolist()
+        positions = [i for i in range(len(tokens)) if tokens[i] in pieces]
+        cache = model.precompute(encoder.encode([prompt]).expand(int(rows.sum())).to(pipe.device))
+        maps[rows] = word_map(cross_attention_maps(model, base_ids[rows], cache), positions, model.config.grid_size)
     return floor + (1 - floor) * maps
 
 
@@ -87,8 +114,11 @@ def learn_concept(
     variant: str = "local",
     config: PersonalizeConfig | None = None,
     progress: bool = True,
+    captions: list[str] | None = None,
 ) -> Concept:
-    """See ``MusePipeline.learn_concept``."""
+    """See ``MusePipeline.learn_concept``. ``captions``: one prompt per image describing it in the model's own words
+    (``{}`` or the token marks the concept); training then uses them instead of the generic templates, so the edit
+    learns the object and not the background or position."""
     config = config or PersonalizeConfig()
     if steps is not None:
         config = PersonalizeConfig(**{**config.__dict__, "steps": steps})
@@ -96,6 +126,8 @@ def learn_concept(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if not images:
         raise ValueError("learn_concept needs at least one image of the concept")
+    if captions is not None and len(captions) != len(images):
+        raise ValueError(f"captions: one per image ({len(images)}), got {len(captions)}")
     start_time = time.perf_counter()
     encoder = pipe.text_encoder
     token_id = register_token(encoder, token)
@@ -105,8 +137,10 @@ def learn_concept(
     c_inv = pipe.perfusion_c_inv()
 
     views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
+    view_prompts = None if captions is None else view_captions(captions, token, config.crops_per_image)
     base_ids, high_ids = encode_stages(pipe, views)
-    weights = {"transformer": object_weights(pipe, base_ids, superclass, config.mask_floor)}
+    super_prompts = None if view_prompts is None else substitute(view_prompts, token, superclass)
+    weights = {"transformer": object_weights(pipe, base_ids, superclass, config.mask_floor, super_prompts)}
     if "superres" in models:
         grid = models["superres"].config.grid_size
         weights["superres"] = F.interpolate(weights["transformer"].unsqueeze(1), size=(grid, grid), mode="bilinear")[
@@ -119,7 +153,7 @@ def learn_concept(
     embedding = torch.nn.Parameter(table[pieces].detach().float().mean(0).clone())
     value_outputs, key_outputs, target_inputs = {}, {}, {}
     output_params = []
-    first_prompts = [TEMPLATES[0].format(token)] * len(images)
+    first_prompts = [TEMPLATES[0].format(token)] * len(images) if view_prompts is None else view_prompts
     with torch.no_grad():
         text0, ids0 = encode_with_concepts(encoder, first_prompts, {token_id: embedding})
         super0 = _super_text(encoder, first_prompts, ids0, token, superclass, token_id, pieces)
@@ -142,7 +176,10 @@ def learn_concept(
     for _ in bar:
         pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
         templates = torch.randint(0, len(TEMPLATES), (config.batch_size,), generator=generator).tolist()
-        prompts = [TEMPLATES[t].format(token) for t in templates]
+        if view_prompts is None:
+            prompts = [TEMPLATES[t].format(token) for t in templates]
+        else:
+            prompts = [view_prompts[i] for i in pick.tolist()]
         text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
         with torch.no_grad():
             super_text = _super_text(encoder, prompts, ids, token, superclass, token_id, pieces)
