@@ -96,9 +96,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.op == "outpaint":
         result = pipe.outpaint(image, args.prompt, pad=args.pad, guidance_scale=args.guidance, **common)
     elif args.op == "edit":
-        extra = {} if args.guidance is None else {"guidance_scale": args.guidance}
         result = pipe.edit(image, args.prompt, iterations=args.iterations, source_prompt=args.source_prompt,
-                           **extra, **common)  # fmt: skip
+                           guidance_scale=args.guidance, **common)  # fmt: skip
     else:
         result = pipe.img2img(image, args.prompt, strength=args.strength, guidance_scale=args.guidance, **common)
     picture = result.images[0] if len(result.images) == 1 else make_grid(result.images)

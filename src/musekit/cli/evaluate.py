@@ -32,6 +32,7 @@ def add_parser(subparsers) -> None:
         metavar="B,B,...",
         help="personalize: the inference gate biases to sweep (comma-separated)",
     )
+    p.add_argument("--edit-iterations", type=positive_int, default=30, help="edit: mask-free editing iterations")
     p.add_argument("--top-k", type=positive_int, default=None, help="shapes: sample among the k most likely codes")
     add_int8_argument(p, "shapes/edit: evaluate the int8 CPU fast path (ff: feed-forward linears; all: every "
                       "per-step linear)")  # fmt: skip
@@ -112,7 +113,8 @@ def run_personalize(args, pipe, checker) -> int:
 def run_edit(args, pipe, checker) -> int:
     from musekit.eval.edit_eval import EditEvalSettings, evaluate_editing
 
-    report = evaluate_editing(pipe, checker, EditEvalSettings(num_cases=args.num, seed=args.seed))
+    settings = EditEvalSettings(num_cases=args.num, seed=args.seed, iterations=args.edit_iterations)
+    report = evaluate_editing(pipe, checker, settings)
     out = write_row(args, "edit", report)
     print(json.dumps(report, indent=2))
     print(f"wrote {out / 'edit.jsonl'}")

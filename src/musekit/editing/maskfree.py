@@ -80,7 +80,7 @@ def edit(
     prompt: str | list[str],
     iterations: int = 100,
     remask_fraction: float = 0.08,
-    guidance_scale: float = 4.0,
+    guidance_scale: float | None = None,
     top_k: int | None = 3,
     return_intermediates: bool = False,
     source_prompt: str | None = None,

@@ -46,7 +46,9 @@ class EditingMethods:
     def edit(self, image, prompt, **kwargs) -> ImageOutput | tuple:
         """Mask-free editing: tokenize, then re-mask and resample a random subset of tokens under ``prompt``.
 
-        Muse 3.3.2 defaults: ``iterations=100``, ``remask_fraction=0.08``, ``guidance_scale=4``, ``top_k=3``.
+        Defaults: ``iterations=100``, ``remask_fraction=0.08``, ``top_k=3`` as in Muse 3.3.2; ``guidance_scale`` is the
+        model's own (Muse used 4; the bundled model edits better at its configured 2: 90% vs 73% in ``musekit eval
+        edit``, see docs/BENCHMARKS.md).
         With ``source_prompt`` (the prompt that describes ``image``), the edit is confined to the tokens that the
         words differing between the two prompts attend to: editing with no mask and nothing else touched.
         ``return_intermediates=True`` adds the images after each quarter of the iterations.

@@ -97,6 +97,7 @@ def evaluate_outpaint(pipe, checker, scenes, settings) -> dict:
 
 def evaluate_maskfree(pipe, checker, scenes, settings, region: bool) -> dict:
     changed_right, preserved, seconds = 0, 0, 0.0
+    by_attribute = {"color": [], "shape": []}
     size = pipe.image_size
     for k, scene in enumerate(scenes):
         attribute = "color" if k % 2 == 0 else "shape"
@@ -111,10 +112,13 @@ def evaluate_maskfree(pipe, checker, scenes, settings, region: bool) -> dict:
         obj = target.objects[0]
         value = COLOR_NAMES[pred["color"][0]] if attribute == "color" else SHAPES[pred["shape"][0]]
         changed_right += int(value == getattr(obj, attribute))
+        by_attribute[attribute].append(value == getattr(obj, attribute))
         preserved += int(POSITIONS[pred["position"][0]] == obj.position
                          and BACKGROUNDS[pred["background"][0]] == scene.background)  # fmt: skip
     n = len(scenes)
     return {"changed_attribute_read": changed_right / n, "unchanged_attributes_kept": preserved / n,
+            "color_changes_read": sum(by_attribute["color"]) / max(1, len(by_attribute["color"])),
+            "shape_changes_read": sum(by_attribute["shape"]) / max(1, len(by_attribute["shape"])),
             "iterations": settings.iterations, "seconds_per_edit": seconds / n}  # fmt: skip
 
 
