@@ -98,6 +98,32 @@ def test_superres_output_depends_on_low_res_tokens(tiny_text_encoder):
         model(ids, text=text)
 
 
+def test_aligned_conditioning_starts_as_a_no_op_and_is_local(tiny_text_encoder):
+    """aligned_cond adds a zero-initialised path: the same weights give the same logits; once trained, changing one
+    low-resolution token changes the aligned bias only at the high-resolution tokens it covers."""
+    plain = build(SuperResTransformer, SuperResConfig).eval()
+    aligned = SuperResTransformer(plain.config.replace(aligned_cond=True)).eval()
+    missing = set(aligned.state_dict()) - set(plain.state_dict())
+    assert missing == {"cond_to_tokens.weight", "cond_to_tokens.bias"}
+    aligned.load_state_dict(plain.state_dict(), strict=False)
+    text = tiny_text_encoder.encode(["a red circle"])
+    ids, cond = random_ids(plain, batch=1), low_res_ids(plain, 1)
+    assert torch.allclose(plain(ids, text=text, cond_ids=cond), aligned(ids, text=text, cond_ids=cond), atol=1e-6)
+    cache = aligned.precompute(text, cond)
+    assert torch.allclose(aligned(ids, cache=cache), aligned(ids, text=text, cond_ids=cond), atol=1e-6)
+    torch.nn.init.normal_(aligned.cond_to_tokens.weight)
+    c = aligned.config
+    scale = c.grid_size // c.cond_grid_size
+    other = cond.clone()
+    other[0, 1, 2] = (other[0, 1, 2] + 1) % c.cond_codebook_size
+    with torch.no_grad():
+        blocks, aligned.cond_blocks = aligned.cond_blocks, torch.nn.ModuleList()  # no mixing among low-res tokens
+        diff = (aligned.aligned_bias(cond) - aligned.aligned_bias(other)).abs().sum(-1).view(c.grid_size, c.grid_size)
+        aligned.cond_blocks = blocks
+    changed = (diff > 1e-6).nonzero().tolist()
+    assert changed == [[r, col] for r in range(scale, 2 * scale) for col in range(2 * scale, 3 * scale)]
+
+
 def test_key_text_changes_only_the_key_pathway(tiny_text_encoder):
     model = build(MaskedTransformer, TransformerConfig).eval()
     text = tiny_text_encoder.encode(["a red circle"])

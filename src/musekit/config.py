@@ -194,6 +194,9 @@ class SuperResConfig(TransformerConfig):
     cond_grid_size: int = 16
     cond_codebook_size: int = 1024
     num_cond_layers: int = 2
+    # also add each encoded low-resolution token to the high-resolution tokens it covers (nearest upsampling, then a
+    # zero-initialised projection): the 2x spatial correspondence is given, not learned through cross-attention
+    aligned_cond: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -379,6 +382,18 @@ SUPERRES_PRESETS: dict[str, SuperResConfig] = {
         cond_grid_size=16,
         cond_codebook_size=1024,
         num_cond_layers=1,
+    ),
+    # shapes-small with the low-resolution tokens also added at their positions (same weights plus one linear)
+    "shapes-small-aligned": SuperResConfig(
+        codebook_size=1024,
+        grid_size=32,
+        hidden_size=128,
+        num_layers=3,
+        num_heads=4,
+        cond_grid_size=16,
+        cond_codebook_size=1024,
+        num_cond_layers=1,
+        aligned_cond=True,
     ),
     "shapes": SuperResConfig(
         codebook_size=1024,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from musekit.config import SuperResConfig
@@ -15,7 +18,8 @@ class SuperResTransformer(MaskedTransformer):
     """Masked transformer over high-resolution tokens.
 
     The low-resolution tokens pass through a small self-attention encoder; its outputs are concatenated with the
-    projected text, and every high-resolution cross-attention attends to [low-res tokens ; text].
+    projected text, and every high-resolution cross-attention attends to [low-res tokens ; text]. With
+    ``aligned_cond`` each encoded low-resolution token is also added to the high-resolution tokens it covers.
     """
 
     def __init__(self, config: SuperResConfig) -> None:
@@ -30,6 +34,10 @@ class SuperResTransformer(MaskedTransformer):
         init_weights(self.cond_blocks)
         nn.init.normal_(self.cond_embed.weight, std=0.02)
         nn.init.normal_(self.cond_pos_embed, std=0.02)
+        self.cond_to_tokens = nn.Linear(d, d) if config.aligned_cond else None
+        if self.cond_to_tokens is not None:  # zero: a model without the path is where training starts from
+            nn.init.zeros_(self.cond_to_tokens.weight)
+            nn.init.zeros_(self.cond_to_tokens.bias)
 
     def encode_low_res(self, cond_ids: torch.Tensor) -> torch.Tensor:
         """(B, h', w') low-resolution ids -> (B, h'*w', hidden) encoded tokens."""
@@ -43,6 +51,24 @@ class SuperResTransformer(MaskedTransformer):
         for block in self.cond_blocks:
             x = block(x)
         return self.cond_norm(x)
+
+    def aligned_bias(self, cond_ids: torch.Tensor) -> torch.Tensor:
+        """(B, body_len, hidden): each low-resolution token's encoding, projected, at the high-resolution positions
+        it covers (nearest upsampling of the low-resolution grid to the body grid)."""
+        c = self.config
+        low = self.encode_low_res(cond_ids)  # (B, S_low, D)
+        grid = c.cond_grid_size
+        body = c.grid_size // c.patch_size
+        low = low.transpose(1, 2).reshape(low.shape[0], -1, grid, grid)
+        up = F.interpolate(low, size=(body, body), mode="nearest").flatten(2).transpose(1, 2)
+        return self.cond_to_tokens(up)
+
+    def precompute(self, text: TextEmbeddings, cond_ids: torch.Tensor | None = None, key_text=None):
+        cache = super().precompute(text, cond_ids, key_text)
+        if self.cond_to_tokens is None:
+            return cache
+        aligned = self.aligned_bias(cond_ids)
+        return replace(cache, token_bias=aligned if cache.token_bias is None else cache.token_bias + aligned)
 
     def build_context(
         self, text: TextEmbeddings, cond_ids: torch.Tensor | None = None

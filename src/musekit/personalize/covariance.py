@@ -56,7 +56,10 @@ def save_covariances(covariances: dict[str, torch.Tensor], folder: str | Path) -
 def load_covariances(folder: str | Path) -> dict[str, torch.Tensor]:
     path = Path(folder) / COVARIANCE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no Perfusion covariance in {folder}; run `musekit covariance --model {folder}` once")
+        raise FileNotFoundError(
+            f"no Perfusion covariance in {folder}; estimate it once with pipe.estimate_covariance() and store it with "
+            "pipe.save_pretrained(folder) (musekit build-pipeline does both)"
+        )
     return {k: v.double() for k, v in load_file(str(path)).items()}
 
 
