@@ -113,7 +113,8 @@ def run_personalize(args, pipe, checker) -> int:
 def run_edit(args, pipe, checker) -> int:
     from musekit.eval.edit_eval import EditEvalSettings, evaluate_editing
 
-    settings = EditEvalSettings(num_cases=args.num, seed=args.seed, iterations=args.edit_iterations)
+    settings = EditEvalSettings(num_cases=args.num, seed=args.seed, iterations=args.edit_iterations,
+                                guidance_scale=args.guidance)  # fmt: skip
     report = evaluate_editing(pipe, checker, settings)
     out = write_row(args, "edit", report)
     print(json.dumps(report, indent=2))

@@ -29,6 +29,7 @@ class EditEvalSettings:
     num_cases: int = 50
     iterations: int = 30
     seed: int = 0
+    guidance_scale: float | None = None  # None: each method's default (the model's configured scale)
 
 
 def one_object_scenes(count: int, seed: int) -> list[Scene]:
@@ -69,7 +70,7 @@ def evaluate_inpaint(pipe, checker, scenes, settings) -> dict:
         target = changed(changed(scene, k, "color"), k, "shape")
         start = time.perf_counter()
         out = pipe.inpaint(image, mask, target.canonical_caption(), generator=torch.Generator().manual_seed(k),
-                           output_type="pt").images  # fmt: skip
+                           output_type="pt", guidance_scale=settings.guidance_scale).images  # fmt: skip
         seconds += time.perf_counter() - start
         pred = read(checker, out)
         obj = target.objects[0]
@@ -88,7 +89,8 @@ def evaluate_outpaint(pipe, checker, scenes, settings) -> dict:
         image = to_float(render_examples([_example(scene)], size))
         start = time.perf_counter()
         out = pipe.outpaint(image, scene.canonical_caption(), pad=(0, 0, pad, 0),
-                            generator=torch.Generator().manual_seed(k), output_type="pt").images  # fmt: skip
+                            guidance_scale=settings.guidance_scale, generator=torch.Generator().manual_seed(k),
+                            output_type="pt").images  # fmt: skip
         seconds += time.perf_counter() - start
         strip = F.interpolate(out[..., :, size:], size=(size, size), mode="bilinear", antialias=True)
         right += int(BACKGROUNDS[read(checker, strip)["background"][0]] == scene.background)
@@ -106,7 +108,8 @@ def evaluate_maskfree(pipe, checker, scenes, settings, region: bool) -> dict:
         start = time.perf_counter()
         out = pipe.edit(image, target.canonical_caption(), iterations=settings.iterations,
                         source_prompt=scene.canonical_caption() if region else None,
-                        generator=torch.Generator().manual_seed(k), output_type="pt").images  # fmt: skip
+                        guidance_scale=settings.guidance_scale, generator=torch.Generator().manual_seed(k),
+                        output_type="pt").images  # fmt: skip
         seconds += time.perf_counter() - start
         pred = read(checker, out)
         obj = target.objects[0]
