@@ -36,6 +36,14 @@ $M train --stage base --config configs/base-shapes-exact.json --init-from "$RUNS
     --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-clean" --out "$RUNS/base-exact" --threads "$THREADS"
 $M train --stage base --config configs/base-shapes-exact-continue.json --init-from "$RUNS/base-exact/final" \
     --tokenizer "$RUNS/tok-base/final" --shards "$RUNS/shards-clean" --out "$RUNS/base-exact2" --threads "$THREADS"
+# Version 7: the super-resolution stage on exact renders, conditioned on the base tokenizer's reconstructions (what
+# it reads when sampling), then with the low-resolution tokens also added at the positions they cover.
+$M encode-shards --tokenizer "$RUNS/tok/final" --lo-through "$RUNS/tok-base/final" --out "$RUNS/shards-sr-clean" \
+    --num 20000 --jitter 0 --threads "$THREADS"
+$M train --stage sr --config configs/sr-shapes-exact.json --init-from "$RUNS/sr/final" --tokenizer "$RUNS/tok/final" \
+    --shards "$RUNS/shards-sr-clean" --out "$RUNS/sr-exact" --threads "$THREADS"
+$M train --stage sr --config configs/sr-shapes-aligned.json --init-from "$RUNS/sr-exact/final" \
+    --tokenizer "$RUNS/tok/final" --shards "$RUNS/shards-sr-clean" --out "$RUNS/sr-aligned" --threads "$THREADS"
 $M build-pipeline --tokenizer "$RUNS/tok/final" --base-tokenizer "$RUNS/tok-base/final" \
-    --base "$RUNS/base-exact2/final" --sr "$RUNS/sr/final" --out src/musekit/assets/default --fp16 \
-    --steps 24 --sr-steps 4 --sr-strength 0 --guidance 2 --sr-guidance 1
+    --base "$RUNS/base-exact2/final" --sr "$RUNS/sr-aligned/final" --out src/musekit/assets/default --fp16 \
+    --steps 24 --sr-steps 4 --sr-strength 0.2 --guidance 2 --sr-guidance 1
