@@ -1,6 +1,6 @@
 """Where Perfusion's gates fire: learn the evaluation concepts, print the gate coefficients of a two-concept prompt.
 
-Usage: python benchmarks/concept_gates.py MODEL_DIR [--captions] [--steps 60] [--threads 1]
+Usage: python benchmarks/concept_gates.py MODEL_DIR [--captions] [--steps 60] [--threads 1] [--ridge R]
 
 Learns bullseye, diamond and crescent (as `musekit eval personalize` does: 5 images, local variant, generic templates
 or, with --captions, per-image captions), then prints, for the base stage:
@@ -34,10 +34,14 @@ def main() -> None:
     parser.add_argument("--captions", action="store_true")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ridge", type=float, default=None, help="C's ridge relative to its mean eigenvalue")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = MusePipeline.from_pretrained(args.model)
     pipe.progress_bar = False
+    if args.ridge is not None:
+        pipe.perfusion_c_inv()
+        pipe.set_covariances(pipe._covariances, args.ridge)
     checker = load_checker()
     learned, refs = {}, {}
     for name in NAMES:

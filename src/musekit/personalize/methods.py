@@ -23,11 +23,12 @@ class PersonalizationMethods:
 
         self.set_covariances(estimate_pipeline_covariances(self, captions, count))
 
-    def set_covariances(self, covariances: dict[str, torch.Tensor]) -> None:
+    def set_covariances(self, covariances: dict[str, torch.Tensor], ridge: float = 1e-6) -> None:
+        """Use these C (per stage); ``ridge`` is added relative to C's mean eigenvalue before inverting."""
         from musekit.personalize.covariance import inverse
 
         self._covariances = covariances
-        self._c_inv = {k: inverse(v).to(self.device) for k, v in covariances.items()}
+        self._c_inv = {k: inverse(v, ridge).to(self.device) for k, v in covariances.items()}
 
     def learn_concept(self, images: list, token: str, superclass: str, steps: int | None = None,
                       variant: str = "local", **kwargs):  # fmt: skip
