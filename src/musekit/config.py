@@ -383,18 +383,6 @@ SUPERRES_PRESETS: dict[str, SuperResConfig] = {
         cond_codebook_size=1024,
         num_cond_layers=1,
     ),
-    # shapes-small with the low-resolution tokens also added at their positions (same weights plus one linear)
-    "shapes-small-aligned": SuperResConfig(
-        codebook_size=1024,
-        grid_size=32,
-        hidden_size=128,
-        num_layers=3,
-        num_heads=4,
-        cond_grid_size=16,
-        cond_codebook_size=1024,
-        num_cond_layers=1,
-        aligned_cond=True,
-    ),
     "shapes": SuperResConfig(
         codebook_size=1024,
         grid_size=32,
@@ -406,6 +394,8 @@ SUPERRES_PRESETS: dict[str, SuperResConfig] = {
         num_cond_layers=2,
     ),
 }
+# shapes-small with the low-resolution tokens also added at their positions (same weights plus one linear)
+SUPERRES_PRESETS["shapes-small-aligned"] = SUPERRES_PRESETS["shapes-small"].replace(aligned_cond=True)
 
 TEXT_ENCODER_PRESETS: dict[str, TextEncoderConfig] = {
     "minilm": TextEncoderConfig(kind="minilm", max_length=32),

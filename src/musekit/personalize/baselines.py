@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from musekit.editing.inpaint import encode_stages
 from musekit.personalize.concept import Concept, model_fingerprint, stages
 from musekit.personalize.tokens import encode_with_concepts, register_token, substitute, superclass_ids
-from musekit.personalize.trainer import TEMPLATES, PersonalizeConfig, augmented_views, view_captions
+from musekit.personalize.trainer import PersonalizeConfig, augmented_views, step_prompts, view_prompts_for
 from musekit.training.objectives import mask_tokens, masked_token_loss
 
 BASELINES = ("textual-inversion", "custom-diffusion", "dreambooth")
@@ -60,10 +60,8 @@ def learn_baseline(
     token_id = register_token(encoder, token)
     pieces = superclass_ids(encoder, superclass)
     generator = torch.Generator().manual_seed(config.seed)
-    if captions is not None and len(captions) != len(images):
-        raise ValueError(f"captions: one per image ({len(images)}), got {len(captions)}")
     views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
-    view_prompts = None if captions is None else view_captions(captions, token, config.crops_per_image)
+    view_prompts = view_prompts_for(captions, len(images), token, config.crops_per_image)
     ids = dict(zip(("transformer", "superres"), encode_stages(pipe, views)))
     prior = None
     if method == "dreambooth":  # prior preservation: the model's own superclass images, made before training
@@ -92,11 +90,7 @@ def learn_baseline(
             model.train()
         for _ in tqdm(range(steps), desc=f"{method} {token}", disable=not progress):
             pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
-            templates = torch.randint(0, len(TEMPLATES), (config.batch_size,), generator=generator).tolist()
-            if view_prompts is None:
-                prompts = [TEMPLATES[t].format(token) for t in templates]
-            else:
-                prompts = [view_prompts[i] for i in pick.tolist()]
+            prompts = step_prompts(view_prompts, token, pick, generator)
             text, _ = encode_with_concepts(encoder, prompts, {token_id: embedding})
             loss = torch.zeros(())
             for name, model in models.items():

@@ -85,6 +85,23 @@ def view_captions(captions: list[str], token: str, crops: int) -> list[str]:
     return out
 
 
+def view_prompts_for(captions: list[str] | None, num_images: int, token: str, crops: int) -> list[str] | None:
+    """``view_captions`` after checking there is one caption per image; None without captions (templates)."""
+    if captions is None:
+        return None
+    if len(captions) != num_images:
+        raise ValueError(f"captions: one per image ({num_images}), got {len(captions)}")
+    return view_captions(captions, token, crops)
+
+
+def step_prompts(view_prompts: list[str] | None, token: str, pick: torch.Tensor, generator) -> list[str]:
+    """A step's prompts: the picked views' captions, or random templates (drawn either way, one random stream)."""
+    templates = torch.randint(0, len(TEMPLATES), (len(pick),), generator=generator).tolist()
+    if view_prompts is None:
+        return [TEMPLATES[t].format(token) for t in templates]
+    return [view_prompts[i] for i in pick.tolist()]
+
+
 @torch.no_grad()
 def object_weights(
     pipe, base_ids: torch.Tensor, superclass: str, floor: float, prompts: list[str] | None = None
@@ -126,8 +143,6 @@ def learn_concept(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if not images:
         raise ValueError("learn_concept needs at least one image of the concept")
-    if captions is not None and len(captions) != len(images):
-        raise ValueError(f"captions: one per image ({len(images)}), got {len(captions)}")
     start_time = time.perf_counter()
     encoder = pipe.text_encoder
     token_id = register_token(encoder, token)
@@ -137,7 +152,7 @@ def learn_concept(
     c_inv = pipe.perfusion_c_inv()
 
     views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
-    view_prompts = None if captions is None else view_captions(captions, token, config.crops_per_image)
+    view_prompts = view_prompts_for(captions, len(images), token, config.crops_per_image)
     base_ids, high_ids = encode_stages(pipe, views)
     super_prompts = None if view_prompts is None else substitute(view_prompts, token, superclass)
     weights = {"transformer": object_weights(pipe, base_ids, superclass, config.mask_floor, super_prompts)}
@@ -175,11 +190,7 @@ def learn_concept(
     bar = tqdm(range(config.steps), desc=f"learn {token}", disable=not progress)
     for _ in bar:
         pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
-        templates = torch.randint(0, len(TEMPLATES), (config.batch_size,), generator=generator).tolist()
-        if view_prompts is None:
-            prompts = [TEMPLATES[t].format(token) for t in templates]
-        else:
-            prompts = [view_prompts[i] for i in pick.tolist()]
+        prompts = step_prompts(view_prompts, token, pick, generator)
         text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
         with torch.no_grad():
             super_text = _super_text(encoder, prompts, ids, token, superclass, token_id, pieces)
