@@ -229,6 +229,49 @@ def test_captions_mirror_with_the_views_and_drive_training(concept_pipe, monkeyp
     assert seen and set(seen) <= allowed and "a big <cap> at the top right" in allowed
 
 
+def test_stored_input_is_the_final_embeddings_mean_encoding_and_the_last_steps_settle(concept_pipe, monkeypatch):
+    """i* must follow the embedding it was trained with: the stored i* is the concept token's mean encoding over the
+    training prompts with the final embedding (s = 1 there on average), and the settle steps train o* alone."""
+    import musekit.personalize.trainer as trainer
+    from musekit.personalize.tokens import encode_with_concepts, register_token
+    from musekit.personalize.trainer import view_captions
+
+    lrs = []
+
+    class Recorder(torch.optim.AdamW):
+        def step(self, closure=None):
+            lrs.append([group["lr"] for group in self.param_groups])
+            assert (self.param_groups[0]["params"][0].grad is None) == (self.param_groups[0]["lr"] == 0.0)
+            return super().step(closure)
+
+    monkeypatch.setattr(trainer.torch.optim, "AdamW", Recorder)
+    captions = ["a big {} at the top left", "a small {} at the bottom"]
+    config = PersonalizeConfig(steps=4, settle_fraction=0.5)
+    learned = concept_pipe.learn_concept(images(2), "<settle>", "square", config=config, progress=False,
+                                         captions=captions)  # fmt: skip
+    assert [lr[0] for lr in lrs] == [config.embedding_lr] * 2 + [0.0] * 2
+    assert all(lr[1] == config.output_lr for lr in lrs)
+    encoder = concept_pipe.text_encoder
+    token_id = register_token(encoder, "<settle>")
+    prompts = view_captions(captions, "<settle>", config.crops_per_image)
+    with torch.no_grad():
+        text, ids = encode_with_concepts(encoder, prompts, {token_id: learned.embedding})
+        for stage, model in (("transformer", concept_pipe.transformer), ("superres", concept_pipe.superres)):
+            expected = model.project_text(text)[0][ids == token_id].mean(0)
+            torch.testing.assert_close(learned.target_inputs[stage], expected)
+
+
+def test_debiased_moving_average_starts_at_the_first_value():
+    from musekit.personalize.trainer import _debiased
+
+    average, values = torch.zeros(3), [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([3.0, 2.0, 1.0])]
+    average.lerp_(values[0], 0.01)
+    torch.testing.assert_close(_debiased(average, 0.99, 1), values[0])
+    average.lerp_(values[1], 0.01)
+    weights = torch.tensor([0.99 * 0.01, 0.01]) / (1 - 0.99**2)
+    torch.testing.assert_close(_debiased(average, 0.99, 2), weights[0] * values[0] + weights[1] * values[1])
+
+
 def test_dreambooth_prior_follows_the_captions(concept_pipe):
     from musekit.personalize.baselines import learn_baseline
 
@@ -277,6 +320,31 @@ def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
     assert summary["perfusion-local"]["file_bytes"] < summary["dreambooth"]["file_bytes"]
     sweep_plot(summary).save(tmp_path / "sweep.png")
     assert GEOMETRIES["sd-1.5"] == 14016
+
+
+def test_two_concept_prompts_use_backgrounds_where_both_concepts_show(monkeypatch):
+    import musekit.eval.personalize_eval as pe
+    from musekit.config import CheckerConfig
+    from musekit.data.concepts import backgrounds_for
+    from musekit.eval.checker import ShapeChecker
+
+    calls = []
+
+    def fake_generate(pipe, prompts, seed, samples=1, **kwargs):
+        calls.append((prompts, samples))
+        return torch.rand(len(prompts) * samples, 3, 32, 32, generator=seeded(seed))
+
+    monkeypatch.setattr(pe, "generate", fake_generate)
+    checker = ShapeChecker(CheckerConfig.preset("tiny"))
+    dim = checker.embed(torch.rand(1, 3, 32, 32)).shape[-1]
+    refs = {n: torch.nn.functional.normalize(torch.randn(2, dim), dim=-1) for n in ("bullseye", "diamond")}
+    settings = pe.PersonalizeEvalSettings(concepts=("bullseye", "diamond"), samples_per_prompt=3)
+    rates = pe.two_concept_rate(None, checker, {(n, "perfusion"): None for n in refs}, refs, settings)
+    assert set(rates) == {"bullseye+diamond", "diamond+bullseye", "mean"}
+    both = set(backgrounds_for("bullseye")) & set(backgrounds_for("diamond"))
+    for prompts, samples in calls:
+        assert samples == 3 and len(prompts) == 4
+        assert all(p.rsplit(" on ", 1)[1].split()[-2] in both for p in prompts)
 
 
 def test_concepts_on_a_pipeline_whose_base_has_a_tokenizer_of_its_own(tiny_text_encoder):

@@ -26,6 +26,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--concept-steps", type=positive_int, default=120, help="personalize: training steps")
     p.add_argument("--concept-prompts", choices=["captions", "templates"], default="captions",
                    help="personalize: train on per-image captions or on generic templates")  # fmt: skip
+    p.add_argument("--samples-per-prompt", type=positive_int, default=2,
+                   help="personalize: images per evaluation prompt (different seeds)")  # fmt: skip
     p.add_argument(
         "--betas",
         default="0.5,0.6,0.7,0.8,0.9",
@@ -99,6 +101,7 @@ def run_personalize(args, pipe, checker) -> int:
     default_beta = min(betas, key=lambda b: abs(b - 0.7))
     settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
                                        seed=args.seed, betas=betas, default_beta=default_beta,
+                                       samples_per_prompt=args.samples_per_prompt,
                                        captions=args.concept_prompts == "captions")  # fmt: skip
     report, _ = evaluate_personalization(pipe, checker, settings)
     report["file_bytes_same_layout_fp16"] = {k: 2 * v for k, v in GEOMETRIES.items()}

@@ -1,6 +1,8 @@
 """Learn a Perfusion concept from a few images: the token embedding and o*_V per layer (o*_K too for trained-K).
 
-i* is an exponential moving average (0.99) of the concept token's encodings; the gate trains at beta 0.75, tau 0.1;
+i* is an exponential moving average (0.99, bias-corrected) of the concept token's encodings while the embedding
+trains; the stored i* is the token's mean encoding under the final embedding, and the last steps train o* alone
+against it (key-locking holds only while i* matches the embedding); the gate trains at beta 0.75, tau 0.1;
 the embedding and the target outputs have separate learning rates (per-parameter groups: Adam cancels gradient
 scaling); images are augmented with flips and crops; the masked-token loss is weighted by a soft object mask from
 the model's own cross-attention map of the superclass word (no external segmenter).
@@ -43,10 +45,11 @@ class PersonalizeConfig:
     steps: int = 120
     batch_size: int = 4
     embedding_lr: float = 0.006
-    output_lr: float = 0.03
+    output_lr: float = 0.06
     train_beta: float = 0.75
     train_tau: float = 0.1
     input_decay: float = 0.99
+    settle_fraction: float = 0.25  # the last steps train o* alone, against the final embedding's exact i*
     mask_floor: float = 0.1  # loss weight of tokens far from the object
     crops_per_image: int = 2
     seed: int = 0
@@ -175,7 +178,7 @@ def learn_concept(
     for name, model in models.items():
         with torch.no_grad():
             e_super = _token_mean(model.project_text(super0)[0], ids0 == token_id)
-            target_inputs[name] = _token_mean(model.project_text(text0)[0], ids0 == token_id)
+            target_inputs[name] = torch.zeros_like(e_super)  # the EMA's sum; read through _debiased
             values = torch.stack([attn.to_v.weight @ e_super for attn in model.text_attentions])
             keys = torch.stack([attn.to_k.weight @ e_super for attn in model.text_attentions])
         value_outputs[name] = torch.nn.Parameter(values.clone())
@@ -187,11 +190,18 @@ def learn_concept(
         [{"params": [embedding], "lr": config.embedding_lr}, {"params": output_params, "lr": config.output_lr}],
         weight_decay=0.0,
     )
+    final_prompts = [t.format(token) for t in TEMPLATES] if view_prompts is None else view_prompts
+    settle_from = config.steps - round(config.steps * config.settle_fraction)
+    settled = None  # stage -> the final i*, once the embedding is frozen
     bar = tqdm(range(config.steps), desc=f"learn {token}", disable=not progress)
-    for _ in bar:
+    for step in bar:
+        if step == settle_from:
+            settled = _exact_inputs(encoder, models, final_prompts, token_id, embedding)
+            optimizer.param_groups[0]["lr"] = 0.0  # the embedding stays where i* was measured
         pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
         prompts = step_prompts(view_prompts, token, pick, generator)
-        text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
+        with torch.set_grad_enabled(settled is None):
+            text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
         with torch.no_grad():
             super_text = _super_text(encoder, prompts, ids, token, superclass, token_id, pieces)
         positions = ids == token_id
@@ -200,13 +210,15 @@ def learn_concept(
             with torch.no_grad():  # i*: EMA of the concept token's encodings in this stage's K/V input space
                 current = _token_mean(model.project_text(text)[0].detach(), positions)
                 target_inputs[name].lerp_(current, 1 - config.input_decay)
+                i_star = _debiased(target_inputs[name], config.input_decay, step + 1)
+                if settled is not None:
+                    i_star = settled[name]
             layers = len(model.text_attentions)
             if variant == "trained-k":
                 key_out = [key_outputs[name][layer] for layer in range(layers)]
             else:
                 key_out = local_key_targets(model, super_text, positions, config.batch_size)
             beta, tau = config.train_beta, config.train_tau
-            i_star = target_inputs[name]
             keys = [[ConceptTarget(i_star, key_out[layer], beta, tau)] for layer in range(layers)]
             values = [[ConceptTarget(i_star, value_outputs[name][layer], beta, tau)] for layer in range(layers)]
             targets = stage_ids[name][pick]
@@ -219,6 +231,12 @@ def learn_concept(
         loss.backward()
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    # i* for inference: the concept token's mean encoding over the training prompts with the final embedding. The
+    # EMA averages over prompts but lags the embedding it is trained with (after 120 steps at 0.99 it still weighs
+    # the first 60 steps' encodings by ~45%); a lagging i* leaves W_K(e - s(e) i*) large at the concept token, so its
+    # key is no longer locked to the superclass's and its value floods the image (measured: docs/BENCHMARKS.md).
+    # The last steps (settle_fraction) train o* against this i* so that sampling sees what training saw.
+    target_inputs = settled or _exact_inputs(encoder, models, final_prompts, token_id, embedding)
     logger.info("learned %s in %.1f s", token, time.perf_counter() - start_time)
     return Concept(
         token=token,
@@ -232,6 +250,18 @@ def learn_concept(
         train_tau=config.train_tau,
         fingerprint=model_fingerprint(pipe),
     )
+
+
+@torch.no_grad()
+def _exact_inputs(encoder, models, prompts, token_id, embedding) -> dict[str, torch.Tensor]:
+    """Per stage, the concept token's mean encoding over ``prompts`` in the stage's K/V input space."""
+    text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
+    return {name: _token_mean(model.project_text(text)[0], ids == token_id) for name, model in models.items()}
+
+
+def _debiased(average: torch.Tensor, decay: float, updates: int) -> torch.Tensor:
+    """An exponential moving average started at zero, divided by the weight its updates carry (as Adam's moments)."""
+    return average / (1.0 - decay**updates)
 
 
 def _token_mean(context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
