@@ -39,14 +39,18 @@ def edit(row: dict) -> None:
     print("| task | measure | value | seconds |")
     print("|---|---|---|---|")
     i, o = row["inpaint"], row["outpaint"]
-    print(f"| inpaint | new object read right | {pct(i['new_object_read'])} | {i['seconds_per_image']:.2f} |")
+    split = f" (colour {pct(i['color_read'])} / shape {pct(i['shape_read'])})" if "shape_read" in i else ""
+    print(f"| inpaint | new object read right{split} | {pct(i['new_object_read'])} | {i['seconds_per_image']:.2f} |")
     print(f"| inpaint | pixels outside the mask identical | {pct(i['outside_identical'])} | |")
     print(f"| outpaint | background read in the new quarter | {pct(o['background_read_in_new_area'])} | "
           f"{o['seconds_per_image']:.2f} |")  # fmt: skip
     for key in ("edit_random", "edit_region"):
         e = row[key]
-        print(f"| {key} ({e['iterations']} it.) | changed attribute read | {pct(e['changed_attribute_read'])} | "
-              f"{e['seconds_per_edit']:.2f} |")  # fmt: skip
+        split = ""
+        if "shape_changes_read" in e:
+            split = f" (colour / shape changes: {pct(e['color_changes_read'])} / {pct(e['shape_changes_read'])})"
+        print(f"| {key} ({e['iterations']} it.) | changed attribute read{split} | "
+              f"{pct(e['changed_attribute_read'])} | {e['seconds_per_edit']:.2f} |")  # fmt: skip
         print(f"| {key} | position and background kept | {pct(e['unchanged_attributes_kept'])} | |")
 
 

@@ -222,5 +222,7 @@ def test_edit_harness_on_tiny_components(tiny_pipe):
     torch.manual_seed(0)
     report = evaluate_editing(tiny_pipe, ShapeChecker(CheckerConfig.preset("tiny")), EditEvalSettings(2, 2))
     assert report["inpaint"]["outside_identical"] == 1.0
+    inpaint = report["inpaint"]
+    assert inpaint["new_object_read"] <= min(inpaint["color_read"], inpaint["shape_read"]) <= 1
     for key in ("edit_random", "edit_region"):
         assert 0 <= report[key]["changed_attribute_read"] <= 1 and report[key]["iterations"] == 2

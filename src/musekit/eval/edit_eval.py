@@ -60,7 +60,7 @@ def read(checker: ShapeChecker, images: torch.Tensor) -> dict[str, torch.Tensor]
 
 
 def evaluate_inpaint(pipe, checker, scenes, settings) -> dict:
-    right, identical, seconds = 0, 0, 0.0
+    right, colors, shapes, identical, seconds = 0, 0, 0, 0, 0.0
     size = pipe.image_size
     for k, scene in enumerate(scenes):
         image = to_float(render_examples([_example(scene)], size))
@@ -74,11 +74,13 @@ def evaluate_inpaint(pipe, checker, scenes, settings) -> dict:
         seconds += time.perf_counter() - start
         pred = read(checker, out)
         obj = target.objects[0]
-        right += int(COLOR_NAMES[pred["color"][0]] == obj.color and SHAPES[pred["shape"][0]] == obj.shape)
+        color_ok, shape_ok = COLOR_NAMES[pred["color"][0]] == obj.color, SHAPES[pred["shape"][0]] == obj.shape
+        right, colors, shapes = right + int(color_ok and shape_ok), colors + int(color_ok), shapes + int(shape_ok)
         keep = ~mask.expand(1, 3, -1, -1)
         identical += int(torch.equal(out[keep], image[keep]))
     n = len(scenes)
-    return {"new_object_read": right / n, "outside_identical": identical / n, "seconds_per_image": seconds / n}
+    return {"new_object_read": right / n, "color_read": colors / n, "shape_read": shapes / n,
+            "outside_identical": identical / n, "seconds_per_image": seconds / n}  # fmt: skip
 
 
 def evaluate_outpaint(pipe, checker, scenes, settings) -> dict:
