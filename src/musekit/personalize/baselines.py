@@ -114,7 +114,7 @@ def learn_baseline(
             model.eval()
     concept = Concept(token=token, superclass=superclass, variant="local", embedding=embedding.detach().clone(),
                       target_inputs={}, value_outputs={}, fingerprint=model_fingerprint(pipe), method=method,
-                      weights=trained)  # fmt: skip
+                      weights=trained).rounded()  # fmt: skip
     concept.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
     return concept
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,23 @@ class Concept:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+    def rounded(self, dtype: torch.dtype = torch.float16) -> Concept:
+        """A copy whose tensors hold only values ``dtype`` represents (still float32): saving it in ``dtype`` and
+        loading it back gives the same tensors, so a reloaded concept draws the same images as the one in memory.
+        The trainers return concepts rounded to the file's default fp16."""
+
+        def r(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(dtype).float()
+
+        return replace(
+            self,
+            embedding=r(self.embedding),
+            target_inputs={k: r(v) for k, v in self.target_inputs.items()},
+            value_outputs={k: r(v) for k, v in self.value_outputs.items()},
+            key_outputs={k: r(v) for k, v in self.key_outputs.items()},
+            weights={k: r(v) for k, v in self.weights.items()},
+        )
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Write the concept atomically (fp16 by default: about 2 bytes per stored float)."""

@@ -249,7 +249,7 @@ def learn_concept(
         train_beta=config.train_beta,
         train_tau=config.train_tau,
         fingerprint=model_fingerprint(pipe),
-    )
+    ).rounded()  # as the file stores it: a reloaded concept draws the same images
 
 
 @torch.no_grad()
