@@ -33,6 +33,13 @@ def shapes(row: dict) -> None:
     t = row["tokenizer"]
     print(f"\nFSD {row['fsd']:.2f}; {row['seconds_per_image']:.3f} s per image; tokenizer PSNR "
           f"{t['psnr_base']:.2f} dB (base) / {t['psnr_final']:.2f} dB (final); settings {row['settings']}")  # fmt: skip
+    for split in ("heldout", "paraphrase"):
+        if "shape_by_size" in row.get(split, {}):
+            sizes = ", ".join(f"{k} {100 * v:.1f}%" for k, v in row[split]["shape_by_size"].items())
+            print(f"{split} shape by object size: {sizes}")
+    for split in ("heldout", "heldout2"):
+        for miss in row.get(split, {}).get("misses", []):
+            print(f"- {split} miss: {miss['prompt']!r} read as {miss['read']}")
 
 
 def edit(row: dict) -> None:

@@ -127,5 +127,9 @@ def test_eval_harness_on_tiny_components(tiny_pipe):
     report, grid = evaluate_shapes(tiny_pipe, checker, EvalSettings(num_prompts=4, batch_size=4), progress=False)
     for split in ("heldout", "heldout2", "paraphrase"):
         assert 0 <= report[split]["full_prompt"] <= 1
+        # every prompt not fully right is listed with what was read instead
+        assert len(report[split]["misses"]) == round((1 - report[split]["full_prompt"]) * 4)
+        assert all(m["prompt"] and m["read"] for m in report[split]["misses"])
+    assert set(report["heldout"]["shape_by_size"]) <= {"small", "large"} and "shape_by_size" not in report["heldout2"]
     assert report["seconds_per_image"] > 0 and report["fsd"] >= 0
     assert "psnr_final" in report["tokenizer"] and grid.shape[1:] == (3, 16, 16)

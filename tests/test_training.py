@@ -76,6 +76,13 @@ def test_base_and_superres_stages_then_pipeline(tmp_path, tokenizer_dir, tiny_be
     sr_config = TrainConfig(stage="sr", object_loss_weight=4.0, **BASE)
     weights = object_token_weights(sr_config, ShapesWorld(0), data)
     assert weights.shape == (24, 8, 8) and set(weights.unique().tolist()) == {1.0, 4.0}
+    # area-normalised: a scene's object tokens weigh (large radius / its radius)^2 times more (small objects)
+    scaled = object_token_weights(sr_config.replace(object_area_normalize=True), ShapesWorld(0), data)
+    sizes = [ShapesWorld(0).example("train", int(i)).scene.objects[0].size for i in data.index]
+    for grid, plain, size in zip(scaled, weights, sizes):
+        factor = {"small": (0.2 / 0.12) ** 2, "large": 1.0, "pair": (0.2 / 0.13) ** 2}[size]
+        assert torch.allclose(grid[plain > 1], torch.tensor(4.0 * factor)) and (grid[plain == 1] == 1).all()
+    assert {"small", "large"} <= set(sizes)
     sr = train_transformer(sr_config, tmp_path / "sr", tokenizer_dir, shards, text, False)
     from musekit.config import SuperResConfig, TransformerConfig, VQConfig
     from musekit.io.checkpoint import load_component
@@ -193,3 +200,54 @@ def test_a_base_only_tokenizer_batch_is_whole_downsampled_renders():
     assert batch.shape == (4, 3, 8, 8) and torch.allclose(batch, small)
     with pytest.raises(Exception, match="crop_fraction"):
         TrainConfig(**{**TOK, "crop_fraction": 1.5})
+
+
+def test_freeze_codes_retrains_only_the_decoder(tmp_path, tokenizer_dir):
+    """A decoder retrained on frozen codes: every token keeps its meaning (encoder, quant_conv, codebook equal)."""
+    from musekit.config import ConfigError
+
+    config = TrainConfig(**{**TOK, "init_from": str(tokenizer_dir), "freeze_codes": True, "exact_fraction": 0.5})
+    final = train_tokenizer(config, tmp_path / "dec", progress=False)
+    ref = load_file(str(tokenizer_dir / "model.safetensors"))
+    got = load_file(str(final / "model.safetensors"))
+    kept = [k for k in ref if not k.startswith(("decoder.", "post_quant_conv.")) and "usage" not in k]
+    assert kept and all(torch.equal(ref[k], got[k]) for k in kept)
+    assert any(not torch.equal(ref[k], got[k]) for k in ref if k.startswith("decoder."))
+    with pytest.raises(ConfigError, match="init_from"):
+        train_tokenizer(TrainConfig(**{**TOK, "freeze_codes": True}), tmp_path / "none", progress=False)
+
+
+def test_exact_fraction_renders_the_first_scenes_of_a_batch_exactly():
+    from musekit.data.renders import render_examples, to_float
+    from musekit.training.tokenizer_loop import tokenizer_batch
+
+    world, exact = ShapesWorld(0, 0.4), ShapesWorld(0, 0.4, 0.0)
+    config = TrainConfig(**{**TOK, "crop_fraction": 0.0, "exact_fraction": 0.5, "image_size": 32})
+    batch = tokenizer_batch(world, config, 3, 0, 1, torch.Generator().manual_seed(0), exact)
+
+    def small(examples):
+        full = to_float(render_examples(examples, 32))
+        return torch.nn.functional.interpolate(full, size=(16, 16), mode="bilinear", antialias=True)
+
+    assert torch.allclose(batch[:2], small(exact.examples("train", 2, 12)))
+    assert torch.allclose(batch[2:], small(world.examples("train", 4, 12)[2:]))
+    assert not torch.allclose(batch[:2], small(world.examples("train", 2, 12)))
+    with pytest.raises(Exception, match="exact_fraction"):
+        TrainConfig(**{**TOK, "exact_fraction": 2.0})
+
+
+def test_a_decoder_can_be_wider_and_deeper_than_the_encoder():
+    from musekit.config import ConfigError, VQConfig
+    from musekit.tokenizer import VQModel
+
+    base = VQConfig.preset("tiny")
+    wide = base.replace(decoder_channels=2 * base.base_channels, decoder_res_blocks=base.num_res_blocks + 1)
+    a, b = VQModel(base), VQModel(wide)
+    assert b.decoder.conv_in.out_channels == 2 * a.decoder.conv_in.out_channels
+    assert sum(p.numel() for p in b.decoder.parameters()) > sum(p.numel() for p in a.decoder.parameters())
+    b.encoder.load_state_dict(a.encoder.state_dict())  # the encoder is untouched by the decoder's size
+    assert (
+        b.decode(torch.zeros(1, 2, 2, dtype=torch.long)).shape == a.decode(torch.zeros(1, 2, 2, dtype=torch.long)).shape
+    )
+    with pytest.raises(ConfigError, match="decoder"):
+        base.replace(decoder_channels=-1)

@@ -103,9 +103,18 @@ class VQConfig(BaseConfig):
     # "patch": each stem patch alone through a per-position MLP, so equal patches always get equal codes (a local,
     # low-entropy code space for a base stage; needs stem_unshuffle == the factor, i.e. channel_mult of length 1)
     encoder: str = "conv"
+    # decoder width and residual blocks per level (0: base_channels and num_res_blocks, as the encoder). A decoder
+    # can be widened and retrained on frozen codes (TrainConfig.freeze_codes) without touching a transformer.
+    decoder_channels: int = 0
+    decoder_res_blocks: int = 0
 
     def __post_init__(self) -> None:
         _check(self.in_channels > 0 and self.base_channels > 0, "VQConfig: channel counts must be positive")
+        _check(self.decoder_channels >= 0 and self.decoder_res_blocks >= 0, "VQConfig: decoder sizes must be >= 0")
+        _check(
+            all((self.decoder_width * m) % self.norm_groups == 0 for m in self.channel_mult),
+            "VQConfig: decoder_channels*mult not divisible by norm_groups",
+        )
         _check(self.encoder in ("conv", "patch"), "VQConfig: encoder must be 'conv' or 'patch'")
         _check(
             self.encoder == "conv" or len(self.channel_mult) == 1,
@@ -124,6 +133,14 @@ class VQConfig(BaseConfig):
     @property
     def downsample_factor(self) -> int:
         return self.stem_unshuffle * 2 ** (len(self.channel_mult) - 1)
+
+    @property
+    def decoder_width(self) -> int:
+        return self.decoder_channels or self.base_channels
+
+    @property
+    def decoder_blocks(self) -> int:
+        return self.decoder_res_blocks or self.num_res_blocks
 
 
 @dataclass(frozen=True)

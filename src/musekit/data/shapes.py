@@ -54,7 +54,7 @@ HELDOUT_PAIRS = frozenset(
     }
 )
 
-_SIZE_RADIUS = {"small": 0.12, "large": 0.2, "pair": 0.13}  # fraction of the image side
+SIZE_RADIUS = {"small": 0.12, "large": 0.2, "pair": 0.13}  # object radius, a fraction of the image side
 _GRID = (0.22, 0.5, 0.78)
 
 # Training vocabulary: synonyms that appear in training captions.
@@ -293,7 +293,7 @@ def _draw_objects(draw: ImageDraw.ImageDraw, scene: Scene, big: int, fill=None) 
         row, col = divmod(POSITIONS.index(obj.position), 3)
         jx, jy = j[1 + 2 * index] * 0.025, j[2 + 2 * index] * 0.025
         cx, cy = (_GRID[col] + jx) * big, (_GRID[row] + jy) * big
-        r = _SIZE_RADIUS[obj.size] * big * (1 + 0.05 * j[5])
+        r = SIZE_RADIUS[obj.size] * big * (1 + 0.05 * j[5])
         color = _jittered(COLORS[obj.color], j[6 + index]) if fill is None else fill
         angle = math.radians(8 * j[7 - index])
         if obj.shape == "circle":

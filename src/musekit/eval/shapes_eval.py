@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from musekit.data.renders import labels_of, render_examples, to_float
-from musekit.data.shapes import Example, ShapesWorld
+from musekit.data.shapes import LABEL_SPACES, Example, ShapesWorld
 from musekit.eval.checker import ShapeChecker, attribute_accuracy
 from musekit.eval.metrics import frechet_distance, psnr
 from musekit.pipeline import MusePipeline
@@ -32,6 +32,26 @@ class EvalSettings:
     sr_inference_steps: int | None = None
     guidance_scale: float | None = None
     top_k: int | None = None
+
+
+def misses(examples: list[Example], pred: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], names) -> list:
+    """The prompts not fully right: their caption and what the checker read instead, per wrong attribute."""
+    out = []
+    for i, example in enumerate(examples):
+        wrong = {n: LABEL_SPACES[n][int(pred[n][i])] for n in names if int(pred[n][i]) != int(labels[n][i])}
+        if wrong:
+            out.append({"prompt": example.caption, "read": wrong})
+    return out
+
+
+def shape_by_size(pred: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Shape accuracy per object size (small objects are where shape is lost)."""
+    out = {}
+    for index, size in enumerate(LABEL_SPACES["size"]):
+        rows = labels["size"] == index
+        if rows.any():
+            out[size] = (pred["shape"][rows] == labels["shape"][rows]).float().mean().item()
+    return out
 
 
 def full_accuracy(pred: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], names: tuple[str, ...]) -> float:
@@ -104,7 +124,10 @@ def evaluate_shapes(
             "attributes": attribute_accuracy(predicted, labels),
             "full_prompt": full_accuracy(predicted, labels, names),
             "prompts": len(examples),
+            "misses": misses(examples, predicted, labels, names),
         }
+        if split != "heldout2":
+            report[split]["shape_by_size"] = shape_by_size(predicted, labels)
         generated_all.append(images)
         renders_all.append(to_float(render_examples(examples, pipe.image_size)))
         grid.append(images[:8])

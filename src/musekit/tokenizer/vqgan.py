@@ -87,13 +87,13 @@ class Decoder(nn.Module):
     def __init__(self, config: VQConfig) -> None:
         super().__init__()
         c = config
-        channels = [c.base_channels * m for m in c.channel_mult][::-1]
+        channels = [c.decoder_width * m for m in c.channel_mult][::-1]
         u = c.stem_unshuffle
         self.conv_in = nn.Conv2d(c.latent_dim, channels[0], 3, padding=1)
         blocks: list[nn.Module] = [ResBlock(channels[0], channels[0], c.norm_groups)]
         current = channels[0]
         for level, ch in enumerate(channels):
-            for _ in range(c.num_res_blocks):
+            for _ in range(c.decoder_blocks):
                 blocks.append(ResBlock(current, ch, c.norm_groups))
                 current = ch
             if level < len(channels) - 1:
@@ -185,7 +185,15 @@ class VQModel(nn.Module):
             raise ValueError(f"expected ids of shape (B, h, w); got {tuple(ids.shape)}")
         return self.decode_codes(self.quantizer.lookup(ids)).clamp(0.0, 1.0)
 
-    def forward(self, images: torch.Tensor) -> VQOutput:
+    def forward(self, images: torch.Tensor, frozen_codes: bool = False) -> VQOutput:
+        """Training forward. ``frozen_codes``: tokenize without gradients or codebook statistics and train only what
+        decodes the codes (so every token a transformer learned keeps its meaning)."""
+        if frozen_codes:
+            with torch.no_grad():
+                ids = self.encode(images)
+                codes = self.quantizer.lookup(ids)
+            zero = images.new_zeros(())
+            return VQOutput(self.decode_codes(codes), QuantizerOutput(codes, ids, zero, zero, zero), codes)
         latents = self.encode_latents(images)
         quantized = self.quantizer(latents)
         return VQOutput(self.decode_codes(quantized.quantized), quantized, latents)

@@ -37,6 +37,9 @@ class TrainConfig(BaseConfig):
     mask_schedule: str = "cosine"
     base_codes: int = 0  # > 0: the base predicts this many codes of the codebook (tokenizer.code_subset); 0 = all
     object_loss_weight: float = 1.0  # loss weight of tokens an object touches (renders know the masks); 1 = uniform
+    # scale each scene's object weight by (large radius / its objects' radius)^2, so a small object's tokens weigh as
+    # much in all as a large one's (small objects touch about a third as many tokens and are where shape is lost)
+    object_area_normalize: bool = False
     # tokenizer objective
     l1_weight: float = 1.0
     l2_weight: float = 1.0
@@ -45,6 +48,10 @@ class TrainConfig(BaseConfig):
     adversarial_start: int = 0
     restart_dead_every: int = 100
     crop_fraction: float = 0.5  # share of tokenizer batches that are full-resolution crops (0: base-stage only)
+    # train only the decoder (and post-quantization conv) of an init_from tokenizer: the encoder and codebook stay
+    # frozen, so every token a transformer was trained on keeps its meaning
+    freeze_codes: bool = False
+    exact_fraction: float = 0.0  # share of each tokenizer batch rendered exactly (jitter 0), the rest with `jitter`
     # bookkeeping
     log_every: int = 25
     sample_every: int = 500
@@ -67,6 +74,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: jitter must be in [0, 1]")
         if not 0.0 <= self.crop_fraction <= 1.0:
             raise ConfigError("TrainConfig: crop_fraction must be in [0, 1]")
+        if not 0.0 <= self.exact_fraction <= 1.0:
+            raise ConfigError("TrainConfig: exact_fraction must be in [0, 1]")
         if self.image_size % 2:
             raise ConfigError("TrainConfig: image_size must be even")
 

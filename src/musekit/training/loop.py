@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from musekit.config import SuperResConfig, TextEncoderConfig, TransformerConfig, VQConfig
 from musekit.data.renders import object_token_coverage
-from musekit.data.shapes import ShapesWorld, caption
+from musekit.data.shapes import SIZE_RADIUS, ShapesWorld, caption
 from musekit.data.tokens import TokenShards, batch_indices, encode_base_ids, encode_shards
 from musekit.io.checkpoint import atomic_save_tensors, load_component
 from musekit.io.images import make_grid, save_image
@@ -156,7 +156,16 @@ def object_token_weights(config: TrainConfig, world: ShapesWorld, shards: TokenS
     size = config.base_image_size if config.stage == "base" else config.image_size
     examples = [world.example(shards.meta.get("split", "train"), int(i)) for i in shards.index]
     coverage = object_token_coverage(examples, size, ids.shape[-1])
-    return torch.where(coverage > 0, config.object_loss_weight, 1.0)
+    weight = torch.full((len(examples), 1, 1), config.object_loss_weight)
+    if config.object_area_normalize:
+        weight = weight * torch.tensor([object_area_factor(e.scene) for e in examples]).view(-1, 1, 1)
+    return torch.where(coverage > 0, weight, 1.0)
+
+
+def object_area_factor(scene) -> float:
+    """(largest object radius / this scene's object radius)^2: how many times fewer tokens its objects touch."""
+    largest = max(SIZE_RADIUS.values())
+    return (largest / SIZE_RADIUS[scene.objects[0].size]) ** 2
 
 
 @torch.no_grad()

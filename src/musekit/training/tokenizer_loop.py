@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from musekit.config import VQConfig
+from musekit.config import ConfigError, VQConfig
 from musekit.data.renders import render_examples, to_float
 from musekit.data.shapes import ShapesWorld
 from musekit.eval.metrics import psnr
@@ -31,12 +31,19 @@ from musekit.training.runner import Runner
 logger = logging.getLogger(__name__)
 
 
-def tokenizer_batch(world: ShapesWorld, config: TrainConfig, step: int, rank: int, world_size: int, generator):
+def tokenizer_batch(
+    world: ShapesWorld, config: TrainConfig, step: int, rank: int, world_size: int, generator, exact=None
+):
     """(B, 3, s, s) float images, s = base image size: downsampled renders and (``config.crop_fraction`` of the
-    batch) crops of full-resolution renders."""
+    batch) crops of full-resolution renders. With ``exact`` (the same world drawn with jitter 0), the first
+    ``config.exact_fraction`` of the scenes are rendered exactly."""
     b = config.batch_size
     first = (step * world_size + rank) * b
-    images = to_float(render_examples(world.examples("train", b, first), config.image_size))
+    examples = world.examples("train", b, first)
+    if exact is not None and config.exact_fraction > 0:
+        n = round(b * config.exact_fraction)
+        examples = exact.examples("train", n, first) + examples[n:]
+    images = to_float(render_examples(examples, config.image_size))
     s = config.base_image_size
     half = b - round(b * config.crop_fraction)
     small = F.interpolate(images[:half], size=(s, s), mode="bilinear", antialias=True, align_corners=False)
@@ -61,13 +68,23 @@ def train_tokenizer(
     """Train the tokenizer preset ``config.model_preset``; returns the folder of the final weights."""
     if config.stage != "tokenizer":
         raise ValueError("train_tokenizer needs stage='tokenizer'")
+    if config.freeze_codes and not config.init_from:
+        raise ConfigError("freeze_codes needs init_from: the tokenizer whose encoder and codebook are kept")
     runner = Runner(config, run_dir)
     world = ShapesWorld(config.world_seed, config.two_object_fraction, config.jitter)
+    exact = ShapesWorld(config.world_seed, config.two_object_fraction, 0.0) if config.exact_fraction > 0 else None
     vq_config = VQConfig.preset(config.model_preset)
     torch.manual_seed(config.seed)
     vq = VQModel(vq_config)
-    optimizer = torch.optim.AdamW(vq.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
+    trainable = list(vq.parameters())
+    if config.freeze_codes:
+        trainable = list(vq.post_quant_conv.parameters()) + list(vq.decoder.parameters())
+        for module in (vq.encoder, vq.quant_conv, vq.quantizer):
+            module.requires_grad_(False)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
     vq, optimizer, start = runner.setup(vq, optimizer)
+    if config.freeze_codes:
+        frozen = {k: v.clone() for k, v in core_codes(runner.accelerator.unwrap_model(vq)).items()}
     disc = d_opt = None
     if config.adversarial_weight > 0:
         disc = PatchDiscriminator()
@@ -80,10 +97,12 @@ def train_tokenizer(
                disable=not (progress and runner.is_main))  # fmt: skip
     for step in bar:
         generator = runner.step_generator(step)
-        images = tokenizer_batch(world, config, step, runner.rank, runner.world_size, generator).to(runner.device)
-        out = vq(images)
+        images = tokenizer_batch(world, config, step, runner.rank, runner.world_size, generator, exact)
+        images = images.to(runner.device)
+        out = vq(images, frozen_codes=config.freeze_codes)
         loss = reconstruction_loss(out.reconstruction, images, config.l1_weight, config.l2_weight)
-        loss = loss + out.quantizer.loss
+        if not config.freeze_codes:
+            loss = loss + out.quantizer.loss
         if config.edge_weight > 0:
             weight = edge_map(images)
             loss = loss + config.edge_weight * ((out.reconstruction - images).abs() * weight).mean()
@@ -96,7 +115,7 @@ def train_tokenizer(
             d_opt.zero_grad(set_to_none=True)
             runner.accelerator.backward(d_loss)
             d_opt.step()
-        if config.restart_dead_every and (step + 1) % config.restart_dead_every == 0:
+        if not config.freeze_codes and config.restart_dead_every and (step + 1) % config.restart_dead_every == 0:
             latents = runner.accelerator.gather(out.latents.detach().contiguous())
             core.quantizer.restart_dead_codes(latents, generator=torch.Generator().manual_seed(config.seed + step))
         done = step + 1
@@ -110,9 +129,19 @@ def train_tokenizer(
             runner.checkpoint(done, vq, optimizer)
         if runner.is_main and config.sample_every and (done % config.sample_every == 0 or done == config.steps):
             write_reconstructions(core, world, config, runner.run_dir / f"recon-{done:07d}.png")
+    if config.freeze_codes:
+        kept = core_codes(core)
+        if any(not torch.equal(frozen[k], kept[k]) for k in frozen):
+            raise RuntimeError("freeze_codes: the encoder or codebook changed during training")
     if end < config.steps:
         return None  # stopped early; rerun to resume
     return runner.export(vq, vq_config)
+
+
+def core_codes(vq: VQModel) -> dict[str, torch.Tensor]:
+    """The tensors that decide which code an image patch gets (encoder, quant_conv, codebook)."""
+    return {k: v for k, v in vq.state_dict().items() if not k.startswith(("decoder.", "post_quant_conv."))
+            and "usage" not in k}  # fmt: skip
 
 
 @torch.no_grad()
