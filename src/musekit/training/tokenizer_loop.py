@@ -76,11 +76,10 @@ def train_tokenizer(
     vq_config = VQConfig.preset(config.model_preset)
     torch.manual_seed(config.seed)
     vq = VQModel(vq_config)
-    trainable = list(vq.parameters())
     if config.freeze_codes:
-        trainable = list(vq.post_quant_conv.parameters()) + list(vq.decoder.parameters())
         for module in (vq.encoder, vq.quant_conv, vq.quantizer):
             module.requires_grad_(False)
+    trainable = [p for p in vq.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
     vq, optimizer, start = runner.setup(vq, optimizer)
     if config.freeze_codes:
@@ -101,8 +100,7 @@ def train_tokenizer(
         images = images.to(runner.device)
         out = vq(images, frozen_codes=config.freeze_codes)
         loss = reconstruction_loss(out.reconstruction, images, config.l1_weight, config.l2_weight)
-        if not config.freeze_codes:
-            loss = loss + out.quantizer.loss
+        loss = loss + out.quantizer.loss  # zero with frozen codes
         if config.edge_weight > 0:
             weight = edge_map(images)
             loss = loss + config.edge_weight * ((out.reconstruction - images).abs() * weight).mean()
