@@ -16,6 +16,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=positive_int, default=12)
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu (int8 paths) or cuda (fp16/bf16)")
+    p.add_argument("--compile", action="store_true", help="cuda: also time torch.compile'd fp16 (compiles per batch)")
     p.add_argument("--out", default="outputs/bench_amused.jsonl")
     p.set_defaults(func=run)
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("diffusers") is None:
         raise CLIError("the benchmark compares against diffusers: pip install 'diffusers==0.33.1'")
-    from musekit.eval.bench_amused import run_bench
+    from musekit.eval.bench_amused import run_bench, run_bench_cuda
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -38,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--batch takes comma-separated positive integers, got {args.batch!r}") from None
     if min(batches) < 1:
         raise CLIError(f"--batch takes comma-separated positive integers, got {args.batch!r}")
-    rows = run_bench(args.preset, batches, args.steps, args.repeats)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError("--device cuda: no CUDA GPU is available on this machine (torch sees none)")
+        rows = run_bench_cuda(args.preset, batches, args.steps, args.repeats, compile=args.compile)
+    else:
+        rows = run_bench(args.preset, batches, args.steps, args.repeats)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as handle:

@@ -81,3 +81,47 @@ INT8_KINDS = {"ff": "int8", "all": "int8-all"}  # `--int8 [ff|all]` -> MusePipel
 def add_int8_argument(parser, help_text: str) -> None:
     """``--int8`` (feed-forward linears) or ``--int8 all`` (every per-step linear); read it with ``INT8_KINDS``."""
     parser.add_argument("--int8", nargs="?", const="ff", choices=list(INT8_KINDS), default=None, help=help_text)
+
+
+def add_device_arguments(parser) -> None:
+    """``--device`` and ``--half`` (GPU fast path); apply them with ``place_pipeline``."""
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument(
+        "--half",
+        choices=["fp16", "bf16"],
+        default=None,
+        help="GPU fast path: the per-step forward in fp16/bf16, replayed as a CUDA graph (needs --device cuda)",
+    )
+
+
+def check_device_arguments(args):
+    """``--device`` / ``--half`` / ``--int8`` checked before any model is loaded: (device, half, int8)."""
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise CLIError(f"unknown --device {args.device!r}: use cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device {args.device!r} is not supported: use cpu or cuda")
+    half, int8 = getattr(args, "half", None), getattr(args, "int8", None)
+    if half and int8:
+        raise CLIError("choose one fast path: --half (GPU) or --int8 (CPU)")
+    if half and device.type != "cuda":
+        raise CLIError("--half is a GPU path: add --device cuda (on CPU use --int8)")
+    if int8 and device.type != "cpu":
+        raise CLIError("--int8 is a CPU path: on a GPU use --half fp16")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA GPU is available on this machine (torch sees none)")
+    return device, half, int8
+
+
+def place_pipeline(pipe, args):
+    """Move ``pipe`` to ``args.device`` and apply ``--half`` / ``--int8`` (checked by ``check_device_arguments``)."""
+    device, half, int8 = check_device_arguments(args)
+    if int8:
+        pipe.quantize(INT8_KINDS[int8])
+    pipe.to(device)
+    if half:
+        pipe.quantize(half)
+    return pipe

@@ -8,11 +8,13 @@ import time
 import torch
 
 from musekit.cli.common import (
-    INT8_KINDS,
+    add_device_arguments,
     add_int8_argument,
+    check_device_arguments,
     check_output_path,
     load_pipeline,
     non_negative_float,
+    place_pipeline,
     positive_int,
 )
 
@@ -51,6 +53,7 @@ def add_parser(subparsers) -> None:
         "CPU fast path: int8 feed-forward linears (`--int8`), or every per-step linear (`--int8 all`: faster, "
         "further from fp32; see docs/BENCHMARKS.md)",
     )
+    add_device_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -61,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise ValueError("prompt is empty: describe the image you want, e.g. 'a red circle on a blue background'")
     out = check_output_path(args.out)
+    check_device_arguments(args)  # bad flags fail before the model loads
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet
-    if args.int8:
-        pipe.quantize(INT8_KINDS[args.int8])
+    place_pipeline(pipe, args)
     start = time.perf_counter()
     result = pipe(
         args.prompt,

@@ -153,3 +153,143 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
             "musekit_int8_all_fraction_of_int8_peak": flops / medians["musekit_int8_all"] / 1e9 / peak_int8,
         })  # fmt: skip
     return rows
+
+
+# --- GPU ---------------------------------------------------------------------------------------------------------
+def cuda_matmul_tflops(dtype: torch.dtype, size: int = 4096, repeats: int = 20) -> float:
+    """This GPU's measured matmul rate for ``dtype`` (fp32 without TF32), the roofline's reference."""
+    a = torch.randn(size, size, device="cuda", dtype=dtype)
+    b = torch.randn(size, size, device="cuda", dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def _timed_cuda(fn) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _diffusers_loop_cuda(reference, config, batch, steps, guidance, states, pooled, micro):
+    import diffusers
+
+    scheduler = diffusers.AmusedScheduler(mask_token_id=config.mask_token_id)
+    scheduler.set_timesteps(steps, device="cuda")
+    grid = config.sample_size
+    latents = torch.full((batch, grid, grid), config.mask_token_id, device="cuda")
+    generator = torch.Generator("cuda").manual_seed(1)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            out = reference(torch.cat([latents] * 2), micro_conds=micro, pooled_text_emb=pooled,
+                            encoder_hidden_states=states)  # fmt: skip
+            uncond, cond = out.float().chunk(2)
+            latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents, generator=generator).prev_sample
+    return latents
+
+
+def _musekit_loop_cuda(model, cache, config, batch, steps, guidance):
+    grid = config.sample_size
+    start = torch.full((batch, grid, grid), config.mask_token_id, device="cuda")
+    return decode_tokens(model, cache, start, steps, SchedulerConfig(kind="amused"), guidance,
+                         generator=torch.Generator("cuda").manual_seed(1))  # fmt: skip
+
+
+def run_bench_cuda(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repeats: int = 5,
+                   guidance: float = 10.0, compile: bool = False) -> list[dict]:  # fmt: skip
+    """The GPU bench: diffusers fp32 and fp16 against musekit fp32 (exact), fp16 eager, and fp16/bf16 replayed as
+    CUDA graphs (``musekit.models.half``; with ``compile``, also torch.compile'd fp16 in the graph); logits fidelity
+    of each half path against fp32; roofline per dtype (fp32 without TF32)."""
+    import copy
+
+    from musekit.models.half import HalfPrecisionModel
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 in both stacks
+    torch.backends.cudnn.allow_tf32 = False
+    config, reference, ours = random_models(preset)
+    reference, ours = reference.cuda(), ours.cuda()
+    reference_half = copy.deepcopy(reference).half()
+    halves = {kind: HalfPrecisionModel(ours, kind) for kind in ("fp16", "bf16")}
+    if compile:
+        halves["fp16_compile"] = HalfPrecisionModel(ours, "fp16", compile=True)
+    eager16 = HalfPrecisionModel(ours, "fp16", cuda_graph=False)
+    peaks = {name: cuda_matmul_tflops(dtype) for name, dtype in
+             (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16))}  # fmt: skip
+    rows = []
+    for batch in batches:
+        g = torch.Generator().manual_seed(0)
+        states = torch.randn(2 * batch, 77, config.encoder_hidden_size, generator=g).cuda()
+        pooled = torch.randn(2 * batch, config.cond_embed_dim, generator=g).cuda()
+        side = float(config.sample_size * 16)
+        micro = torch.tensor([[side, side, 0.0, 0.0, 6.0]]).repeat(2 * batch, 1).cuda()
+        text = TextEmbeddings(states, pooled, torch.ones(states.shape[:2], dtype=torch.bool, device="cuda"))
+        args = (config, batch, steps, guidance)
+        with torch.no_grad():
+            cache = ours.precompute(text, micro_conds=micro)
+            half_caches = {kind: model.precompute(text, micro_conds=micro) for kind, model in halves.items()}
+            eager_cache = eager16.precompute(text, micro_conds=micro)
+        loops = {
+            "diffusers_fp32": partial(_diffusers_loop_cuda, reference, *args, states, pooled, micro),
+            "diffusers_fp16": partial(
+                _diffusers_loop_cuda, reference_half, *args, states.half(), pooled.half(), micro.half()
+            ),  # fmt: skip
+            "musekit_fp32": partial(_musekit_loop_cuda, ours, cache, *args),
+            "musekit_fp16_eager": partial(_musekit_loop_cuda, eager16, eager_cache, *args),
+            "musekit_fp16_graph": partial(_musekit_loop_cuda, halves["fp16"], half_caches["fp16"], *args),
+            "musekit_bf16_graph": partial(_musekit_loop_cuda, halves["bf16"], half_caches["bf16"], *args),
+        }
+        if compile:
+            loops["musekit_fp16_compile_graph"] = partial(
+                _musekit_loop_cuda, halves["fp16_compile"], half_caches["fp16_compile"], *args
+            )
+        outputs, errors = {}, {}
+        for name, fn in list(loops.items()):  # first runs: warm-up, graph capture, and the ids compared
+            try:
+                outputs[name] = fn()
+            except Exception as err:  # noqa: BLE001 - a path that fails on this machine is reported, not fatal
+                errors[name] = f"{type(err).__name__}: {err}"[:300]
+                del loops[name]
+        same = {
+            name: bool(torch.equal(outputs[name].cpu(), outputs["diffusers_fp32"].cpu()))
+            for name in outputs
+            if name != "diffusers_fp32" and "diffusers_fp32" in outputs
+        }
+        times = {name: [] for name in loops}
+        for _ in range(repeats):  # interleaved
+            for name, fn in loops.items():
+                times[name].append(_timed_cuda(fn))
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        grid = config.sample_size
+        with torch.no_grad():
+            probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
+            probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
+            probe = probe.cuda()
+            reference_logits = ours(probe, cache=cache)
+            fidelity = {kind: logits_fidelity(reference_logits, model(probe, cache=half_caches[kind]))
+                        for kind, model in halves.items()}  # fmt: skip
+            diffusers16 = reference_half(probe, micro_conds=micro.half(), pooled_text_emb=pooled.half(),
+                                         encoder_hidden_states=states.half())  # fmt: skip
+            fidelity["diffusers_fp16"] = logits_fidelity(reference_logits, diffusers16.flatten(2).transpose(1, 2))
+            flops = forward_flops(ours, cache, torch.full((2 * batch, grid, grid), config.mask_token_id,
+                                                          device="cuda")) * steps  # fmt: skip
+        dtype_of = lambda name: name.split("_")[1]  # noqa: E731 - "musekit_fp16_graph" -> "fp16"
+        rows.append({
+            "device": torch.cuda.get_device_name(), "preset": preset, "batch": batch, "steps": steps,
+            "seconds": medians, "errors": errors, "same_ids_as_diffusers_fp32": same,
+            "speedup_vs_diffusers_fp32": {k: medians["diffusers_fp32"] / v for k, v in medians.items()}
+            if "diffusers_fp32" in medians else {},
+            "speedup_vs_diffusers_fp16": {k: medians["diffusers_fp16"] / v for k, v in medians.items()}
+            if "diffusers_fp16" in medians else {},
+            "fidelity_vs_fp32": fidelity, "gflop_per_image": flops / batch / 1e9,
+            "tflops": {k: flops / v / 1e12 for k, v in medians.items()},
+            "matmul_peak_tflops": peaks,
+            "fraction_of_peak": {k: flops / v / 1e12 / peaks[dtype_of(k)] for k, v in medians.items()},
+        })  # fmt: skip
+    return rows

@@ -122,12 +122,30 @@ def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, fl
     return {"cosine_mean": cos.mean().item(), "cosine_min": cos.min().item(), "top1_agreement": top1.item()}
 
 
-def quantize_pipeline(pipe, kind: str = "int8"):
-    """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 copies, keeping the fp32 ones aside."""
-    if kind not in QUANTIZATIONS:
-        raise ValueError(f"quantize takes one of {tuple(QUANTIZATIONS)}, got {kind!r}")
+def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
+    """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 (CPU) or fp16/bf16 (CUDA) copies, keeping
+    the fp32 ones aside."""
+    from musekit.models.half import HALF_DTYPES, HalfPrecisionModel
+
+    if kind not in QUANTIZATIONS and kind not in HALF_DTYPES:
+        raise ValueError(f"quantize takes one of {(*QUANTIZATIONS, *HALF_DTYPES)}, got {kind!r}")
     if pipe._full_precision:
         raise ValueError(f"the pipeline is already quantized ({pipe.precision})")
+    if kind in HALF_DTYPES:
+        if pipe.device.type != "cuda":
+            raise ValueError(
+                f"{kind} is a GPU path (on CPU, fp16/bf16 matmuls run far slower than fp32): "
+                "move the pipeline to CUDA first, or use int8 on CPU"
+            )
+        for name in ("transformer", "superres"):
+            model = getattr(pipe, name)
+            if model is not None:
+                pipe._full_precision[name] = model
+                setattr(pipe, name, HalfPrecisionModel(model, kind, compile=compile))
+        pipe._quantization = kind
+        return pipe
+    if compile:
+        raise ValueError("compile applies to the fp16/bf16 GPU paths")
     if pipe.device.type != "cpu":
         raise ValueError("int8 quantization is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
     text = pipe.text_encoder.empty(1)

@@ -67,9 +67,11 @@ class ConceptCall:
 
     def cache(self, pipe, model, text, cond_ids, **precompute_kwargs):
         stage = "superres" if model is pipe.superres else "transformer"
-        return concept_cache(model, stage, text, self.prompts, self.concepts, pipe.perfusion_c_inv()[stage],
-                             self.bias, self.temperature, self.key_locking, cond_ids,
-                             precompute_kwargs=precompute_kwargs)  # fmt: skip
+        full = getattr(model, "full", model)  # a half-precision model's edits are made in fp32, then cast
+        cache = concept_cache(full, stage, text, self.prompts, self.concepts, pipe.perfusion_c_inv()[stage],
+                              self.bias, self.temperature, self.key_locking, cond_ids,
+                              precompute_kwargs=precompute_kwargs)  # fmt: skip
+        return model.cast(cache) if full is not model else cache
 
     @staticmethod
     @contextmanager

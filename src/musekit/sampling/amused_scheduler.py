@@ -55,15 +55,16 @@ class AmusedScheduler:
         pred = torch.where(unknown, pred, sample)
         if int(timestep) == 0:
             return SchedulerOutput(pred.view(shape), pred.view(shape))
-        step_idx = (self.timesteps == timestep).nonzero()
+        step_idx = (self.timesteps == timestep).nonzero().to(sample.device)
         ratio = (step_idx + 1) / len(self.timesteps)
         gamma = torch.cos(ratio * math.pi / 2) if self.masking_schedule == "cosine" else 1 - ratio
         mask_len = (sample.shape[1] * (self.starting_mask_ratio * gamma)).floor()
         mask_len = torch.min(unknown.sum(dim=-1, keepdim=True) - 1, mask_len)
-        mask_len = torch.max(torch.tensor([1]), mask_len)
+        mask_len = torch.max(torch.tensor([1], device=sample.device), mask_len)
         selected = torch.gather(probs, -1, pred[:, :, None])[:, :, 0]
         selected = torch.where(unknown, selected, torch.finfo(selected.dtype).max)
-        confidence = torch.log(selected.clamp(1e-20)) + self.temperatures[step_idx] * _gumbel(selected, generator)
+        temperature = self.temperatures.to(sample.device)[step_idx]
+        confidence = torch.log(selected.clamp(1e-20)) + temperature * _gumbel(selected, generator)
         cut_off = torch.gather(torch.sort(confidence, dim=-1).values, 1, mask_len.long())
         prev = torch.where(confidence < cut_off, self.mask_token_id, pred)
         return SchedulerOutput(prev.view(shape), pred.view(shape))

@@ -29,7 +29,9 @@ class SchedulerOutput:
 
 
 def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1.0 - 1e-7)
+    """Gumbel(0, 1) noise on ``device``, drawn on the generator's own device (a CPU generator drives GPU sampling)."""
+    source = generator.device if generator is not None else device
+    u = torch.rand(shape, generator=generator, device=source).to(device).clamp_(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
 
 
