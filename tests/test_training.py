@@ -118,6 +118,44 @@ def test_exact_shards_record_their_drawing(tmp_path, tokenizer_dir):
         TrainConfig(stage="base", jitter=-0.5, **BASE)
 
 
+def test_shards_rendered_in_worker_processes_equal_one_process(tmp_path, tokenizer_dir):
+    from musekit.config import VQConfig
+    from musekit.data.tokens import encode_shards
+    from musekit.io.checkpoint import load_component
+    from musekit.tokenizer import VQModel
+
+    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    world = ShapesWorld(0, jitter=0.0)
+    one = TokenShards(encode_shards(vq, world, tmp_path / "one", 10, 16, batch_size=3, progress=False))
+    two = TokenShards(encode_shards(vq, world, tmp_path / "two", 10, 16, batch_size=3, progress=False, workers=2))
+    assert torch.equal(one.ids_lo, two.ids_lo) and torch.equal(one.ids_hi, two.ids_hi)
+    assert torch.equal(one.index, two.index)
+
+
+def test_training_randomness_follows_the_generator_not_the_device():
+    from musekit.training.objectives import mask_tokens
+
+    ids = torch.zeros(3, 16, dtype=torch.long)
+    _, mask_a = mask_tokens(ids, 99, torch.Generator().manual_seed(5))
+    _, mask_b = mask_tokens(ids, 99, torch.Generator().manual_seed(5))
+    assert torch.equal(mask_a, mask_b) and mask_a.any()  # a CPU generator: the same masks wherever the ids live
+    if torch.cuda.is_available():
+        _, mask_gpu = mask_tokens(ids.cuda(), 99, torch.Generator().manual_seed(5))
+        assert torch.equal(mask_gpu.cpu(), mask_a)
+
+
+def test_ema_follows_the_model_to_its_device():
+    from musekit.training.ema import EMA
+
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, 0.5).to("cpu")
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = ema.state_dict()["weight"].clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.state_dict()["weight"], 0.5 * before + 0.5 * model.weight)
+
+
 def test_shards_can_condition_on_what_the_base_tokenizer_draws(tmp_path, tokenizer_dir):
     """--lo-through: the low-resolution ids tokenize the base tokenizer's reconstruction, the high ones the render."""
     from musekit.config import VQConfig

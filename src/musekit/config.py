@@ -375,6 +375,9 @@ TRANSFORMER_PRESETS: dict[str, TransformerConfig] = {
     "shapes-patch": TransformerConfig(
         codebook_size=1024, grid_size=16, hidden_size=256, num_layers=6, num_heads=4, patch_size=2
     ),
+    "shapes-patch-large": TransformerConfig(  # 2.1x shapes-patch, for GPU training (14.3 M parameters)
+        codebook_size=1024, grid_size=16, hidden_size=320, num_layers=8, num_heads=5, patch_size=2
+    ),
     "base": TransformerConfig(codebook_size=8192, grid_size=16, hidden_size=768, num_layers=12, num_heads=12),
 }
 

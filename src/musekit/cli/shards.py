@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
         "training on what the base stage draws)",
     )
     p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--workers", type=int, default=0, help="rendering processes (0: render in this process)")
+    p.add_argument("--device", default="cpu", help="where the tokenizer runs: cpu (default) or cuda")
     p.set_defaults(func=run)
 
 
@@ -44,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    vq = load_component(VQModel, VQConfig, args.tokenizer)
-    lo_through = load_component(VQModel, VQConfig, args.lo_through) if args.lo_through else None
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        raise ValueError(f"--device {args.device!r}: use cpu, or cuda on a machine with a CUDA GPU")
+    vq = load_component(VQModel, VQConfig, args.tokenizer).to(args.device)
+    lo_through = load_component(VQModel, VQConfig, args.lo_through).to(args.device) if args.lo_through else None
     world = ShapesWorld(args.world_seed, jitter=args.jitter)
-    out = encode_shards(vq, world, args.out, args.num, args.image_size, lo_through=lo_through)
+    out = encode_shards(vq, world, args.out, args.num, args.image_size, lo_through=lo_through, workers=args.workers)
     print(f"wrote {out}")
     return 0

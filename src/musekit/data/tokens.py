@@ -35,8 +35,12 @@ def encode_shards(
     batch_size: int = 64,
     progress: bool = True,
     lo_through: VQModel | None = None,
+    workers: int = 0,
 ) -> Path:
     """Render and tokenize ``num_examples`` examples at ``image_size`` (hi) and ``image_size // 2`` (lo).
+
+    The tokenizers run where their weights are (CPU or GPU); ``workers`` > 0 renders in that many processes (the
+    shards are the same either way).
 
     ``lo_through``: a base-stage tokenizer whose reconstruction of the low-resolution render is tokenized instead of
     the render itself, so that a super-resolution stage trains on the conditioning it meets at inference (the base
@@ -46,26 +50,46 @@ def encode_shards(
     vq.eval()
     if lo_through is not None:
         lo_through.eval()
+    device = next(vq.parameters()).device
     bar = tqdm(total=num_examples, desc="encode shards", disable=not progress)
-    for shard, start in enumerate(range(0, num_examples, shard_size)):
-        count = min(shard_size, num_examples - start)
-        lo, hi = [], []
-        for offset in range(0, count, batch_size):
-            n = min(batch_size, count - offset)
-            images, small = render_stages(world.examples(split, n, start + offset), image_size)
-            hi.append(vq.encode(images).to(torch.int16))
-            if lo_through is not None:
-                small = lo_through.decode(lo_through.encode(small)).clamp(0.0, 1.0)
-            lo.append(vq.encode(small).to(torch.int16))
-            bar.update(n)
-        tensors = {"ids_lo": torch.cat(lo), "ids_hi": torch.cat(hi), "index": torch.arange(start, start + count)}
-        atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
-    bar.close()
+    pool = _render_pool(workers)
+    try:
+        for shard, start in enumerate(range(0, num_examples, shard_size)):
+            count = min(shard_size, num_examples - start)
+            lo, hi = [], []
+            jobs = [(world, split, start + offset, min(batch_size, count - offset), image_size)
+                    for offset in range(0, count, batch_size)]  # fmt: skip
+            for images, small in pool.imap(_render_job, jobs) if pool is not None else map(_render_job, jobs):
+                images, small = images.to(device), small.to(device)
+                hi.append(vq.encode(images).to(torch.int16).cpu())
+                if lo_through is not None:
+                    small = lo_through.decode(lo_through.encode(small)).clamp(0.0, 1.0)
+                lo.append(vq.encode(small).to(torch.int16).cpu())
+                bar.update(len(images))
+            tensors = {"ids_lo": torch.cat(lo), "ids_hi": torch.cat(hi), "index": torch.arange(start, start + count)}
+            atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
+    finally:
+        if pool is not None:
+            pool.close()
+        bar.close()
     meta = {"num_examples": num_examples, "image_size": image_size, "split": split, "world_seed": world.seed,
             "two_object_fraction": world.two_object_fraction, "jitter": world.jitter,
             "codebook_size": vq.config.codebook_size, "lo_through": lo_through is not None}  # fmt: skip
     atomic_write_text(out / META, json.dumps(meta, indent=2))
     return out
+
+
+def _render_job(job) -> tuple[torch.Tensor, torch.Tensor]:
+    world, split, start, count, image_size = job
+    return render_stages(world.examples(split, count, start), image_size)
+
+
+def _render_pool(workers: int):
+    if workers <= 0:
+        return None
+    import multiprocessing
+
+    return multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
 
 
 def render_stages(examples, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +115,8 @@ def encode_base_ids(
     out = []
     for start in tqdm(range(0, len(indices), batch_size), desc="encode base ids", disable=not progress):
         examples = [world.example(split, int(i)) for i in indices[start : start + batch_size]]
-        out.append(vq.encode(render_stages(examples, image_size)[1], allowed_codes).to(torch.int16))
+        small = render_stages(examples, image_size)[1].to(next(vq.parameters()).device)
+        out.append(vq.encode(small, allowed_codes).to(torch.int16).cpu())
     return torch.cat(out)
 
 

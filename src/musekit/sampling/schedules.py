@@ -43,5 +43,6 @@ def sample_mask_ratio(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Training masking rates: gamma(u) with u ~ U(0, 1); returns (B,) float32."""
-    u = torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
+    source = generator.device if generator is not None else device  # a CPU generator may drive GPU work
+    u = torch.rand(batch_size, generator=generator, device=source, dtype=torch.float64).to(device)
     return mask_ratio(u, schedule, power).float()

@@ -23,6 +23,11 @@ class EMA:
             else:
                 self.shadow[name].copy_(value)
 
+    def to(self, device: torch.device | str) -> EMA:
+        """Keep the shadow weights where the model trains (a GPU), so updates need no copies."""
+        self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
+        return self
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
 
@@ -30,7 +35,7 @@ class EMA:
         missing = set(self.shadow) - set(state)
         if missing:
             raise ValueError(f"EMA state is missing {sorted(missing)[:4]}")
-        self.shadow = {k: state[k].float().clone() for k in self.shadow}
+        self.shadow = {k: state[k].float().to(self.shadow[k].device).clone() for k in self.shadow}
 
     def copy_to(self, model: nn.Module) -> None:
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})

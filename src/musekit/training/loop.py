@@ -71,7 +71,7 @@ def train_transformer(
     if config.stage not in ("base", "sr"):
         raise ValueError("train_transformer trains the 'base' or 'sr' stage")
     runner = Runner(config, run_dir)
-    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    vq = load_component(VQModel, VQConfig, tokenizer_dir).to(runner.device)
     world = ShapesWorld(config.world_seed, config.two_object_fraction, config.jitter)
     shards_dir = Path(shards_dir) if shards_dir is not None else Path(run_dir) / "shards"
     if runner.is_main and not (shards_dir / "meta.json").is_file():

@@ -32,6 +32,9 @@ class Runner:
         self.world_size = self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
+        if self.device.type == "cuda":  # training matmuls in TF32 (sampling stays exact fp32 unless asked otherwise)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             saved = self.run_dir / "config.json"
@@ -63,6 +66,8 @@ class Runner:
         if self.ema is not None and ema_state is not None:
             self.ema.load_state_dict(ema_state)
         model, optimizer = self.accelerator.prepare(model, optimizer)
+        if self.ema is not None:
+            self.ema.to(self.device)
         return model, optimizer, start
 
     def step_generator(self, step: int, salt: int = 0) -> torch.Generator:
