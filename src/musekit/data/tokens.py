@@ -70,7 +70,7 @@ def encode_shards(
             atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
     finally:
         if pool is not None:
-            pool.close()
+            pool.terminate()  # every result has been consumed (or an error ends the run)
         bar.close()
     meta = {"num_examples": num_examples, "image_size": image_size, "split": split, "world_seed": world.seed,
             "two_object_fraction": world.two_object_fraction, "jitter": world.jitter,

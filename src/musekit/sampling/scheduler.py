@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from musekit.config import SchedulerConfig
-from musekit.sampling.schedules import mask_ratio
+from musekit.sampling.schedules import mask_ratio, uniform
 
 
 @dataclass
@@ -30,8 +30,7 @@ class SchedulerOutput:
 
 def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Gumbel(0, 1) noise on ``device``, drawn on the generator's own device (a CPU generator drives GPU sampling)."""
-    source = generator.device if generator is not None else device
-    u = torch.rand(shape, generator=generator, device=source).to(device).clamp_(1e-20, 1.0 - 1e-7)
+    u = uniform(shape, generator, device).clamp_(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
 
 

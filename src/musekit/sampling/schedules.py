@@ -35,6 +35,13 @@ def mask_ratio(progress: torch.Tensor | float, schedule: str = "cosine", power: 
     return out.clamp(0.0, 1.0)
 
 
+def uniform(shape, generator: torch.Generator | None, device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """U(0, 1) on ``device``, drawn on the generator's own device: a CPU generator (a fixed function of the seed)
+    gives the same draws whether the work runs on CPU or GPU."""
+    source = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
 def sample_mask_ratio(
     batch_size: int,
     generator: torch.Generator | None = None,
@@ -43,6 +50,5 @@ def sample_mask_ratio(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Training masking rates: gamma(u) with u ~ U(0, 1); returns (B,) float32."""
-    source = generator.device if generator is not None else device  # a CPU generator may drive GPU work
-    u = torch.rand(batch_size, generator=generator, device=source, dtype=torch.float64).to(device)
+    u = uniform((batch_size,), generator, device, torch.float64)
     return mask_ratio(u, schedule, power).float()

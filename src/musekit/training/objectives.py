@@ -15,15 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from musekit.models.transformer import MaskedTransformer
-from musekit.sampling.schedules import sample_mask_ratio
+from musekit.sampling.schedules import sample_mask_ratio, uniform
 from musekit.text.base import TextEmbeddings
-
-
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """U(0, 1) on ``device``, drawn on the generator's own device: a CPU generator (the runner's, a fixed function of
-    seed and step) gives the same draws whether the model trains on CPU or GPU."""
-    source = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=source).to(device)
 
 
 def mask_tokens(
@@ -50,7 +43,7 @@ def mask_tokens(
     if ratios is None:
         ratios = sample_mask_ratio(batch, generator, schedule, power, device=ids.device)
     counts = torch.round(ratios.to(ids.device) * length).long().clamp(1, length)  # (B,)
-    scores = _rand((batch, length), generator, ids.device)
+    scores = uniform((batch, length), generator, ids.device)
     ranks = scores.argsort(dim=1).argsort(dim=1)  # a random permutation's rank of each position
     mask = ranks < counts.unsqueeze(1)
     return ids.masked_fill(mask, mask_token_id), mask
@@ -86,7 +79,7 @@ def drop_conditioning(
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"conditioning dropout must be in [0, 1], got {p}")
     batch = len(text)
-    keep = _rand((batch,), generator, text.hidden_states.device) >= p
+    keep = uniform((batch,), generator, text.hidden_states.device) >= p
     if len(empty) == 1:
         empty = empty.expand(batch)
     return text.where(keep, empty), keep
