@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from musekit.cli.common import CLIError, positive_int
+from musekit.cli.common import CLIError, check_device_arguments, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -40,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--batch takes comma-separated positive integers, got {args.batch!r}") from None
     if min(batches) < 1:
         raise CLIError(f"--batch takes comma-separated positive integers, got {args.batch!r}")
-    if args.device == "cuda":
-        if not torch.cuda.is_available():
-            raise CLIError("--device cuda: no CUDA GPU is available on this machine (torch sees none)")
+    if check_device_arguments(args)[0].type == "cuda":
         rows = run_bench_cuda(args.preset, batches, args.steps, args.repeats, compile=args.compile)
     else:
         rows = run_bench(args.preset, batches, args.steps, args.repeats)

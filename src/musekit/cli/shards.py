@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from musekit.cli.common import positive_int
+from musekit.cli.common import check_device_arguments, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -48,10 +48,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
-    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
-        raise ValueError(f"--device {args.device!r}: use cpu, or cuda on a machine with a CUDA GPU")
-    vq = load_component(VQModel, VQConfig, args.tokenizer).to(args.device)
-    lo_through = load_component(VQModel, VQConfig, args.lo_through).to(args.device) if args.lo_through else None
+    device = check_device_arguments(args)[0]
+    vq = load_component(VQModel, VQConfig, args.tokenizer).to(device)
+    lo_through = load_component(VQModel, VQConfig, args.lo_through).to(device) if args.lo_through else None
     world = ShapesWorld(args.world_seed, jitter=args.jitter)
     out = encode_shards(vq, world, args.out, args.num, args.image_size, lo_through=lo_through, workers=args.workers)
     print(f"wrote {out}")

@@ -54,20 +54,20 @@ def forward_flops(model: UVitTransformer, cache, ids: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def _diffusers_loop(reference, config, batch, steps, guidance, states, pooled, micro):
+def _diffusers_loop(reference, config, batch, steps, guidance, states, pooled, micro, device="cpu"):
     """AmusedPipeline's decoding loop (transformer + AmusedScheduler + guidance), text already encoded."""
     import diffusers
 
     scheduler = diffusers.AmusedScheduler(mask_token_id=config.mask_token_id)
-    scheduler.set_timesteps(steps)
+    scheduler.set_timesteps(steps, device=device)
     grid = config.sample_size
-    latents = torch.full((batch, grid, grid), config.mask_token_id)
-    generator = torch.Generator().manual_seed(1)
+    latents = torch.full((batch, grid, grid), config.mask_token_id, device=device)
+    generator = torch.Generator(device).manual_seed(1)
     with torch.no_grad():
         for t in scheduler.timesteps:
             out = reference(torch.cat([latents] * 2), micro_conds=micro, pooled_text_emb=pooled,
                             encoder_hidden_states=states)  # fmt: skip
-            uncond, cond = out.chunk(2)
+            uncond, cond = out.float().chunk(2)  # fp16 models: guidance and sampling in fp32, as for musekit
             latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents, generator=generator).prev_sample
     return latents
 
@@ -178,23 +178,6 @@ def _timed_cuda(fn) -> float:
     return time.perf_counter() - start
 
 
-def _diffusers_loop_cuda(reference, config, batch, steps, guidance, states, pooled, micro):
-    import diffusers
-
-    scheduler = diffusers.AmusedScheduler(mask_token_id=config.mask_token_id)
-    scheduler.set_timesteps(steps, device="cuda")
-    grid = config.sample_size
-    latents = torch.full((batch, grid, grid), config.mask_token_id, device="cuda")
-    generator = torch.Generator("cuda").manual_seed(1)
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            out = reference(torch.cat([latents] * 2), micro_conds=micro, pooled_text_emb=pooled,
-                            encoder_hidden_states=states)  # fmt: skip
-            uncond, cond = out.float().chunk(2)
-            latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents, generator=generator).prev_sample
-    return latents
-
-
 def _musekit_loop_cuda(model, cache, config, batch, steps, guidance):
     grid = config.sample_size
     start = torch.full((batch, grid, grid), config.mask_token_id, device="cuda")
@@ -236,9 +219,9 @@ def run_bench_cuda(preset: str = "amused-256", batches=(1, 4), steps: int = 12, 
             half_caches = {kind: model.precompute(text, micro_conds=micro) for kind, model in halves.items()}
             eager_cache = eager16.precompute(text, micro_conds=micro)
         loops = {
-            "diffusers_fp32": partial(_diffusers_loop_cuda, reference, *args, states, pooled, micro),
+            "diffusers_fp32": partial(_diffusers_loop, reference, *args, states, pooled, micro, "cuda"),
             "diffusers_fp16": partial(
-                _diffusers_loop_cuda, reference_half, *args, states.half(), pooled.half(), micro.half()
+                _diffusers_loop, reference_half, *args, states.half(), pooled.half(), micro.half(), "cuda"
             ),  # fmt: skip
             "musekit_fp32": partial(_musekit_loop_cuda, ours, cache, *args),
             "musekit_fp16_eager": partial(_musekit_loop_cuda, eager16, eager_cache, *args),
