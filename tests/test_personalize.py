@@ -315,13 +315,21 @@ def test_text_fidelity_splits_one_and_two_object_prompts():
 def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
     from musekit.config import CheckerConfig
     from musekit.eval.checker import ShapeChecker
-    from musekit.eval.personalize_eval import GEOMETRIES, PersonalizeEvalSettings, evaluate_personalization, sweep_plot
+    from musekit.eval.personalize_eval import (
+        GEOMETRIES,
+        GRID_METHODS,
+        PersonalizeEvalSettings,
+        evaluate_personalization,
+        sample_grid,
+        sweep_plot,
+    )
 
     torch.manual_seed(0)
     checker = ShapeChecker(CheckerConfig.preset("tiny"))
     settings = PersonalizeEvalSettings(concepts=("bullseye", "arrow"), betas=(0.6, 0.8), default_beta=0.6,
                                        images_per_concept=2, steps=1, baseline_steps=1)  # fmt: skip
-    report, learned = evaluate_personalization(concept_pipe, checker, settings, progress=False)
+    samples: dict = {}
+    report, learned = evaluate_personalization(concept_pipe, checker, settings, progress=False, samples=samples)
     summary = report["summary"]
     for key in ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "dreambooth"):
         assert 0 <= summary[key]["text_fidelity"] <= 1 and -1 <= summary[key]["concept_similarity"] <= 1
@@ -333,6 +341,11 @@ def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
     assert summary["perfusion-local"]["file_bytes"] < summary["dreambooth"]["file_bytes"]
     sweep_plot(summary).save(tmp_path / "sweep.png")
     assert GEOMETRIES["sd-1.5"] == 14016
+    # the sample grid: two rows per concept [a concept image | one sample per method], then the two-concept row
+    grid, columns = sample_grid(samples)
+    size = concept_pipe.image_size
+    assert columns == 1 + len(GRID_METHODS) and grid.shape == (5 * columns, 3, size, size)
+    assert set(samples["two_concepts"]) == {"bullseye+arrow", "arrow+bullseye"}
 
 
 def test_two_concept_prompts_use_backgrounds_where_both_concepts_show(monkeypatch):

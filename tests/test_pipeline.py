@@ -54,11 +54,13 @@ def test_fp16_storage_loads_back_as_fp32(tiny_pipe, tmp_path):
 
 
 def test_negative_prompt_and_guidance_change_the_result(tiny_pipe):
-    # A random tiny model barely listens to text; a large scale amplifies the (real) text dependence.
-    plain = tiny_pipe(PROMPT, generator=seeded(0), guidance_scale=500.0, output_type="ids").ids
+    # A random tiny model barely listens to text; a large scale amplifies the (real) text dependence. The base
+    # stage is the one guidance_scale and the negative prompt steer (the random tiny SR stage hardly depends on its
+    # low-resolution tokens, so its ids can coincide).
+    plain = tiny_pipe(PROMPT, generator=seeded(0), guidance_scale=500.0, output_type="ids").base_ids
     negative = tiny_pipe(PROMPT, negative_prompt="a green star", guidance_scale=500.0, generator=seeded(0))
-    unguided = tiny_pipe(PROMPT, generator=seeded(0), guidance_scale=1.0, output_type="ids").ids
-    assert not torch.equal(plain, negative.ids)
+    unguided = tiny_pipe(PROMPT, generator=seeded(0), guidance_scale=1.0, output_type="ids").base_ids
+    assert not torch.equal(plain, negative.base_ids)
     assert not torch.equal(plain, unguided)
 
 

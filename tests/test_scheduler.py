@@ -5,6 +5,7 @@ import torch
 
 from musekit.config import SchedulerConfig
 from musekit.sampling import MaskGITScheduler, apply_guidance, guidance_scale_at, mask_ratio
+from musekit.sampling.scheduler import sample_categorical
 
 from .conftest import seeded
 
@@ -71,6 +72,30 @@ def test_top_k_restricts_sampled_values():
     out = scheduler.step(logits, scheduler.timesteps[0], ids, generator=seeded(1), top_k=2).pred_ids
     top2 = logits.topk(2, dim=-1).indices
     assert (out.unsqueeze(-1) == top2).any(-1).all()
+
+
+def test_sampling_draws_from_the_softmax():
+    # the Gumbel-max draw with one logarithm per entry samples softmax(logits): frequencies over 40,000 rows
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    log_probs = probs.log().expand(40_000, 4)
+    counts = torch.bincount(sample_categorical(log_probs, seeded(3)), minlength=4).double() / 40_000
+    assert torch.allclose(counts, probs.double(), atol=0.01)
+
+
+def test_only_masked_positions_are_sampled_and_decided_tokens_kept():
+    # logits at decided positions are ignored (the sampler may pass anything there); decided tokens never change
+    scheduler = MaskGITScheduler(MASK)
+    scheduler.set_timesteps(4)
+    ids = torch.full((2, 40), MASK)
+    ids[:, ::3] = 5
+    logits = torch.randn(2, 40, MASK, generator=seeded(0))
+    noisy = logits.clone()
+    noisy[ids != MASK] = torch.nan
+    a = scheduler.step(logits, scheduler.timesteps[0], ids, generator=seeded(1))
+    scheduler.set_timesteps(4)
+    b = scheduler.step(noisy, scheduler.timesteps[0], ids, generator=seeded(1))
+    assert torch.equal(a.pred_ids, b.pred_ids) and torch.equal(a.prev_ids, b.prev_ids)
+    assert (a.pred_ids[:, ::3] == 5).all() and (a.prev_ids[:, ::3] == 5).all()
 
 
 def test_temperature_annealing_and_validation():

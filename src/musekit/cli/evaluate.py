@@ -85,8 +85,14 @@ def run(args: argparse.Namespace) -> int:
 
 def run_personalize(args, pipe, checker) -> int:
     from musekit.data.concepts import CONCEPTS
-    from musekit.eval.personalize_eval import GEOMETRIES, PersonalizeEvalSettings, evaluate_personalization, sweep_plot
-    from musekit.io.images import save_image
+    from musekit.eval.personalize_eval import (
+        GEOMETRIES,
+        PersonalizeEvalSettings,
+        evaluate_personalization,
+        sample_grid,
+        sweep_plot,
+    )
+    from musekit.io.images import make_grid, save_image, tensor_to_pil
 
     names = tuple(n.strip() for n in args.concepts.split(",") if n.strip())
     unknown = [n for n in names if n not in CONCEPTS]
@@ -103,13 +109,16 @@ def run_personalize(args, pipe, checker) -> int:
                                        seed=args.seed, betas=betas, default_beta=default_beta,
                                        samples_per_prompt=args.samples_per_prompt,
                                        captions=args.concept_prompts == "captions")  # fmt: skip
-    report, _ = evaluate_personalization(pipe, checker, settings)
+    samples: dict = {}
+    report, _ = evaluate_personalization(pipe, checker, settings, samples=samples)
     report["file_bytes_same_layout_fp16"] = {k: 2 * v for k, v in GEOMETRIES.items()}
     out = write_row(args, "personalize", report)
     save_image(sweep_plot(report["summary"]), out / "personalize-sweep.png")
+    grid, columns = sample_grid(samples)
+    save_image(make_grid(tensor_to_pil(grid), columns=columns), out / "personalize-grid.png")
     print(json.dumps(report["summary"], indent=2))
     print(json.dumps(report["two_concepts"], indent=2))
-    print(f"wrote {out / 'personalize.jsonl'} and {out / 'personalize-sweep.png'}")
+    print(f"wrote {out / 'personalize.jsonl'}, {out / 'personalize-sweep.png'} and {out / 'personalize-grid.png'}")
     return 0
 
 

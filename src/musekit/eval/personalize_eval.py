@@ -125,17 +125,43 @@ def generate(pipe, prompts: list[str], seed: int, samples: int = 1, **kwargs) ->
     return torch.cat(out)
 
 
-def score(pipe, checker, token, name, references, seed, samples: int = 1, **kwargs) -> dict:
+def score(pipe, checker, token, name, references, seed, samples: int = 1, keep: list | None = None, **kwargs) -> dict:
+    """The scores of one method on ``name``'s prompts; ``keep`` (a list) receives the first sample of the first
+    one-object and the first two-object prompt, for the sample grid."""
     items = prompts_for(token, name)
     images = generate(pipe, [p for p, _ in items], seed, samples, **kwargs)
     specs = [s for _, s in items for _ in range(samples)]
+    if keep is not None:
+        keep.extend([images[0], images[len(ONE_OBJECT_POSITIONS) * samples]])
     similarity = (region_embeddings(checker, images, [s["position"] for s in specs]) @ references.t()).mean().item()
     return {"concept_similarity": similarity, **text_fidelity_scores(prompt_followed(checker, images, specs), specs)}
 
 
+GRID_METHODS = ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "custom-diffusion",
+                "dreambooth")  # fmt: skip
+
+
+def sample_grid(samples: dict) -> tuple[torch.Tensor, int]:
+    """The images of ``evaluate_personalization(..., samples=...)`` as a grid tensor (N, 3, S, S) and its column
+    count: per concept two rows (a one-object and a two-object prompt), each [a concept image | one sample per
+    method in ``GRID_METHODS`` at the default beta]; then the two-concept samples, one per ordered pair."""
+    columns = 1 + len(GRID_METHODS)
+    rows = []
+    for by_method in samples["concepts"].values():
+        references = by_method["references"]
+        for k in range(2):
+            rows.append([references[k], *(by_method[m][k] for m in GRID_METHODS)])
+    pairs = list(samples.get("two_concepts", {}).values())
+    for start in range(0, len(pairs), columns):
+        chunk = pairs[start : start + columns]
+        rows.append(chunk + [torch.ones_like(chunk[0])] * (columns - len(chunk)))
+    return torch.stack([image for row in rows for image in row]), columns
+
+
 def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeEvalSettings | None = None,
-                             progress: bool = True) -> tuple[dict, dict]:  # fmt: skip
-    """Returns (report, learned concepts by (name, method))."""
+                             progress: bool = True, samples: dict | None = None) -> tuple[dict, dict]:  # fmt: skip
+    """Returns (report, learned concepts by (name, method)); a ``samples`` dict is filled with images for
+    ``sample_grid``."""
     from musekit.personalize.baselines import BASELINES, learn_baseline
 
     settings = settings or PersonalizeEvalSettings()
@@ -151,6 +177,7 @@ def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeE
         refs[name] = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
                                        [p for _, p, _ in examples])  # fmt: skip
         rows = {"bounds": similarity_bounds(checker, name, refs[name])}
+        kept: dict = {"references": [image_to_tensor(images[k])[0] for k in range(2)]}
         for method in ("perfusion", "trained-k", *BASELINES):
             start = time.perf_counter()
             if method in ("perfusion", "trained-k"):
@@ -168,6 +195,7 @@ def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeE
             if method in ("perfusion", "trained-k"):
                 lockings = ("local", "global") if method == "perfusion" else ("local",)
                 for locking in lockings:
+                    label = f"perfusion-{locking}" if method == "perfusion" else method
                     row[f"sweep_{locking}"] = {
                         str(beta): score(
                             pipe,
@@ -177,6 +205,7 @@ def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeE
                             refs[name],
                             settings.seed,
                             settings.samples_per_prompt,
+                            keep=kept.setdefault(label, []) if beta == settings.default_beta else None,
                             concepts=[concept],
                             concept_bias=beta,
                             key_locking=locking,
@@ -185,17 +214,24 @@ def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeE
                     }
             else:
                 row["scores"] = score(pipe, checker, token, name, refs[name], settings.seed,
-                                      settings.samples_per_prompt, concepts=[concept])  # fmt: skip
+                                      settings.samples_per_prompt, keep=kept.setdefault(method, []),
+                                      concepts=[concept])  # fmt: skip
             rows[method] = row
         report["concepts"][name] = rows
-    report["two_concepts"] = two_concept_rate(pipe, checker, learned, refs, settings)
+        if samples is not None:
+            samples.setdefault("concepts", {})[name] = kept
+    pairs: dict | None = {} if samples is not None else None
+    report["two_concepts"] = two_concept_rate(pipe, checker, learned, refs, settings, keep=pairs)
+    if samples is not None:
+        samples["two_concepts"] = pairs
     report["summary"] = summarize(report, settings)
     return report, learned
 
 
-def two_concept_rate(pipe, checker, learned, refs, settings) -> dict:
+def two_concept_rate(pipe, checker, learned, refs, settings, keep: dict | None = None) -> dict:
     """Both concepts recognisable: each object cell is closer to its own concept's references than the other's. The
-    backgrounds are four on which both concepts stay visible (none of their colours), as for one concept."""
+    backgrounds are four on which both concepts stay visible (none of their colours), as for one concept. ``keep``
+    (a dict) receives the first image of each ordered pair."""
     names = list(settings.concepts)
     results = {}
     for a, b in [(names[i], names[j]) for i in range(len(names)) for j in range(len(names)) if i != j]:
@@ -209,6 +245,8 @@ def two_concept_rate(pipe, checker, learned, refs, settings) -> dict:
         ok_a = (left @ refs[a].t()).mean(1) > (left @ refs[b].t()).mean(1)
         ok_b = (right @ refs[b].t()).mean(1) > (right @ refs[a].t()).mean(1)
         results[f"{a}+{b}"] = (ok_a & ok_b).float().mean().item()
+        if keep is not None:
+            keep[f"{a}+{b}"] = images[0]
     results["mean"] = sum(results.values()) / len(results)
     return results
 

@@ -1,7 +1,8 @@
 """MaskGIT parallel decoding (Chang et al. 2022; Muse 2.8) with diffusers' scheduler vocabulary.
 
 One step k of K (``timestep`` counts down K-1 .. 0):
-  1. sample every masked position from softmax(logits) (optionally top-k filtered); known tokens are kept;
+  1. sample every masked position from softmax(logits) (optionally top-k filtered; Gumbel-max, with the softmax
+     and the noise computed at the masked positions only); known tokens are kept;
   2. confidence = log p(sampled) + tau_k * Gumbel noise, tau_k annealed linearly from temperature[0] to [1];
   3. keep masked the ``n_k`` least confident newly sampled tokens, where
         n_k = clamp(floor(U0 * gamma((k + 1) / K)), 1, U_k - 1),   n_{K-1} = 0,
@@ -32,6 +33,14 @@ def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: t
     """Gumbel(0, 1) noise on ``device``, drawn on the generator's own device (a CPU generator drives GPU sampling)."""
     u = uniform(shape, generator, device).clamp_(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
+
+
+def sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of ``log_probs`` (..., V): argmax(log p - log E) with E ~ Exp(1), the Gumbel-max trick with
+    one logarithm per entry instead of two (-log(-log U) = -log E for E = -log U)."""
+    u = uniform(log_probs.shape, generator, log_probs.device).clamp_(1e-20, 1.0 - 1e-7)
+    exponential = torch.log(u).neg_()
+    return (log_probs - exponential.log_()).argmax(-1)
 
 
 class MaskGITScheduler:
@@ -103,18 +112,21 @@ class MaskGITScheduler:
         if self.initial_unknown is None or k == 0:
             self.initial_unknown = unknown.sum(1)
 
-        logits = logits.float()
+        # Only the masked positions are sampled (decided tokens never change), so the softmax and the noise cost
+        # (masked tokens x codebook) rather than (all tokens x codebook): most of a step's non-matrix work.
+        logits = logits[unknown].float()  # (M, V), the masked positions in row-major order
         if top_k is not None and top_k < logits.shape[-1]:
             kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         log_probs = torch.log_softmax(logits, dim=-1)
-        sampled = (log_probs + gumbel_noise(log_probs.shape, generator, logits.device)).argmax(-1)  # Gumbel-max
-        pred = torch.where(unknown, sampled, ids)
+        sampled = sample_categorical(log_probs, generator)
+        pred = ids.masked_scatter(unknown, sampled)
 
         num_masked = self.num_masked_after(k, self.initial_unknown.to(ids.device), unknown.sum(1))
         if bool((num_masked == 0).all()):
             return SchedulerOutput(pred.view(shape), pred.view(shape))
-        confidence = torch.gather(log_probs, -1, pred.unsqueeze(-1)).squeeze(-1)
+        chosen = torch.gather(log_probs, -1, sampled.unsqueeze(-1)).squeeze(-1)  # log p(sampled), (M,)
+        confidence = torch.zeros(ids.shape, dtype=chosen.dtype, device=ids.device).masked_scatter(unknown, chosen)
         tau = float(self.temperatures[k])
         if tau > 0:
             confidence = confidence + tau * gumbel_noise(confidence.shape, generator, logits.device)
