@@ -45,13 +45,14 @@ class PersonalizeConfig:
     steps: int = 120
     batch_size: int = 4
     embedding_lr: float = 0.006
-    output_lr: float = 0.06
+    output_lr: float = 0.01
     train_beta: float = 0.75
     train_tau: float = 0.1
     input_decay: float = 0.99
     settle_fraction: float = 0.25  # the last steps train o* alone, against the final embedding's exact i*
     mask_floor: float = 0.1  # loss weight of tokens far from the object
     crops_per_image: int = 2
+    max_value_ratio: float | None = None  # cap |o*_V| per layer at this multiple of |W_V i*| (None: no cap)
     seed: int = 0
 
 
@@ -230,6 +231,9 @@ def learn_concept(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if config.max_value_ratio is not None:
+            inputs = settled or _exact_inputs(encoder, models, final_prompts, token_id, embedding)
+            _cap_values(models, value_outputs, inputs, config.max_value_ratio)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     # i* for inference: the concept token's mean encoding over the training prompts with the final embedding. The
     # EMA averages over prompts but lags the embedding it is trained with (after 120 steps at 0.99 it still weighs
@@ -250,6 +254,15 @@ def learn_concept(
         train_tau=config.train_tau,
         fingerprint=model_fingerprint(pipe),
     ).rounded()  # as the file stores it: a reloaded concept draws the same images
+
+
+@torch.no_grad()
+def _cap_values(models, value_outputs, inputs, ratio: float) -> None:
+    """Scale each layer's o*_V down to at most ``ratio`` times the norm of the concept token's own value W_V i*."""
+    for name, model in models.items():
+        natural = torch.stack([attn.to_v.weight @ inputs[name] for attn in model.text_attentions]).norm(dim=-1)
+        norms = value_outputs[name].norm(dim=-1)
+        value_outputs[name].mul_((ratio * natural / norms.clamp_min(1e-12)).clamp(max=1.0).unsqueeze(-1))
 
 
 @torch.no_grad()

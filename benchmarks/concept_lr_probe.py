@@ -1,0 +1,78 @@
+"""Perfusion's output learning rate against concept similarity and text fidelity (quick probe, not the full eval).
+
+Usage: python benchmarks/concept_lr_probe.py [--lrs 0.06,0.02,0.01] [--concepts bullseye,diamond] [--betas 0.5,0.7,0.9]
+[--steps 60] [--threads 2]
+
+Learns each concept (local variant, per-image captions, as `musekit eval personalize`) at each o* learning rate and
+scores it with the eval's own `score` at each beta (2 samples per prompt); prints one line per (lr, concept, beta) and
+the mean per (lr, beta), plus the o*_V norms against the concept token's own value W_V i*.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from musekit.data.concepts import CONCEPTS, concept_examples
+from musekit.editing.masks import image_to_tensor
+from musekit.eval.checker import load_checker
+from musekit.eval.personalize_eval import region_embeddings, score
+from musekit.personalize.trainer import PersonalizeConfig
+from musekit.pipeline import MusePipeline
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lrs", default="0.06,0.02,0.01")
+    parser.add_argument("--concepts", default="bullseye,diamond")
+    parser.add_argument("--betas", default="0.5,0.7,0.9")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--max-value-ratio", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = MusePipeline.from_pretrained()
+    pipe.progress_bar = False
+    checker = load_checker()
+    names = args.concepts.split(",")
+    betas = floats(args.betas)
+    means: dict = {}
+    for lr in floats(args.lrs):
+        for name in names:
+            examples = concept_examples(name, 5, pipe.image_size, 0)
+            images = [image for image, _, _ in examples]
+            captions = [text for _, _, text in examples]
+            refs = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
+                                     [p for _, p, _ in examples])  # fmt: skip
+            extra = {} if args.max_value_ratio is None else {"max_value_ratio": args.max_value_ratio}
+            config = PersonalizeConfig(steps=args.steps, output_lr=lr, **extra)
+            concept = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name]["superclass"], config=config,
+                                         progress=False, captions=captions)  # fmt: skip
+            ratios = []
+            for stage, outputs in concept.value_outputs.items():
+                model = getattr(pipe, stage)
+                i_star = concept.target_inputs[stage].float()
+                natural = torch.stack([a.to_v.weight @ i_star for a in model.text_attentions])
+                ratios.append((outputs.float().norm(dim=-1) / natural.norm(dim=-1)).mean().item())
+            for beta in betas:
+                row = score(pipe, checker, f"<{name}>", name, refs, 0, 2, concepts=[concept], concept_bias=beta)
+                means.setdefault((lr, beta), []).append(row)
+                ratio_text = [round(r, 2) for r in ratios]
+                print(
+                    f"lr {lr} {name} beta {beta}: similarity {row['concept_similarity']:.3f} fidelity "
+                    f"{row['text_fidelity']:.3f} (o*_V / W_V i* norm ratio per stage {ratio_text})",
+                    flush=True,
+                )
+    for (lr, beta), rows in means.items():
+        sim = sum(r["concept_similarity"] for r in rows) / len(rows)
+        fid = sum(r["text_fidelity"] for r in rows) / len(rows)
+        print(f"mean lr {lr} beta {beta}: similarity {sim:.3f} fidelity {fid:.3f}")
+
+
+if __name__ == "__main__":
+    main()
