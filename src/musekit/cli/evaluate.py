@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-dir", default="outputs/eval", metavar="DIR", help="where the JSON row and grid go")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--concepts", default="bullseye,diamond,crescent", help="personalize: concepts to learn")
-    p.add_argument("--concept-steps", type=positive_int, default=120, help="personalize: training steps")
+    p.add_argument("--concept-steps", type=positive_int, default=60, help="personalize: training steps")
     p.add_argument("--concept-prompts", choices=["captions", "templates"], default="captions",
                    help="personalize: train on per-image captions or on generic templates")  # fmt: skip
     p.add_argument("--samples-per-prompt", type=positive_int, default=2,

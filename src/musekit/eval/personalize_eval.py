@@ -32,8 +32,8 @@ class PersonalizeEvalSettings:
     betas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
     default_beta: float = 0.7
     images_per_concept: int = 5
-    steps: int = 120
-    baseline_steps: int = 120
+    steps: int = 60
+    baseline_steps: int = 60
     seed: int = 0
     samples_per_prompt: int = 2  # images per evaluation prompt (different seeds)
     captions: bool = True  # train every method on per-image captions (else on generic templates, "a {}" ...)
