@@ -385,3 +385,19 @@ def test_concepts_on_a_pipeline_whose_base_has_a_tokenizer_of_its_own(tiny_text_
                                 prior_images=2)  # fmt: skip
     out = pipe("a <emblem> left of a <db>", concepts=[learned, dreambooth], generator=seeded(0), output_type="ids")
     assert out.ids.shape == (1, 8, 8) and out.base_ids.max() < 12
+
+
+def test_pair_cells_follow_the_row_the_pair_is_drawn_in():
+    # "X left of Y" pairs may sit in any row of the shapes world; the harness crops the row the image shows
+    from musekit.data.shapes import Scene, ShapeObject, render
+    from musekit.editing.masks import image_to_tensor
+    from musekit.eval.checker import load_checker
+    from musekit.eval.personalize_eval import pair_cells
+
+    images = []
+    for row in ("top ", "", "bottom "):
+        left, right = (f"{row}left", f"{row}right")
+        pair = (ShapeObject("circle", "red", "pair", left), ShapeObject("star", "green", "pair", right))
+        images.append(image_to_tensor(render(Scene(pair, "gray", "left of"))))
+    cells = pair_cells(load_checker(), torch.cat(images))
+    assert cells == [("top left", "top right"), ("left", "right"), ("bottom left", "bottom right")]

@@ -49,6 +49,18 @@ def region_embeddings(checker: ShapeChecker, images: torch.Tensor, positions: li
     return F.normalize(checker.embed(torch.cat(crops)), dim=-1)
 
 
+def pair_cells(checker: ShapeChecker, images: torch.Tensor) -> list[tuple[str, str]]:
+    """The (left, right) cells of each image's "X left of Y" pair. The shapes world puts such a pair in any of the
+    three rows, so the row is read from the image: the checker's position of the first object (its left cell),
+    falling back to the middle row when that is not a left-column cell."""
+    out = []
+    for index in checker.predict(images)["position"].tolist():
+        row, col = divmod(index, 3)
+        row = row if col == 0 else 1
+        out.append((POSITIONS[3 * row], POSITIONS[3 * row + 2]))
+    return out
+
+
 def prompts_for(token: str, name: str) -> list[tuple[str, dict]]:
     """One-object prompts (position, background) and two-object prompts (a plain second object)."""
     backgrounds = backgrounds_for(name)
@@ -133,7 +145,11 @@ def score(pipe, checker, token, name, references, seed, samples: int = 1, keep: 
     specs = [s for _, s in items for _ in range(samples)]
     if keep is not None:
         keep.extend([images[0], images[len(ONE_OBJECT_POSITIONS) * samples]])
-    similarity = (region_embeddings(checker, images, [s["position"] for s in specs]) @ references.t()).mean().item()
+    # the concept's cell: the prompt's for one-object prompts; for "<c> left of a ..." the left cell of the row the
+    # pair was drawn in
+    cells = pair_cells(checker, images)
+    positions = [cell[0] if "color2" in spec else spec["position"] for spec, cell in zip(specs, cells)]
+    similarity = (region_embeddings(checker, images, positions) @ references.t()).mean().item()
     return {"concept_similarity": similarity, **text_fidelity_scores(prompt_followed(checker, images, specs), specs)}
 
 
@@ -240,8 +256,9 @@ def two_concept_rate(pipe, checker, learned, refs, settings, keep: dict | None =
         prompts = [with_articles(f"a <{a}> left of a <{b}> on a {bg} background") for bg in backgrounds]
         images = generate(pipe, prompts, settings.seed, settings.samples_per_prompt, concepts=concepts,
                           concept_bias=settings.default_beta)  # fmt: skip
-        left = region_embeddings(checker, images, ["left"] * len(images))
-        right = region_embeddings(checker, images, ["right"] * len(images))
+        cells = pair_cells(checker, images)  # the pair may be drawn in any row
+        left = region_embeddings(checker, images, [cell[0] for cell in cells])
+        right = region_embeddings(checker, images, [cell[1] for cell in cells])
         ok_a = (left @ refs[a].t()).mean(1) > (left @ refs[b].t()).mean(1)
         ok_b = (right @ refs[b].t()).mean(1) > (right @ refs[a].t()).mean(1)
         results[f"{a}+{b}"] = (ok_a & ok_b).float().mean().item()
