@@ -399,5 +399,5 @@ def test_pair_cells_follow_the_row_the_pair_is_drawn_in():
         left, right = (f"{row}left", f"{row}right")
         pair = (ShapeObject("circle", "red", "pair", left), ShapeObject("star", "green", "pair", right))
         images.append(image_to_tensor(render(Scene(pair, "gray", "left of"))))
-    cells = pair_cells(load_checker(), torch.cat(images))
+    cells = pair_cells(load_checker().predict(torch.cat(images))["position"])
     assert cells == [("top left", "top right"), ("left", "right"), ("bottom left", "bottom right")]

@@ -49,12 +49,12 @@ def region_embeddings(checker: ShapeChecker, images: torch.Tensor, positions: li
     return F.normalize(checker.embed(torch.cat(crops)), dim=-1)
 
 
-def pair_cells(checker: ShapeChecker, images: torch.Tensor) -> list[tuple[str, str]]:
-    """The (left, right) cells of each image's "X left of Y" pair. The shapes world puts such a pair in any of the
-    three rows, so the row is read from the image: the checker's position of the first object (its left cell),
-    falling back to the middle row when that is not a left-column cell."""
+def pair_cells(positions: torch.Tensor) -> list[tuple[str, str]]:
+    """The (left, right) cells of each image's "X left of Y" pair, from the checker's predicted ``positions`` (N,)
+    of the first object. The shapes world puts such a pair in any of the three rows, so the row is read from the
+    image: the first object's cell, falling back to the middle row when that is not a left-column cell."""
     out = []
-    for index in checker.predict(images)["position"].tolist():
+    for index in positions.tolist():
         row, col = divmod(index, 3)
         row = row if col == 0 else 1
         out.append((POSITIONS[3 * row], POSITIONS[3 * row + 2]))
@@ -76,10 +76,10 @@ def prompts_for(token: str, name: str) -> list[tuple[str, dict]]:
     return out
 
 
-def prompt_followed(checker: ShapeChecker, images: torch.Tensor, specs: list[dict]) -> list[bool]:
-    """Per image, whether the checker reads the prompt's non-concept parts: background and the concept's position
-    (one-object prompts), or background and the second object's colour and shape (two-object prompts)."""
-    predicted = checker.predict(images)
+def prompt_followed(predicted: dict[str, torch.Tensor], specs: list[dict]) -> list[bool]:
+    """Per image, whether the checker's ``predicted`` attributes match the prompt's non-concept parts: background
+    and the concept's position (one-object prompts), or background and the second object's colour and shape
+    (two-object prompts)."""
     out = []
     for i, spec in enumerate(specs):
         ok = BACKGROUNDS[predicted["background"][i]] == spec["background"]
@@ -147,10 +147,11 @@ def score(pipe, checker, token, name, references, seed, samples: int = 1, keep: 
         keep.extend([images[0], images[len(ONE_OBJECT_POSITIONS) * samples]])
     # the concept's cell: the prompt's for one-object prompts; for "<c> left of a ..." the left cell of the row the
     # pair was drawn in
-    cells = pair_cells(checker, images)
+    predicted = checker.predict(images)
+    cells = pair_cells(predicted["position"])
     positions = [cell[0] if "color2" in spec else spec["position"] for spec, cell in zip(specs, cells)]
     similarity = (region_embeddings(checker, images, positions) @ references.t()).mean().item()
-    return {"concept_similarity": similarity, **text_fidelity_scores(prompt_followed(checker, images, specs), specs)}
+    return {"concept_similarity": similarity, **text_fidelity_scores(prompt_followed(predicted, specs), specs)}
 
 
 GRID_METHODS = ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "custom-diffusion",
@@ -256,7 +257,7 @@ def two_concept_rate(pipe, checker, learned, refs, settings, keep: dict | None =
         prompts = [with_articles(f"a <{a}> left of a <{b}> on a {bg} background") for bg in backgrounds]
         images = generate(pipe, prompts, settings.seed, settings.samples_per_prompt, concepts=concepts,
                           concept_bias=settings.default_beta)  # fmt: skip
-        cells = pair_cells(checker, images)  # the pair may be drawn in any row
+        cells = pair_cells(checker.predict(images)["position"])  # the pair may be drawn in any row
         left = region_embeddings(checker, images, [cell[0] for cell in cells])
         right = region_embeddings(checker, images, [cell[1] for cell in cells])
         ok_a = (left @ refs[a].t()).mean(1) > (left @ refs[b].t()).mean(1)

@@ -29,18 +29,21 @@ class SchedulerOutput:
     pred_ids: torch.Tensor
 
 
+def _exponential(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """E = -log U ~ Exp(1) on ``device``, U drawn on the generator's own device (a CPU generator drives GPU
+    sampling) and kept away from 0 and 1."""
+    return uniform(shape, generator, device).clamp_(1e-20, 1.0 - 1e-7).log_().neg_()
+
+
 def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Gumbel(0, 1) noise on ``device``, drawn on the generator's own device (a CPU generator drives GPU sampling)."""
-    u = uniform(shape, generator, device).clamp_(1e-20, 1.0 - 1e-7)
-    return -torch.log(-torch.log(u))
+    """Gumbel(0, 1) noise -log(-log U) = -log E."""
+    return _exponential(shape, generator, device).log_().neg_()
 
 
 def sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One draw per row of ``log_probs`` (..., V): argmax(log p - log E) with E ~ Exp(1), the Gumbel-max trick with
-    one logarithm per entry instead of two (-log(-log U) = -log E for E = -log U)."""
-    u = uniform(log_probs.shape, generator, log_probs.device).clamp_(1e-20, 1.0 - 1e-7)
-    exponential = torch.log(u).neg_()
-    return (log_probs - exponential.log_()).argmax(-1)
+    """One draw per row of ``log_probs`` (..., V) by Gumbel-max, argmax(log p - log E): the Gumbel noise without its
+    final negation."""
+    return (log_probs - _exponential(log_probs.shape, generator, log_probs.device).log_()).argmax(-1)
 
 
 class MaskGITScheduler:
