@@ -1,11 +1,13 @@
 """Perfusion's output learning rate against concept similarity and text fidelity (quick probe, not the full eval).
 
 Usage: python benchmarks/concept_lr_probe.py [--lrs 0.06,0.02,0.01] [--concepts bullseye,diamond] [--betas 0.5,0.7,0.9]
-[--steps 60] [--threads 2]
+[--steps 60] [--superclass phrase|shape] [--threads 2]
 
 Learns each concept (local variant, per-image captions, as `musekit eval personalize`) at each o* learning rate and
 scores it with the eval's own `score` at each beta (2 samples per prompt); prints one line per (lr, concept, beta) and
-the mean per (lr, beta), plus the o*_V norms against the concept token's own value W_V i*.
+the mean per (lr, beta), plus the o*_V norms against the concept token's own value W_V i*. ``--superclass shape``
+locks each concept's key to its shape word alone ("circle"), as before version 10's phrase superclasses ("red
+circle", the default ``phrase``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--betas", default="0.5,0.7,0.9")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--max-value-ratio", type=float, default=None)
+    parser.add_argument("--superclass", choices=["phrase", "shape"], default="phrase")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -40,6 +43,7 @@ def main() -> None:
     pipe.progress_bar = False
     checker = load_checker()
     names = args.concepts.split(",")
+    superclass_key = "superclass" if args.superclass == "phrase" else "shape"
     betas = floats(args.betas)
     means: dict = {}
     for lr in floats(args.lrs):
@@ -51,7 +55,7 @@ def main() -> None:
                                      [p for _, p, _ in examples])  # fmt: skip
             extra = {} if args.max_value_ratio is None else {"max_value_ratio": args.max_value_ratio}
             config = PersonalizeConfig(steps=args.steps, output_lr=lr, **extra)
-            concept = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name]["superclass"], config=config,
+            concept = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name][superclass_key], config=config,
                                          progress=False, captions=captions)  # fmt: skip
             ratios = []
             for stage, outputs in concept.value_outputs.items():

@@ -111,8 +111,42 @@ def test_multi_piece_superclass(concept_pipe):
     learned = concept_pipe.learn_concept(images(), "<penta>", "pentagram", steps=2, progress=False)
     out = concept_pipe("a <penta> at the top", concepts=[learned], key_locking="global", generator=seeded(0))
     assert len(out.images) == 1
-    with pytest.raises(ValueError, match="one word"):
-        concept_pipe.learn_concept(images(), "<x>", "two words", steps=1, progress=False)
+    with pytest.raises(ValueError, match="at most 3 words"):
+        concept_pipe.learn_concept(images(), "<x>", "a big red square", steps=1, progress=False)
+
+
+def test_phrase_superclass_locks_the_key_to_the_mean_of_its_words(concept_pipe):
+    """A colour-and-shape superclass ("red square"): its pieces share the concept's position, and under local
+    key-locking the concept's key target is the mean of the phrase words' keys in the same prompt."""
+    from musekit.personalize.apply import encode_concept_prompts, local_key_targets
+
+    encoder = concept_pipe.text_encoder
+    red, square = superclass_ids(encoder, "red"), superclass_ids(encoder, "square")
+    assert superclass_ids(encoder, " red   square ") == red + square
+    learned = concept_pipe.learn_concept(images(), "<redsq>", "red square", steps=2, progress=False)
+    assert learned.superclass == "red square"
+    prompts = ["a <redsq> on a red background"]
+    encoded = encode_concept_prompts(encoder, prompts, [learned])
+    model = concept_pipe.transformer
+    keys = local_key_targets(model, encoded.super_text, encoded.positions["<redsq>"], 1)
+    phrase = encoder.encode(["a red square on a red background"]).hidden_states[0]
+    tokens = encoder.tokenize(["a red square on a red background"])[0][0].tolist()
+    pieces = superclass_ids(encoder, "red square")
+    start = next(i for i in range(len(tokens)) if tokens[i : i + len(pieces)] == pieces)
+    hidden = phrase[start : start + len(pieces)].mean(0)  # the phrase's pieces, not the background's "red"
+    expected = model.text_norm(model.text_proj(hidden))
+    for attn, key in zip(model.text_attentions, keys):
+        assert torch.allclose(key[0], attn.to_k.weight @ expected, atol=1e-5)
+    out = concept_pipe("a <redsq> at the top", concepts=[learned], generator=seeded(0))
+    assert len(out.images) == 1
+
+
+def test_piece_positions_match_the_whole_phrase_only():
+    from musekit.personalize.tokens import piece_positions
+
+    assert piece_positions([1, 5, 6, 2, 5, 7, 5, 6], [5, 6]) == [1, 2, 6, 7]
+    assert piece_positions([1, 5, 2], [5]) == [1]
+    assert piece_positions([1, 2], [3, 4]) == []
 
 
 def test_concepts_in_editing(concept_pipe, concept):

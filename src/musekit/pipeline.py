@@ -330,8 +330,8 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
             concept_bias: the gate bias beta at inference: lower gives more concept similarity, higher more text
                 alignment (no retraining).
             concept_temperature: the gate temperature tau at inference.
-            key_locking: "local" (the superclass word's key in the same prompt) or "global" (the key pathway reads
-                the whole prompt re-encoded with the superclass word).
+            key_locking: "local" (the superclass's key in the same prompt) or "global" (the key pathway reads
+                the whole prompt re-encoded with the superclass in place of the concept).
             micro_conditioning_aesthetic_score: aMUSEd models only: the aesthetic score condition (default 6, as
                 diffusers).
             micro_conditioning_crop_coord: aMUSEd models only: the (x, y) crop condition (default (0, 0)).

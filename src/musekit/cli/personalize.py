@@ -1,9 +1,12 @@
-"""`musekit personalize IMAGE... --token "<name>" --superclass WORD --out FILE`: learn a Perfusion concept.
+"""`musekit personalize IMAGE... --token "<name>" --superclass WORDS --out FILE`: learn a Perfusion concept.
+
+The superclass is what the concept is (its key is locked to it): a word, or a short phrase when the model reads an
+object from several words. The bundled model reads colour and shape from separate words, so give both: "red circle".
 
 Give each image a caption in the model's own words (`--caption`, once per image, `{}` for the concept) when you can:
 the edit then learns the object rather than the backgrounds and positions of your images.
 
-    musekit personalize a.png b.png --token "<emblem>" --superclass circle --out emblem.safetensors \\
+    musekit personalize a.png b.png --token "<emblem>" --superclass "red circle" --out emblem.safetensors \\
         --caption "a large {} at the top left on a blue background" \\
         --caption "a small {} in the center on a gray background"
 """
@@ -21,7 +24,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("personalize", help="learn a concept from a few images", description=__doc__)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="4-6 images of the concept work best")
     p.add_argument("--token", required=True, help='the new word, e.g. "<emblem>"')
-    p.add_argument("--superclass", required=True, help="a word for what it is, e.g. square; its key is locked")
+    p.add_argument("--superclass", required=True, metavar="WORDS",
+                   help='what it is: a word or up to 3 (e.g. "red circle"); its key is locked to theirs')  # fmt: skip
     p.add_argument("--out", required=True, metavar="FILE", help="concept file to write (.safetensors)")
     p.add_argument("--caption", action="append", default=None, metavar="TEXT",
                    help='one per image, in order: what the image shows, "{}" for the concept')  # fmt: skip

@@ -14,15 +14,20 @@ from PIL import Image, ImageDraw
 
 from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, _draw_background, with_articles
 
+# "superclass" is what each concept's key is locked to: its colour and shape words. The shapes-world models read an
+# object's colour and its shape from separate words, so a key locked to the shape word alone leaves the image
+# positions that look for a colour word with nothing to find, and the concept comes out in scattered colours (as the
+# base model draws "a circle" with no colour); locked to the phrase, the concept's key is the mean of both words'
+# keys (measured in docs/BENCHMARKS.md). "shape" is the shapes-world shape it resembles.
 CONCEPTS: dict[str, dict] = {
-    # a red-and-white bullseye emblem (superclass "circle")
-    "bullseye": {"superclass": "circle", "colors": ((220, 40, 40), (240, 240, 240))},
-    # a yellow diamond with a black stripe (superclass "square")
-    "diamond": {"superclass": "square", "colors": ((240, 210, 40), (20, 20, 20))},
-    # an orange crescent moon (superclass "circle")
-    "crescent": {"superclass": "circle", "colors": ((245, 140, 30), (245, 140, 30))},
-    # a purple arrow pointing up (superclass "triangle")
-    "arrow": {"superclass": "triangle", "colors": ((140, 60, 180), (240, 240, 240))},
+    # a red-and-white bullseye emblem
+    "bullseye": {"superclass": "red circle", "shape": "circle", "colors": ((220, 40, 40), (240, 240, 240))},
+    # a yellow diamond with a black stripe
+    "diamond": {"superclass": "yellow square", "shape": "square", "colors": ((240, 210, 40), (20, 20, 20))},
+    # an orange crescent moon
+    "crescent": {"superclass": "orange circle", "shape": "circle", "colors": ((245, 140, 30), (245, 140, 30))},
+    # a purple arrow pointing up
+    "arrow": {"superclass": "purple triangle", "shape": "triangle", "colors": ((140, 60, 180), (240, 240, 240))},
 }
 
 

@@ -102,7 +102,7 @@ def similarity_bounds(checker: ShapeChecker, name: str, references: torch.Tensor
     main = min(COLORS, key=lambda c: sum((a - b) ** 2 for a, b in zip(COLORS[c], CONCEPTS[name]["colors"][0])))
     specs = [spec for _, spec in prompts_for(f"<{name}>", name) if "color2" not in spec]
     truth = [concept_scene(name, s["position"], s["background"]) for s in specs]
-    superclass = [render(Scene((ShapeObject(CONCEPTS[name]["superclass"], main, "large", s["position"]),),
+    superclass = [render(Scene((ShapeObject(CONCEPTS[name]["shape"], main, "large", s["position"]),),
                                s["background"])) for s in specs]  # fmt: skip
     positions = [s["position"] for s in specs]
     out = {}

@@ -37,8 +37,9 @@ class PersonalizationMethods:
         Args:
             images: 1-10 PIL images (or tensors) of the concept.
             token: the new word, e.g. "<emblem>".
-            superclass: the word whose key the concept's key is locked to, e.g. "square" (may be several
-                tokenizer pieces).
+            superclass: the word, or phrase of up to 3 words, whose key the concept's key is locked to (its pieces
+                share one position; the key is their mean), e.g. "square", or "red square" for a model that reads
+                colour and shape from separate words, as the bundled one does.
             variant: "local", "global" (same training; differs at inference) or "trained-k" (the ablation).
 
         Returns:

@@ -28,11 +28,19 @@ def register_token(encoder: TextEncoder, token: str) -> int:
     return tokenizer.convert_tokens_to_ids(token)
 
 
+MAX_SUPERCLASS_WORDS = 3
+
+
 def superclass_ids(encoder: TextEncoder, superclass: str) -> list[int]:
-    """Token ids of the superclass word (several for words the tokenizer splits)."""
-    word = superclass.strip()
-    if not word or len(word.split()) != 1:
-        raise ValueError(f"superclass must be one word, got {superclass!r}")
+    """Token ids of the superclass: a word (several pieces for words the tokenizer splits) or a short phrase whose
+    pieces share one position, e.g. "red circle" for a model that reads an object's colour and shape from separate
+    words (the concept's key is then locked to the mean of their keys)."""
+    word = " ".join(superclass.split())
+    if not word or len(word.split()) > MAX_SUPERCLASS_WORDS:
+        raise ValueError(
+            f"superclass must be a word or a phrase of at most {MAX_SUPERCLASS_WORDS} words (e.g. 'square' or "
+            f"'red square'), got {superclass!r}"
+        )
     ids = encoder.tokenizer(word, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError(f"the text encoder's tokenizer produced no token for the superclass {superclass!r}")
@@ -67,6 +75,13 @@ def encode_with_concepts(
     hidden = F.pad(hidden * mask.unsqueeze(-1).to(hidden.dtype), (0, 0, 0, full - longest))
     text = TextEmbeddings(hidden.float(), pooled.float(), F.pad(mask, (0, full - longest)).bool())
     return text, input_ids
+
+
+def piece_positions(tokens: list[int], pieces: list[int]) -> list[int]:
+    """Positions of every contiguous occurrence of ``pieces`` in ``tokens`` (a phrase's words elsewhere in the prompt,
+    e.g. the colour of a "red circle" superclass in "on a red background", are not the superclass)."""
+    n = len(pieces)
+    return [i + k for i in range(len(tokens) - n + 1) if tokens[i : i + n] == pieces for k in range(n)]
 
 
 def substitute(prompts: list[str], token: str, superclass: str) -> list[str]:

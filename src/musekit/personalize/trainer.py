@@ -28,6 +28,7 @@ from musekit.personalize.rank_one import ConceptTarget
 from musekit.personalize.tokens import (
     collapse_superclass,
     encode_with_concepts,
+    piece_positions,
     register_token,
     substitute,
     superclass_ids,
@@ -120,7 +121,7 @@ def object_weights(
     for prompt in dict.fromkeys(prompts):  # one pass per distinct prompt
         rows = torch.tensor([p == prompt for p in prompts], device=base_ids.device)
         tokens = encoder.tokenize([prompt])[0][0].tolist()
-        positions = [i for i in range(len(tokens)) if tokens[i] in pieces]
+        positions = piece_positions(tokens, pieces)
         cache = model.precompute(encoder.encode([prompt]).expand(int(rows.sum())).to(pipe.device))
         maps[rows] = word_map(cross_attention_maps(model, base_ids[rows], cache), positions, model.config.grid_size)
     return floor + (1 - floor) * maps
