@@ -22,6 +22,7 @@ from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import load_checker
 from musekit.eval.personalize_eval import PersonalizeEvalSettings, region_embeddings, two_concept_rate
 from musekit.personalize.apply import encode_concept_prompts
+from musekit.personalize.tokens import expand_tokens
 from musekit.pipeline import MusePipeline
 
 NAMES = ("bullseye", "diamond", "crescent")
@@ -57,20 +58,24 @@ def main() -> None:
     covariance = pipe._covariances["transformer"].double()
     eig = torch.linalg.eigvalsh(covariance)
     print(f"C eigenvalues: min {eig.min():.2e}, mean {eig.mean():.3f}, max {eig.max():.2f} (d={len(eig)})")
-    targets = torch.stack([c.target_inputs["transformer"].double() for c in concepts])
+    targets = torch.cat([c.target_inputs["transformer"].double() for c in concepts])  # every placeholder
+    labels = [f"{n}#{p}" for n, c in zip(NAMES, concepts) for p in range(c.pieces)]
     metric = targets @ c_inv
     gram = metric @ targets.t()
     cosine = gram / (gram.diagonal().sqrt()[:, None] * gram.diagonal().sqrt()[None])
-    print("i* cosine in the C^-1 metric:", NAMES)
-    for name, row in zip(NAMES, cosine.tolist()):
+    print("i* cosine in the C^-1 metric:", labels)
+    for name, row in zip(labels, cosine.tolist()):
         print(f"  {name:9s}", " ".join(f"{x:5.2f}" for x in row))
     with torch.no_grad():
         encoded = encode_concept_prompts(pipe.text_encoder, [PROMPT], concepts)
         context, _ = pipe.transformer.project_text(encoded.text)
     s = (context[0].double() @ metric.t()) / gram.diagonal()
-    ids = pipe.text_encoder.tokenize([PROMPT])[0][0].tolist()
+    expanded = [PROMPT]
+    for c in concepts:
+        expanded = expand_tokens(expanded, c.token, c.pieces)
+    ids = pipe.text_encoder.tokenize(expanded)[0][0].tolist()
     tokens = pipe.text_encoder.tokenizer.convert_ids_to_tokens(ids)
-    print(f"s_n(e) at each token of {PROMPT!r}:", NAMES)
+    print(f"s_n(e) at each token of {PROMPT!r}:", labels)
     for t, token in enumerate(tokens):
         if ids[t] == pipe.text_encoder.tokenizer.pad_token_id:
             break

@@ -46,14 +46,15 @@ def main() -> None:
     encoded = encode_concept_prompts(pipe.text_encoder, [prompt], [concept])
     c_inv = pipe.perfusion_c_inv()["transformer"]
     with torch.no_grad():
-        where = encoded.positions[concept.token][0].nonzero()[0, 0]
-        e = model.project_text(encoded.text)[0][0, where].double()
-        e_super = model.project_text(encoded.super_text)[0][0, where].double()
-        i_star = concept.target_inputs["transformer"].double()
-        s = (i_star @ c_inv @ e) / (i_star @ c_inv @ i_star)
         w_k = model.text_attentions[0].to_k.weight.double()
-        print(f"{prompt!r}: s(e) = {s:.2f}; |W_K (e - s i*)| = {(w_k @ (e - s * i_star)).norm():.2f}, "
-              f"|W_K e_super| = {(w_k @ e_super).norm():.2f}")  # fmt: skip
+        for piece in range(concept.pieces):  # each placeholder and the superclass piece its key is locked to
+            where = encoded.positions[concept.token][piece, 0].nonzero()[0, 0]
+            e = model.project_text(encoded.text)[0][0, where].double()
+            e_super = model.project_text(encoded.super_text)[0][0, where].double()
+            i_star = concept.target_inputs["transformer"][piece].double()
+            s = (i_star @ c_inv @ e) / (i_star @ c_inv @ i_star)
+            print(f"{prompt!r}, placeholder {piece}: s(e) = {s:.2f}; |W_K (e - s i*)| = "
+                  f"{(w_k @ (e - s * i_star)).norm():.2f}, |W_K e_super| = {(w_k @ e_super).norm():.2f}")  # fmt: skip
         plain = cross_attention_maps(model, ids, model.precompute(pipe.text_encoder.encode([super_prompt])))
         cache = concept_cache(model, "transformer", encoded.text, encoded, [concept], c_inv, args.beta, args.tau,
                               "local")  # fmt: skip

@@ -61,7 +61,7 @@ def main() -> None:
             for stage, outputs in concept.value_outputs.items():
                 model = getattr(pipe, stage)
                 i_star = concept.target_inputs[stage].float()
-                natural = torch.stack([a.to_v.weight @ i_star for a in model.text_attentions])
+                natural = torch.stack([i_star @ a.to_v.weight.t() for a in model.text_attentions])  # (layers, P, d)
                 ratios.append((outputs.float().norm(dim=-1) / natural.norm(dim=-1)).mean().item())
             for beta in betas:
                 row = score(pipe, checker, f"<{name}>", name, refs, 0, 2, concepts=[concept], concept_bias=beta)

@@ -63,7 +63,7 @@ def test_concept_file_round_trip_size_and_fingerprint(concept, concept_pipe, tmp
     assert (loaded.token, loaded.superclass, loaded.variant) == ("<emblem>", "square", "local")
     assert torch.allclose(loaded.embedding, concept.embedding, atol=1e-2)
     assert set(loaded.value_outputs) == {"transformer", "superres"}
-    assert loaded.value_outputs["transformer"].shape == (len(concept_pipe.transformer.blocks), 32)
+    assert loaded.value_outputs["transformer"].shape == (len(concept_pipe.transformer.blocks), 1, 32)  # 1 piece
     other = type(concept_pipe).from_configs(concept_pipe.text_encoder, seed=1)
     with pytest.raises(ValueError, match="another base model"):
         other("a <emblem>", concepts=[path])
@@ -115,30 +115,39 @@ def test_multi_piece_superclass(concept_pipe):
         concept_pipe.learn_concept(images(), "<x>", "a big red square", steps=1, progress=False)
 
 
-def test_phrase_superclass_locks_the_key_to_the_mean_of_its_words(concept_pipe):
-    """A colour-and-shape superclass ("red square"): its pieces share the concept's position, and under local
-    key-locking the concept's key target is the mean of the phrase words' keys in the same prompt."""
+def test_phrase_superclass_gives_one_placeholder_per_piece_locked_to_its_own_key(concept_pipe):
+    """A colour-and-shape superclass ("red square"): the concept gets two placeholders, the prompt with the superclass
+    in the concept's place has the same positions, and under local key-locking each placeholder's key target is its
+    own word's key in that prompt (the colour's and the shape's; not the background's "red")."""
     from musekit.personalize.apply import encode_concept_prompts, local_key_targets
+    from musekit.personalize.tokens import expand_tokens, piece_tokens
 
     encoder = concept_pipe.text_encoder
     red, square = superclass_ids(encoder, "red"), superclass_ids(encoder, "square")
     assert superclass_ids(encoder, " red   square ") == red + square
-    learned = concept_pipe.learn_concept(images(), "<redsq>", "red square", steps=2, progress=False)
-    assert learned.superclass == "red square"
-    prompts = ["a <redsq> on a red background"]
-    encoded = encode_concept_prompts(encoder, prompts, [learned])
+    learned = concept_pipe.learn_concept(images(), "<redsq>", "red  square", steps=2, progress=False)
+    assert learned.superclass == "red square" and learned.pieces == 2
+    assert learned.embedding.shape[0] == 2 and learned.value_outputs["transformer"].shape[1] == 2
+    assert piece_tokens("<redsq>", 2) == ["<redsq#0>", "<redsq#1>"]
+    assert expand_tokens(["a <redsq> here"], "<redsq>", 2) == ["a <redsq#0> <redsq#1> here"]
+    prompt = "a <redsq> on a red background"
+    encoded = encode_concept_prompts(encoder, [prompt], [learned])
     model = concept_pipe.transformer
-    keys = local_key_targets(model, encoded.super_text, encoded.positions["<redsq>"], 1)
-    phrase = encoder.encode(["a red square on a red background"]).hidden_states[0]
+    phrase = encoder.encode(["a red square on a red background"])
     tokens = encoder.tokenize(["a red square on a red background"])[0][0].tolist()
-    pieces = superclass_ids(encoder, "red square")
-    start = next(i for i in range(len(tokens)) if tokens[i : i + len(pieces)] == pieces)
-    hidden = phrase[start : start + len(pieces)].mean(0)  # the phrase's pieces, not the background's "red"
-    expected = model.text_norm(model.text_proj(hidden))
-    for attn, key in zip(model.text_attentions, keys):
-        assert torch.allclose(key[0], attn.to_k.weight @ expected, atol=1e-5)
+    start = tokens.index(red[0])
+    context = model.project_text(phrase)[0][0]
+    for piece in range(2):
+        where = encoded.positions["<redsq>"][piece]
+        assert where[0, start + piece] and int(where.sum()) == 1
+        keys = local_key_targets(model, encoded.super_text, where, 1)
+        for attn, key in zip(model.text_attentions, keys):
+            assert torch.allclose(key[0], attn.to_k.weight @ context[start + piece], atol=1e-5)
     out = concept_pipe("a <redsq> at the top", concepts=[learned], generator=seeded(0))
     assert len(out.images) == 1
+    one_piece = Concept(**{**learned.__dict__, "embedding": learned.embedding[:1]})
+    with pytest.raises(ValueError, match="learn it again"):
+        concept_pipe("a <redsq> at the top", concepts=[one_piece], generator=seeded(0))
 
 
 def test_piece_positions_match_the_whole_phrase_only():
@@ -256,9 +265,9 @@ def test_captions_mirror_with_the_views_and_drive_training(concept_pipe, monkeyp
     with pytest.raises(ValueError, match="one per image"):
         concept_pipe.learn_concept(images(2), "<cap>", "square", steps=1, progress=False, captions=["a {}"])
     seen = []
-    encode = trainer.encode_with_concepts
-    monkeypatch.setattr(trainer, "encode_with_concepts", lambda enc, prompts, emb: seen.extend(prompts) or
-                        encode(enc, prompts, emb))  # fmt: skip
+    encode = trainer.encode_concept_prompts
+    monkeypatch.setattr(trainer, "encode_concept_prompts", lambda enc, prompts, concepts: seen.extend(prompts) or
+                        encode(enc, prompts, concepts))  # fmt: skip
     captions = ["a big {} at the top left", "a small {} at the bottom"]
     concept_pipe.learn_concept(images(2), "<cap>", "square", steps=2, progress=False, captions=captions)
     allowed = set(view_captions(captions, "<cap>", PersonalizeConfig().crops_per_image))
@@ -269,7 +278,7 @@ def test_stored_input_is_the_final_embeddings_mean_encoding_and_the_last_steps_s
     """i* must follow the embedding it was trained with: the stored i* is the concept token's mean encoding over the
     training prompts with the final embedding (s = 1 there on average), and the settle steps train o* alone."""
     import musekit.personalize.trainer as trainer
-    from musekit.personalize.tokens import encode_with_concepts, register_token
+    from musekit.personalize.tokens import encode_with_concepts, register_pieces
     from musekit.personalize.trainer import view_captions
 
     lrs = []
@@ -288,13 +297,13 @@ def test_stored_input_is_the_final_embeddings_mean_encoding_and_the_last_steps_s
     assert [lr[0] for lr in lrs] == [config.embedding_lr] * 2 + [0.0] * 2
     assert all(lr[1] == config.output_lr for lr in lrs)
     encoder = concept_pipe.text_encoder
-    token_id = register_token(encoder, "<settle>")
+    (token_id,) = register_pieces(encoder, "<settle>", 1)
     prompts = view_captions(captions, "<settle>", config.crops_per_image)
     with torch.no_grad():
-        text, ids = encode_with_concepts(encoder, prompts, {token_id: learned.embedding})
+        text, ids = encode_with_concepts(encoder, prompts, {token_id: learned.embedding[0]})
         for stage, model in (("transformer", concept_pipe.transformer), ("superres", concept_pipe.superres)):
             expected = model.project_text(text)[0][ids == token_id].mean(0)
-            torch.testing.assert_close(learned.target_inputs[stage], expected, rtol=2e-3, atol=2e-3)  # fp16-rounded
+            torch.testing.assert_close(learned.target_inputs[stage][0], expected, rtol=2e-3, atol=2e-3)  # fp16
 
 
 def test_a_reloaded_concept_draws_the_same_images(concept_pipe, concept, tmp_path):

@@ -17,9 +17,10 @@ from musekit.models.transformer import MaskedTransformer
 from musekit.personalize.concept import Concept
 from musekit.personalize.rank_one import ConceptTarget, RankOneEdit
 from musekit.personalize.tokens import (
-    collapse_superclass,
+    check_alignment,
     encode_with_concepts,
-    register_token,
+    expand_tokens,
+    register_pieces,
     substitute,
     superclass_ids,
 )
@@ -50,42 +51,46 @@ def installed_edits(
 class ConceptPrompts:
     """The encodings one call needs: the concept prompts, and the superclass prompts (for key-locking)."""
 
-    text: TextEmbeddings  # (B, T, D) prompts with concept tokens
-    super_text: TextEmbeddings  # (B, T, D) superclass prompts, aligned to the concept prompts' positions
-    positions: dict[str, torch.Tensor]  # token -> (B, T) bool, where the concept token is
+    text: TextEmbeddings  # (B, T, D) prompts with the concepts' placeholders
+    super_text: TextEmbeddings  # (B, T, D) the same prompts with each concept's superclass in its place
+    positions: dict[str, torch.Tensor]  # token -> (pieces, B, T) bool, where each of its placeholders is
 
 
-def encode_concept_prompts(encoder, prompts: list[str], concepts: list[Concept]) -> ConceptPrompts:
-    embeddings = {register_token(encoder, c.token): c.embedding for c in concepts}
-    text, ids = encode_with_concepts(encoder, prompts, embeddings)
-    super_prompts = prompts
-    for c in concepts:
-        super_prompts = substitute(super_prompts, c.token, c.superclass)
+def encode_concept_prompts(encoder, prompts: list[str], concepts: list) -> ConceptPrompts:
+    """Encode ``prompts`` that use ``concepts`` (``Concept`` objects, or (token, superclass, embedding (pieces, D))
+    triples while one is learned; gradients flow to the embeddings)."""
+    triples = [(c.token, c.superclass, c.embedding) if isinstance(c, Concept) else tuple(c) for c in concepts]
+    embeddings, ids_of, pieces_of = {}, {}, {}
+    expanded, super_prompts = prompts, prompts
+    for token, superclass, embedding in triples:
+        pieces_of[token] = superclass_ids(encoder, superclass)
+        if embedding.shape[0] != len(pieces_of[token]):
+            raise ValueError(
+                f"concept {token} has {embedding.shape[0]} placeholder(s) but its superclass {superclass!r} has "
+                f"{len(pieces_of[token])} piece(s) (a file from an older musekit?); learn it again"
+            )
+        ids_of[token] = register_pieces(encoder, token, embedding.shape[0])
+        embeddings.update(zip(ids_of[token], embedding))
+        expanded = expand_tokens(expanded, token, embedding.shape[0])
+        super_prompts = substitute(super_prompts, token, superclass)
+    text, ids = encode_with_concepts(encoder, expanded, embeddings)
     super_text = encoder.encode(super_prompts)
     super_ids, _ = encoder.tokenize(super_prompts)
-    for c in concepts:
-        super_text = collapse_superclass(super_text, super_ids, ids, register_token(encoder, c.token),
-                                         superclass_ids(encoder, c.superclass))  # fmt: skip
-        super_ids = _collapse_ids(
-            super_ids, ids, register_token(encoder, c.token), superclass_ids(encoder, c.superclass)
-        )
-    positions = {c.token: ids == register_token(encoder, c.token) for c in concepts}
+    positions = {}
+    for token, superclass, _ in triples:
+        where = [ids == i for i in ids_of[token]]
+        check_alignment(super_ids, where, pieces_of[token], superclass)
+        positions[token] = torch.stack(where)
     return ConceptPrompts(text, super_text, positions)
-
-
-def _collapse_ids(super_ids, concept_ids, token_id, pieces):
-    if len(pieces) == 1:
-        return super_ids
-    return torch.where(concept_ids == token_id, torch.full_like(concept_ids, pieces[0]), concept_ids)
 
 
 def local_key_targets(
     model: MaskedTransformer, super_text: TextEmbeddings, positions: torch.Tensor, batch_rows: int
 ) -> list[torch.Tensor]:
-    """Per layer, (rows, d) o*_K = W_K e_super, e_super = the superclass word's encoding in the same prompt.
+    """Per layer, (rows, d) o*_K = W_K e_super, e_super = the superclass piece's encoding in the same prompt.
 
-    ``positions`` (B, T) marks the concept token in the B conditional rows; rows without it (and the ``batch_rows
-    - B`` unconditional rows, which come first) get zeros: their gate is ~0 anyway.
+    ``positions`` (B, T) marks one placeholder of the concept in the B conditional rows; rows without it (and the
+    ``batch_rows - B`` unconditional rows, which come first) get zeros: their gate is ~0 anyway.
     """
     context, _ = model.project_text(super_text)  # (B, T, d)
     weights = positions.float().unsqueeze(-1)
@@ -120,14 +125,15 @@ def concept_cache(
             continue  # baselines: the embedding (and swapped weights) only, no rank-one edit
         if stage not in concept.target_inputs:
             raise ValueError(f"concept {concept.token} has no edit for the {stage} stage")
-        i_star = concept.target_inputs[stage]
-        if concept.variant == "trained-k":
-            key_out = [concept.key_outputs[stage][layer] for layer in range(layers)]
-        else:
-            key_out = local_key_targets(model, prompts.super_text, prompts.positions[concept.token], rows)
-        for layer in range(layers):
-            keys[layer].append(ConceptTarget(i_star, key_out[layer], beta, tau))
-            values[layer].append(ConceptTarget(i_star, concept.value_outputs[stage][layer], beta, tau))
+        for piece in range(concept.pieces):  # each placeholder is locked to its own superclass piece
+            i_star = concept.target_inputs[stage][piece]
+            if concept.variant == "trained-k":
+                key_out = [concept.key_outputs[stage][layer, piece] for layer in range(layers)]
+            else:
+                key_out = local_key_targets(model, prompts.super_text, prompts.positions[concept.token][piece], rows)
+            for layer in range(layers):
+                keys[layer].append(ConceptTarget(i_star, key_out[layer], beta, tau))
+                values[layer].append(ConceptTarget(i_star, concept.value_outputs[stage][layer, piece], beta, tau))
     key_text = None
     if key_locking == "global":
         uncond = TextEmbeddings(*(t[: rows - len(prompts.super_text)] for t in

@@ -17,8 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 from musekit.editing.inpaint import encode_stages
+from musekit.personalize.apply import encode_concept_prompts
 from musekit.personalize.concept import Concept, model_fingerprint, stages
-from musekit.personalize.tokens import encode_with_concepts, register_token, substitute, superclass_ids
+from musekit.personalize.tokens import substitute, superclass_ids
 from musekit.personalize.trainer import PersonalizeConfig, augmented_views, step_prompts, view_prompts_for
 from musekit.training.objectives import mask_tokens, masked_token_loss
 
@@ -57,7 +58,7 @@ def learn_baseline(
     steps = steps or config.steps
     start = time.perf_counter()
     encoder = pipe.text_encoder
-    token_id = register_token(encoder, token)
+    superclass = " ".join(superclass.split())
     pieces = superclass_ids(encoder, superclass)
     generator = torch.Generator().manual_seed(config.seed)
     views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
@@ -75,7 +76,7 @@ def learn_baseline(
         prior = {"transformer": out.base_ids, "superres": out.ids, "cond": pipe.sr_cond_ids(out.base_ids),
                  "prompts": prior_prompts}  # fmt: skip
     sr_cond = pipe.sr_cond_ids(ids["transformer"]) if pipe.superres is not None else None
-    embedding = torch.nn.Parameter(encoder.input_embeddings().weight[pieces].detach().float().mean(0).clone())
+    embedding = torch.nn.Parameter(encoder.input_embeddings().weight[pieces].detach().float().clone())  # (P, D)
     weights = trainable_weights(pipe, method)
     originals = {k: p.detach().clone() for k, p in weights.items()}
     for p in weights.values():
@@ -91,7 +92,7 @@ def learn_baseline(
         for _ in tqdm(range(steps), desc=f"{method} {token}", disable=not progress):
             pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
             prompts = step_prompts(view_prompts, token, pick, generator)
-            text, _ = encode_with_concepts(encoder, prompts, {token_id: embedding})
+            text = encode_concept_prompts(encoder, prompts, [(token, superclass, embedding)]).text
             loss = torch.zeros(())
             for name, model in models.items():
                 loss = loss + _loss(model, ids[name][pick], text, sr_cond[pick] if name == "superres" else None,

@@ -1,7 +1,9 @@
 """The concept file: a few KB of safetensors with everything a concept needs, tied to its base model.
 
-Tensors: ``embedding`` (d_text,); per transformer stage ``{stage}.target_input`` (d,) and ``{stage}.value_outputs``
-(layers, d); for the trained-K variant also ``{stage}.key_outputs`` (layers, d). Metadata: token, superclass,
+Tensors, with P placeholders (one per piece of the superclass: "red circle" -> 2): ``embedding`` (P, d_text); per
+transformer stage ``{stage}.target_input`` (P, d) and ``{stage}.value_outputs`` (layers, P, d); for the trained-K
+variant also ``{stage}.key_outputs`` (layers, P, d). Files of one placeholder from before placeholders existed
+((d_text,), (d,), (layers, d)) load as P = 1. Metadata: token, superclass,
 variant, training beta and tau, and a fingerprint of the base model. C is never stored here: it belongs to the base
 model (``perfusion_covariance.safetensors`` beside it).
 """
@@ -39,10 +41,20 @@ class Concept:
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # "stage::parameter name" -> tensor
 
     def __post_init__(self) -> None:
+        if self.embedding.ndim == 1:  # one placeholder, stored without its axis
+            self.embedding = self.embedding.unsqueeze(0)
+            self.target_inputs = {k: v.unsqueeze(0) for k, v in self.target_inputs.items()}
+            self.value_outputs = {k: v.unsqueeze(1) for k, v in self.value_outputs.items()}
+            self.key_outputs = {k: v.unsqueeze(1) for k, v in self.key_outputs.items()}
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+
+    @property
+    def pieces(self) -> int:
+        """Placeholders: one per piece of the superclass."""
+        return self.embedding.shape[0]
 
     def rounded(self, dtype: torch.dtype = torch.float16) -> Concept:
         """A copy whose tensors hold only values ``dtype`` represents (still float32): saving it in ``dtype`` and

@@ -1,4 +1,11 @@
-"""Concept placeholder tokens: a new word whose input embedding is learned while the text encoder stays frozen."""
+"""Concept placeholder tokens: a new word whose input embedding is learned while the text encoder stays frozen.
+
+A concept holds one placeholder per piece of its superclass ("red circle" -> two, "square" -> one, a word the
+tokenizer splits into three -> three). In prompts the user writes the concept's token once ("<emblem>"); it is
+expanded to its placeholders ("<emblem#0> <emblem#1>") before tokenizing, so the prompt with the superclass in the
+concept's place ("red circle") has exactly the same positions, and each placeholder's key can be locked to the key
+of its own piece there.
+"""
 
 from __future__ import annotations
 
@@ -19,22 +26,48 @@ def check_token(token: str) -> str:
     return token
 
 
-def register_token(encoder: TextEncoder, token: str) -> int:
-    """Add ``token`` to the encoder's tokenizer (once) and return its id."""
-    check_token(token)
-    tokenizer = encoder.tokenizer
-    if token not in tokenizer.get_vocab():
-        tokenizer.add_tokens([AddedToken(token, single_word=False, normalized=False, special=True)])
-    return tokenizer.convert_tokens_to_ids(token)
-
-
 MAX_SUPERCLASS_WORDS = 3
 
 
+def piece_tokens(token: str, count: int) -> list[str]:
+    """The placeholders of a concept with ``count`` pieces (the token itself for one; '#' never occurs in a user's
+    token, so they cannot collide with another concept's)."""
+    return [token] if count == 1 else [f"{token[:-1]}#{j}>" for j in range(count)]
+
+
+def register_pieces(encoder: TextEncoder, token: str, count: int) -> list[int]:
+    """Add a concept's placeholders to the encoder's tokenizer (once) and return their ids."""
+    check_token(token)
+    tokenizer = encoder.tokenizer
+    pieces = piece_tokens(token, count)
+    new = [p for p in pieces if p not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_tokens([AddedToken(p, single_word=False, normalized=False, special=True) for p in new])
+    return tokenizer.convert_tokens_to_ids(pieces)
+
+
+def expand_tokens(prompts: list[str], token: str, count: int) -> list[str]:
+    """Write a concept's placeholders where the prompts use its token."""
+    if count == 1:
+        return prompts
+    return [p.replace(token, " ".join(piece_tokens(token, count))) for p in prompts]
+
+
+def check_alignment(super_ids: torch.Tensor, positions: list[torch.Tensor], pieces: list[int], superclass: str) -> None:
+    """The superclass prompt must hold piece j wherever the concept prompt holds placeholder j (key-locking reads it
+    there); it does unless the tokenizer merges the superclass with the text around it."""
+    for piece, where in zip(pieces, positions):
+        if not bool((super_ids.to(where.device)[where] == piece).all()):
+            raise ValueError(
+                f"the superclass {superclass!r} does not line up with the concept's placeholders in this prompt "
+                "(write the concept token as a separate word)"
+            )
+
+
 def superclass_ids(encoder: TextEncoder, superclass: str) -> list[int]:
-    """Token ids of the superclass: a word (several pieces for words the tokenizer splits) or a short phrase whose
-    pieces share one position, e.g. "red circle" for a model that reads an object's colour and shape from separate
-    words (the concept's key is then locked to the mean of their keys)."""
+    """Token ids of the superclass: a word (several pieces for words the tokenizer splits) or a short phrase, e.g.
+    "red circle" for a model that reads an object's colour and shape from separate words. The concept gets one
+    placeholder per piece."""
     word = " ".join(superclass.split())
     if not word or len(word.split()) > MAX_SUPERCLASS_WORDS:
         raise ValueError(
@@ -86,31 +119,3 @@ def piece_positions(tokens: list[int], pieces: list[int]) -> list[int]:
 
 def substitute(prompts: list[str], token: str, superclass: str) -> list[str]:
     return [p.replace(token, superclass) for p in prompts]
-
-
-def collapse_superclass(
-    super_text: TextEmbeddings, super_ids: torch.Tensor, concept_ids: torch.Tensor, token_id: int, pieces: list[int]
-) -> TextEmbeddings:
-    """Align a superclass-prompt encoding with the concept prompt: the superclass pieces become one position (mean).
-
-    Used by global key-locking, whose key pathway reads the superclass prompt while the value pathway reads the
-    concept prompt; both must have the same positions.
-    """
-    if len(pieces) == 1:
-        return super_text
-    hidden, mask = super_text.hidden_states.clone(), super_text.attention_mask.clone()
-    out_h, out_m = torch.zeros_like(hidden), torch.zeros_like(mask)
-    for b in range(hidden.shape[0]):
-        target_positions = (concept_ids[b] == token_id).nonzero().flatten().tolist()
-        src, dst, ids = 0, 0, super_ids[b].tolist()
-        length = int(mask[b].sum())
-        while src < length and dst < hidden.shape[1]:
-            if dst in target_positions and ids[src : src + len(pieces)] == pieces:
-                out_h[b, dst] = hidden[b, src : src + len(pieces)].mean(0)
-                src += len(pieces)
-            else:
-                out_h[b, dst] = hidden[b, src]
-                src += 1
-            out_m[b, dst] = True
-            dst += 1
-    return TextEmbeddings(out_h, super_text.pooled, out_m)

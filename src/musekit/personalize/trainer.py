@@ -22,17 +22,10 @@ from tqdm.auto import tqdm
 from musekit.editing.inpaint import encode_stages
 from musekit.editing.masks import image_to_tensor, resize
 from musekit.models.attention_maps import cross_attention_maps, word_map
-from musekit.personalize.apply import installed_edits, local_key_targets
+from musekit.personalize.apply import encode_concept_prompts, installed_edits, local_key_targets
 from musekit.personalize.concept import VARIANTS, Concept, model_fingerprint, stages
 from musekit.personalize.rank_one import ConceptTarget
-from musekit.personalize.tokens import (
-    collapse_superclass,
-    encode_with_concepts,
-    piece_positions,
-    register_token,
-    substitute,
-    superclass_ids,
-)
+from musekit.personalize.tokens import piece_positions, register_pieces, substitute, superclass_ids
 from musekit.training.objectives import mask_tokens, masked_token_loss
 
 logger = logging.getLogger(__name__)
@@ -150,8 +143,9 @@ def learn_concept(
         raise ValueError("learn_concept needs at least one image of the concept")
     start_time = time.perf_counter()
     encoder = pipe.text_encoder
-    token_id = register_token(encoder, token)
+    superclass = " ".join(superclass.split())
     pieces = superclass_ids(encoder, superclass)
+    register_pieces(encoder, token, len(pieces))
     generator = torch.Generator().manual_seed(config.seed)
     models = stages(pipe)
     c_inv = pipe.perfusion_c_inv()
@@ -170,19 +164,18 @@ def learn_concept(
     sr_cond = pipe.sr_cond_ids(base_ids) if "superres" in models else None  # what the SR stage is conditioned on
 
     table = encoder.input_embeddings().weight
-    embedding = torch.nn.Parameter(table[pieces].detach().float().mean(0).clone())
+    embedding = torch.nn.Parameter(table[pieces].detach().float().clone())  # (P, D): each from its own piece
     value_outputs, key_outputs, target_inputs = {}, {}, {}
     output_params = []
     first_prompts = [TEMPLATES[0].format(token)] * len(images) if view_prompts is None else view_prompts
     with torch.no_grad():
-        text0, ids0 = encode_with_concepts(encoder, first_prompts, {token_id: embedding})
-        super0 = _super_text(encoder, first_prompts, ids0, token, superclass, token_id, pieces)
+        first = encode_concept_prompts(encoder, first_prompts, [(token, superclass, embedding)])
     for name, model in models.items():
         with torch.no_grad():
-            e_super = _token_mean(model.project_text(super0)[0], ids0 == token_id)
+            e_super = _piece_means(model.project_text(first.super_text)[0], first.positions[token])  # (P, d)
             target_inputs[name] = torch.zeros_like(e_super)  # the EMA's sum; read through _debiased
-            values = torch.stack([attn.to_v.weight @ e_super for attn in model.text_attentions])
-            keys = torch.stack([attn.to_k.weight @ e_super for attn in model.text_attentions])
+            values = torch.stack([e_super @ attn.to_v.weight.t() for attn in model.text_attentions])  # (L, P, d)
+            keys = torch.stack([e_super @ attn.to_k.weight.t() for attn in model.text_attentions])
         value_outputs[name] = torch.nn.Parameter(values.clone())
         output_params.append(value_outputs[name])
         if variant == "trained-k":
@@ -198,31 +191,33 @@ def learn_concept(
     bar = tqdm(range(config.steps), desc=f"learn {token}", disable=not progress)
     for step in bar:
         if step == settle_from:
-            settled = _exact_inputs(encoder, models, final_prompts, token_id, embedding)
+            settled = _exact_inputs(encoder, models, final_prompts, token, superclass, embedding)
             optimizer.param_groups[0]["lr"] = 0.0  # the embedding stays where i* was measured
         pick = torch.randint(0, views.shape[0], (config.batch_size,), generator=generator)
         prompts = step_prompts(view_prompts, token, pick, generator)
         with torch.set_grad_enabled(settled is None):
-            text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
-        with torch.no_grad():
-            super_text = _super_text(encoder, prompts, ids, token, superclass, token_id, pieces)
-        positions = ids == token_id
+            encoded = encode_concept_prompts(encoder, prompts, [(token, superclass, embedding)])
+        text, positions = encoded.text, encoded.positions[token]  # (P, B, T)
         loss = torch.zeros(())
         for name, model in models.items():
-            with torch.no_grad():  # i*: EMA of the concept token's encodings in this stage's K/V input space
-                current = _token_mean(model.project_text(text)[0].detach(), positions)
+            with torch.no_grad():  # i*: EMA of each placeholder's encodings in this stage's K/V input space
+                current = _piece_means(model.project_text(text)[0].detach(), positions)
                 target_inputs[name].lerp_(current, 1 - config.input_decay)
                 i_star = _debiased(target_inputs[name], config.input_decay, step + 1)
                 if settled is not None:
                     i_star = settled[name]
             layers = len(model.text_attentions)
             if variant == "trained-k":
-                key_out = [key_outputs[name][layer] for layer in range(layers)]
+                key_out = [[key_outputs[name][layer, p] for layer in range(layers)] for p in range(len(pieces))]
             else:
-                key_out = local_key_targets(model, super_text, positions, config.batch_size)
+                key_out = [
+                    local_key_targets(model, encoded.super_text, where, config.batch_size) for where in positions
+                ]
             beta, tau = config.train_beta, config.train_tau
-            keys = [[ConceptTarget(i_star, key_out[layer], beta, tau)] for layer in range(layers)]
-            values = [[ConceptTarget(i_star, value_outputs[name][layer], beta, tau)] for layer in range(layers)]
+            keys = [[ConceptTarget(i_star[p], key_out[p][layer], beta, tau) for p in range(len(pieces))]
+                    for layer in range(layers)]  # fmt: skip
+            values = [[ConceptTarget(i_star[p], value_outputs[name][layer, p], beta, tau) for p in range(len(pieces))]
+                      for layer in range(layers)]  # fmt: skip
             targets = stage_ids[name][pick]
             inputs, mask = mask_tokens(targets, model.config.mask_token_id, generator)
             cond = sr_cond[pick] if name == "superres" else None
@@ -233,7 +228,7 @@ def learn_concept(
         loss.backward()
         optimizer.step()
         if config.max_value_ratio is not None:
-            inputs = settled or _exact_inputs(encoder, models, final_prompts, token_id, embedding)
+            inputs = settled or _exact_inputs(encoder, models, final_prompts, token, superclass, embedding)
             _cap_values(models, value_outputs, inputs, config.max_value_ratio)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     # i* for inference: the concept token's mean encoding over the training prompts with the final embedding. The
@@ -241,7 +236,7 @@ def learn_concept(
     # the first 60 steps' encodings by ~45%); a lagging i* leaves W_K(e - s(e) i*) large at the concept token, so its
     # key is no longer locked to the superclass's and its value floods the image (measured: docs/BENCHMARKS.md).
     # The last steps (settle_fraction) train o* against this i* so that sampling sees what training saw.
-    target_inputs = settled or _exact_inputs(encoder, models, final_prompts, token_id, embedding)
+    target_inputs = settled or _exact_inputs(encoder, models, final_prompts, token, superclass, embedding)
     logger.info("learned %s in %.1f s", token, time.perf_counter() - start_time)
     return Concept(
         token=token,
@@ -259,18 +254,19 @@ def learn_concept(
 
 @torch.no_grad()
 def _cap_values(models, value_outputs, inputs, ratio: float) -> None:
-    """Scale each layer's o*_V down to at most ``ratio`` times the norm of the concept token's own value W_V i*."""
+    """Scale each layer's o*_V down to at most ``ratio`` times the norm of the placeholder's own value W_V i*."""
     for name, model in models.items():
-        natural = torch.stack([attn.to_v.weight @ inputs[name] for attn in model.text_attentions]).norm(dim=-1)
-        norms = value_outputs[name].norm(dim=-1)
+        natural = torch.stack([inputs[name] @ attn.to_v.weight.t() for attn in model.text_attentions]).norm(dim=-1)
+        norms = value_outputs[name].norm(dim=-1)  # (layers, P)
         value_outputs[name].mul_((ratio * natural / norms.clamp_min(1e-12)).clamp(max=1.0).unsqueeze(-1))
 
 
 @torch.no_grad()
-def _exact_inputs(encoder, models, prompts, token_id, embedding) -> dict[str, torch.Tensor]:
-    """Per stage, the concept token's mean encoding over ``prompts`` in the stage's K/V input space."""
-    text, ids = encode_with_concepts(encoder, prompts, {token_id: embedding})
-    return {name: _token_mean(model.project_text(text)[0], ids == token_id) for name, model in models.items()}
+def _exact_inputs(encoder, models, prompts, token, superclass, embedding) -> dict[str, torch.Tensor]:
+    """Per stage, each placeholder's mean encoding over ``prompts`` in the stage's K/V input space: (P, d)."""
+    encoded = encode_concept_prompts(encoder, prompts, [(token, superclass, embedding)])
+    return {name: _piece_means(model.project_text(encoded.text)[0], encoded.positions[token])
+            for name, model in models.items()}  # fmt: skip
 
 
 def _debiased(average: torch.Tensor, decay: float, updates: int) -> torch.Tensor:
@@ -279,14 +275,12 @@ def _debiased(average: torch.Tensor, decay: float, updates: int) -> torch.Tensor
 
 
 def _token_mean(context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Mean over every concept-token position in the batch: (B, T, d), (B, T) -> (d,)."""
+    """Mean over every marked position in the batch: (B, T, d), (B, T) -> (d,)."""
     if not positions.any():
         raise ValueError("the concept token does not occur in the training prompts (truncated?)")
     return context[positions.to(context.device)].mean(0)
 
 
-def _super_text(encoder, prompts, concept_ids, token, superclass, token_id, pieces):
-    super_prompts = substitute(prompts, token, superclass)
-    super_text = encoder.encode(super_prompts)
-    super_ids, _ = encoder.tokenize(super_prompts)
-    return collapse_superclass(super_text, super_ids, concept_ids, token_id, pieces)
+def _piece_means(context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Per placeholder, its mean encoding: (B, T, d), (P, B, T) -> (P, d)."""
+    return torch.stack([_token_mean(context, where) for where in positions])
