@@ -17,8 +17,8 @@ from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, _draw_bac
 # "superclass" is what each concept's key is locked to: its colour and shape words. The shapes-world models read an
 # object's colour and its shape from separate words, so a key locked to the shape word alone leaves the image
 # positions that look for a colour word with nothing to find, and the concept comes out in scattered colours (as the
-# base model draws "a circle" with no colour); locked to the phrase, the concept's key is the mean of both words'
-# keys (measured in docs/BENCHMARKS.md). "shape" is the shapes-world shape it resembles.
+# base model draws "a circle" with no colour); with the phrase, the concept gets a placeholder for each word, each
+# locked to its own word's key (measured in docs/BENCHMARKS.md). "shape" is the shapes-world shape it resembles.
 CONCEPTS: dict[str, dict] = {
     # a red-and-white bullseye emblem
     "bullseye": {"superclass": "red circle", "shape": "circle", "colors": ((220, 40, 40), (240, 240, 240))},

@@ -37,9 +37,9 @@ class PersonalizationMethods:
         Args:
             images: 1-10 PIL images (or tensors) of the concept.
             token: the new word, e.g. "<emblem>".
-            superclass: the word, or phrase of up to 3 words, whose key the concept's key is locked to (its pieces
-                share one position; the key is their mean), e.g. "square", or "red square" for a model that reads
-                colour and shape from separate words, as the bundled one does.
+            superclass: what the concept is, a word or a phrase of up to 3 words, e.g. "square", or "red square"
+                for a model that reads colour and shape from separate words, as the bundled one does. The concept
+                gets one placeholder per piece of it, each key-locked to its own piece.
             variant: "local", "global" (same training; differs at inference) or "trained-k" (the ablation).
 
         Returns:

@@ -1,7 +1,9 @@
 """Learn a Perfusion concept from a few images: the token embedding and o*_V per layer (o*_K too for trained-K).
 
-i* is an exponential moving average (0.99, bias-corrected) of the concept token's encodings while the embedding
-trains; the stored i* is the token's mean encoding under the final embedding, and the last steps train o* alone
+The concept has one placeholder per piece of its superclass ("red circle": two), each with its own embedding
+(initialised from its piece's), i*, o*_V and key (locked to its piece's key in the same prompt), learned jointly.
+i* is an exponential moving average (0.99, bias-corrected) of the placeholder's encodings while the embedding
+trains; the stored i* is its mean encoding under the final embedding, and the last steps train o* alone
 against it (key-locking holds only while i* matches the embedding); the gate trains at beta 0.75, tau 0.1;
 the embedding and the target outputs have separate learning rates (per-parameter groups: Adam cancels gradient
 scaling); images are augmented with flips and crops; the masked-token loss is weighted by a soft object mask from
