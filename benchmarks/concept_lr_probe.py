@@ -1,7 +1,7 @@
 """Perfusion's output learning rate against concept similarity and text fidelity (quick probe, not the full eval).
 
 Usage: python benchmarks/concept_lr_probe.py [--lrs 0.06,0.02,0.01] [--concepts bullseye,diamond] [--betas 0.5,0.7,0.9]
-[--steps 60] [--superclass phrase|shape] [--threads 2]
+[--steps 60] [--superclass phrase|shape] [--taus 0.15] [--threads 2]
 
 Learns each concept (local variant, per-image captions, as `musekit eval personalize`) at each o* learning rate and
 scores it with the eval's own `score` at each beta (2 samples per prompt); prints one line per (lr, concept, beta) and
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--max-value-ratio", type=float, default=None)
     parser.add_argument("--superclass", choices=["phrase", "shape"], default="phrase")
+    parser.add_argument("--taus", default="0.15", help="inference gate temperatures")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,18 +65,20 @@ def main() -> None:
                 natural = torch.stack([i_star @ a.to_v.weight.t() for a in model.text_attentions])  # (layers, P, d)
                 ratios.append((outputs.float().norm(dim=-1) / natural.norm(dim=-1)).mean().item())
             for beta in betas:
-                row = score(pipe, checker, f"<{name}>", name, refs, 0, 2, concepts=[concept], concept_bias=beta)
-                means.setdefault((lr, beta), []).append(row)
-                ratio_text = [round(r, 2) for r in ratios]
-                print(
-                    f"lr {lr} {name} beta {beta}: similarity {row['concept_similarity']:.3f} fidelity "
-                    f"{row['text_fidelity']:.3f} (o*_V / W_V i* norm ratio per stage {ratio_text})",
-                    flush=True,
-                )
-    for (lr, beta), rows in means.items():
+                for tau in floats(args.taus):
+                    row = score(pipe, checker, f"<{name}>", name, refs, 0, 2, concepts=[concept], concept_bias=beta,
+                                concept_temperature=tau)  # fmt: skip
+                    means.setdefault((lr, beta, tau), []).append(row)
+                    ratio_text = [round(r, 2) for r in ratios]
+                    print(
+                        f"lr {lr} {name} beta {beta} tau {tau}: similarity {row['concept_similarity']:.3f} fidelity "
+                        f"{row['text_fidelity']:.3f} (o*_V / W_V i* norm ratio per stage {ratio_text})",
+                        flush=True,
+                    )
+    for (lr, beta, tau), rows in means.items():
         sim = sum(r["concept_similarity"] for r in rows) / len(rows)
         fid = sum(r["text_fidelity"] for r in rows) / len(rows)
-        print(f"mean lr {lr} beta {beta}: similarity {sim:.3f} fidelity {fid:.3f}")
+        print(f"mean lr {lr} beta {beta} tau {tau}: similarity {sim:.3f} fidelity {fid:.3f}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from musekit.eval.personalize_eval import generate, pair_cells, region_embedding
 from musekit.personalize.apply import installed_edits, local_key_targets
 from musekit.personalize.concept import Concept, model_fingerprint, stages
 from musekit.personalize.rank_one import ConceptTarget
-from musekit.personalize.tokens import encode_with_concepts, register_token, substitute, superclass_ids
+from musekit.personalize.tokens import encode_with_concepts, register_pieces, substitute, superclass_ids
 from musekit.personalize.trainer import (
     PersonalizeConfig,
     _debiased,
@@ -52,7 +52,7 @@ def learn_split(pipe, images, name, words, captions, config: PersonalizeConfig |
     enc = pipe.text_encoder
     tokens = [f"<{name}{j}>" for j in range(len(words))]
     phrase = " ".join(tokens)
-    tids = [register_token(enc, t) for t in tokens]
+    tids = [register_pieces(enc, t, 1)[0] for t in tokens]
     gen = torch.Generator().manual_seed(config.seed)
     models = stages(pipe)
     c_inv = pipe.perfusion_c_inv()

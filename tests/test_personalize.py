@@ -168,6 +168,23 @@ def test_concepts_in_editing(concept_pipe, concept):
     assert torch.equal(out.images[keep], image[keep])
 
 
+def test_region_edit_with_a_phrase_concept_locates_its_superclass(concept_pipe, monkeypatch):
+    """Mask-free region editing with a concept: the changed words are located through the concept's superclass (the
+    plain encoder does not know its placeholders), so "<redsq2>" is located as "red square"."""
+    import musekit.editing.maskfree as maskfree
+
+    learned = concept_pipe.learn_concept(images(), "<redsq2>", "red square", steps=1, progress=False)
+    seen = []
+    original = maskfree.differing_positions
+    monkeypatch.setattr(maskfree, "differing_positions",
+                        lambda tok, a, b: seen.append((a, b)) or original(tok, a, b))  # fmt: skip
+    image = torch.rand(1, 3, 16, 16, generator=seeded(4))
+    out = concept_pipe.edit(image, "a <redsq2> at the top", source_prompt="a circle at the top", concepts=[learned],
+                            iterations=2, generator=seeded(0), output_type="pt")  # fmt: skip
+    assert seen == [("a circle at the top", "a red square at the top")]
+    assert out.images.shape == (1, 3, 16, 16)
+
+
 def test_a_decoding_step_costs_the_same_with_concepts(concept_pipe, concept, monkeypatch):
     calls = {"edits": 0}
     original = RankOneEdit.forward

@@ -46,7 +46,14 @@ def edit_region(
     threshold: float = 0.5,
     dilation: int = 1,
 ) -> torch.Tensor:
-    """(B, h, w) bool: base tokens the changed words attend to (normalised map >= threshold, dilated)."""
+    """(B, h, w) bool: base tokens the changed words attend to (normalised map >= threshold, dilated).
+
+    In a call with Perfusion concepts, a concept's token is read as its superclass here: key-locking makes the
+    concept attend where its superclass does, and the plain encoder does not know the concept's placeholders."""
+    call = pipe._concept_call
+    for concept in call.concepts if call is not None else []:
+        source_prompt = source_prompt.replace(concept.token, concept.superclass)
+        prompt = prompt.replace(concept.token, concept.superclass)
     src_pos, tgt_pos = differing_positions(pipe.text_encoder.tokenizer, source_prompt, prompt)
     if not src_pos and not tgt_pos:
         raise ValueError("source_prompt and prompt are identical: there is no changed word to locate")

@@ -93,9 +93,9 @@ def local_key_targets(
     ``batch_rows - B`` unconditional rows, which come first) get zeros: their gate is ~0 anyway.
     """
     context, _ = model.project_text(super_text)  # (B, T, d)
-    weights = positions.float().unsqueeze(-1)
+    weights = positions.to(context.device).float().unsqueeze(-1)
     e_super = (context * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, d)
-    e_super = torch.cat([torch.zeros(batch_rows - e_super.shape[0], e_super.shape[1]), e_super])
+    e_super = torch.cat([e_super.new_zeros(batch_rows - e_super.shape[0], e_super.shape[1]), e_super])
     return [e_super @ attn.to_k.weight.t() for attn in model.text_attentions]
 
 
