@@ -150,6 +150,19 @@ def test_phrase_superclass_gives_one_placeholder_per_piece_locked_to_its_own_key
         concept_pipe("a <redsq> at the top", concepts=[one_piece], generator=seeded(0))
 
 
+def test_substitute_makes_the_article_agree_with_the_superclass():
+    from musekit.personalize.tokens import substitute
+
+    prompts = ["a <c> at the top", "An <c> left of a <c>", "the <c>", "a <cat> and a <c>"]
+    assert substitute(prompts, "<c>", "orange circle") == [
+        "an orange circle at the top",
+        "An orange circle left of an orange circle",
+        "the orange circle",
+        "a <cat> and an orange circle",
+    ]
+    assert substitute(["an <c> here"], "<c>", "red circle") == ["a red circle here"]
+
+
 def test_piece_positions_match_the_whole_phrase_only():
     from musekit.personalize.tokens import piece_positions
 

@@ -118,4 +118,13 @@ def piece_positions(tokens: list[int], pieces: list[int]) -> list[int]:
 
 
 def substitute(prompts: list[str], token: str, superclass: str) -> list[str]:
-    return [p.replace(token, superclass) for p in prompts]
+    """The prompts with the superclass in the concept's place, and the article before it agreeing with it ("a <c>"
+    -> "an orange circle", "an <c>" -> "a red circle"): the superclass prompt is what key-locking reads."""
+    article = "an" if superclass[:1].lower() in "aeiou" else "a"
+    pattern = re.compile(rf"\b([Aa]n?)(\s+){re.escape(token)}")
+
+    def agree(match: re.Match) -> str:
+        word = article if match.group(1)[0] == "a" else article.capitalize()
+        return f"{word}{match.group(2)}{superclass}"
+
+    return [pattern.sub(agree, p).replace(token, superclass) for p in prompts]
