@@ -1,13 +1,14 @@
 """Perfusion's output learning rate against concept similarity and text fidelity (quick probe, not the full eval).
 
 Usage: python benchmarks/concept_lr_probe.py [--lrs 0.06,0.02,0.01] [--concepts bullseye,diamond] [--betas 0.5,0.7,0.9]
-[--steps 60] [--superclass phrase|shape] [--taus 0.15] [--threads 2]
+[--steps 60] [--superclass phrase|shape] [--taus 0.15] [--two-concepts] [--threads 2]
 
 Learns each concept (local variant, per-image captions, as `musekit eval personalize`) at each o* learning rate and
 scores it with the eval's own `score` at each beta (2 samples per prompt); prints one line per (lr, concept, beta) and
 the mean per (lr, beta), plus the o*_V norms against the concept token's own value W_V i*. ``--superclass shape``
 locks each concept's key to its shape word alone ("circle"), as before version 10's phrase superclasses ("red
-circle", the default ``phrase``).
+circle", the default ``phrase``). ``--two-concepts`` also prints the eval's two-concept rate at beta 0.7 for the
+concepts learned at the last learning rate.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from musekit.data.concepts import CONCEPTS, concept_examples
 from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import load_checker
-from musekit.eval.personalize_eval import region_embeddings, score
+from musekit.eval.personalize_eval import PersonalizeEvalSettings, region_embeddings, score, two_concept_rate
 from musekit.personalize.trainer import PersonalizeConfig
 from musekit.pipeline import MusePipeline
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--max-value-ratio", type=float, default=None)
     parser.add_argument("--superclass", choices=["phrase", "shape"], default="phrase")
     parser.add_argument("--taus", default="0.15", help="inference gate temperatures")
+    parser.add_argument("--two-concepts", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -47,6 +49,7 @@ def main() -> None:
     superclass_key = "superclass" if args.superclass == "phrase" else "shape"
     betas = floats(args.betas)
     means: dict = {}
+    learned, refs_by_name = {}, {}
     for lr in floats(args.lrs):
         for name in names:
             examples = concept_examples(name, 5, pipe.image_size, 0)
@@ -58,6 +61,7 @@ def main() -> None:
             config = PersonalizeConfig(steps=args.steps, output_lr=lr, **extra)
             concept = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name][superclass_key], config=config,
                                          progress=False, captions=captions)  # fmt: skip
+            learned[(name, "perfusion")], refs_by_name[name] = concept, refs
             ratios = []
             for stage, outputs in concept.value_outputs.items():
                 model = getattr(pipe, stage)
@@ -79,6 +83,10 @@ def main() -> None:
         sim = sum(r["concept_similarity"] for r in rows) / len(rows)
         fid = sum(r["text_fidelity"] for r in rows) / len(rows)
         print(f"mean lr {lr} beta {beta} tau {tau}: similarity {sim:.3f} fidelity {fid:.3f}")
+    if args.two_concepts:
+        settings = PersonalizeEvalSettings(concepts=tuple(names))
+        rates = two_concept_rate(pipe, checker, learned, refs_by_name, settings)
+        print("two concepts at beta 0.7:", {k: round(v, 3) for k, v in rates.items()})
 
 
 if __name__ == "__main__":

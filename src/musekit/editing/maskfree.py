@@ -17,6 +17,7 @@ from musekit.editing.img2img import random_mask
 from musekit.editing.inpaint import encode_stages, finish
 from musekit.editing.masks import feathered_alpha, fit_to_model, image_to_tensor
 from musekit.models.attention_maps import cross_attention_maps, word_map
+from musekit.personalize.tokens import substitute
 from musekit.sampling.options import SamplingOptions
 from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings
@@ -52,8 +53,7 @@ def edit_region(
     concept attend where its superclass does, and the plain encoder does not know the concept's placeholders."""
     call = pipe._concept_call
     for concept in call.concepts if call is not None else []:
-        source_prompt = source_prompt.replace(concept.token, concept.superclass)
-        prompt = prompt.replace(concept.token, concept.superclass)
+        source_prompt, prompt = substitute([source_prompt, prompt], concept.token, concept.superclass)
     src_pos, tgt_pos = differing_positions(pipe.text_encoder.tokenizer, source_prompt, prompt)
     if not src_pos and not tgt_pos:
         raise ValueError("source_prompt and prompt are identical: there is no changed word to locate")

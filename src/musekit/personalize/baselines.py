@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from musekit.editing.inpaint import encode_stages
 from musekit.personalize.apply import encode_concept_prompts
 from musekit.personalize.concept import Concept, model_fingerprint, stages
-from musekit.personalize.tokens import substitute, superclass_ids
+from musekit.personalize.tokens import substitute, superclass_ids, superclass_phrase
 from musekit.personalize.trainer import PersonalizeConfig, augmented_views, step_prompts, view_prompts_for
 from musekit.training.objectives import mask_tokens, masked_token_loss
 
@@ -58,7 +58,7 @@ def learn_baseline(
     steps = steps or config.steps
     start = time.perf_counter()
     encoder = pipe.text_encoder
-    superclass = " ".join(superclass.split())
+    superclass = superclass_phrase(superclass)
     pieces = superclass_ids(encoder, superclass)
     generator = torch.Generator().manual_seed(config.seed)
     views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)

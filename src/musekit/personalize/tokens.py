@@ -64,17 +64,23 @@ def check_alignment(super_ids: torch.Tensor, positions: list[torch.Tensor], piec
             )
 
 
-def superclass_ids(encoder: TextEncoder, superclass: str) -> list[int]:
-    """Token ids of the superclass: a word (several pieces for words the tokenizer splits) or a short phrase, e.g.
-    "red circle" for a model that reads an object's colour and shape from separate words. The concept gets one
-    placeholder per piece."""
-    word = " ".join(superclass.split())
-    if not word or len(word.split()) > MAX_SUPERCLASS_WORDS:
+def superclass_phrase(superclass: str) -> str:
+    """The superclass with its whitespace normalised ("red  circle " -> "red circle"); a clear error when it is empty
+    or longer than ``MAX_SUPERCLASS_WORDS`` words."""
+    words = superclass.split()
+    if not words or len(words) > MAX_SUPERCLASS_WORDS:
         raise ValueError(
             f"superclass must be a word or a phrase of at most {MAX_SUPERCLASS_WORDS} words (e.g. 'square' or "
             f"'red square'), got {superclass!r}"
         )
-    ids = encoder.tokenizer(word, add_special_tokens=False)["input_ids"]
+    return " ".join(words)
+
+
+def superclass_ids(encoder: TextEncoder, superclass: str) -> list[int]:
+    """Token ids of the superclass: a word (several pieces for words the tokenizer splits) or a short phrase, e.g.
+    "red circle" for a model that reads an object's colour and shape from separate words. The concept gets one
+    placeholder per piece."""
+    ids = encoder.tokenizer(superclass_phrase(superclass), add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError(f"the text encoder's tokenizer produced no token for the superclass {superclass!r}")
     return ids

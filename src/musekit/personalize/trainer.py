@@ -27,7 +27,7 @@ from musekit.models.attention_maps import cross_attention_maps, word_map
 from musekit.personalize.apply import encode_concept_prompts, installed_edits, local_key_targets
 from musekit.personalize.concept import VARIANTS, Concept, model_fingerprint, stages
 from musekit.personalize.rank_one import ConceptTarget
-from musekit.personalize.tokens import piece_positions, register_pieces, substitute, superclass_ids
+from musekit.personalize.tokens import piece_positions, register_pieces, substitute, superclass_ids, superclass_phrase
 from musekit.training.objectives import mask_tokens, masked_token_loss
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def learn_concept(
         raise ValueError("learn_concept needs at least one image of the concept")
     start_time = time.perf_counter()
     encoder = pipe.text_encoder
-    superclass = " ".join(superclass.split())
+    superclass = superclass_phrase(superclass)
     pieces = superclass_ids(encoder, superclass)
     register_pieces(encoder, token, len(pieces))
     generator = torch.Generator().manual_seed(config.seed)
