@@ -105,6 +105,34 @@ def test_two_concepts_in_one_prompt(concept_pipe, concept):
     assert len(out.images) == 1
 
 
+def test_several_concepts_are_encoded_each_without_the_others_embeddings(concept_pipe, concept):
+    """With two concepts, each concept's placeholders hold their encoding in the prompt where the other concept is
+    its superclass, and every other token holds the superclass prompt's encoding; one concept is unchanged."""
+    from musekit.personalize.apply import encode_concept_prompts
+
+    encoder = concept_pipe.text_encoder
+    second = concept_pipe.learn_concept(images(3), "<badge>", "red circle", steps=2, progress=False)
+    prompts = ["a <emblem> left of a <badge> on a blue background", "an <badge> above a <emblem>"]
+    both = encode_concept_prompts(encoder, prompts, [concept, second])
+    mixed = encode_concept_prompts(encoder, prompts, [concept, second], isolate=False)
+    alone_emblem = encode_concept_prompts(encoder, [p.replace("a <badge>", "a red circle").replace(
+        "an <badge>", "a red circle") for p in prompts], [concept])  # fmt: skip
+    alone_badge = encode_concept_prompts(encoder, [p.replace("<emblem>", "square") for p in prompts], [second])
+    emblem = both.positions["<emblem>"].any(0)
+    badge = both.positions["<badge>"].any(0)
+    assert int(emblem.sum()) == 2 and int(badge.sum()) == 4  # "red circle": two placeholders per prompt
+    hidden = both.text.hidden_states
+    assert torch.allclose(hidden[emblem], alone_emblem.text.hidden_states[emblem], atol=1e-6)
+    assert torch.allclose(hidden[badge], alone_badge.text.hidden_states[badge], atol=1e-6)
+    rest = ~(emblem | badge)
+    assert torch.allclose(hidden[rest], both.super_text.hidden_states[rest], atol=1e-6)
+    assert torch.equal(both.text.attention_mask, mixed.text.attention_mask)
+    assert not torch.allclose(hidden[emblem], mixed.text.hidden_states[emblem], atol=1e-4)  # the encoder mixes them
+    single = encode_concept_prompts(encoder, ["a <emblem> at the top"], [concept])
+    single_mixed = encode_concept_prompts(encoder, ["a <emblem> at the top"], [concept], isolate=False)
+    assert torch.equal(single.text.hidden_states, single_mixed.text.hidden_states)
+
+
 def test_multi_piece_superclass(concept_pipe):
     pieces = superclass_ids(concept_pipe.text_encoder, "pentagram")
     assert len(pieces) > 1
@@ -400,7 +428,8 @@ def test_personalization_harness_on_tiny_components(concept_pipe, tmp_path):
     torch.manual_seed(0)
     checker = ShapeChecker(CheckerConfig.preset("tiny"))
     settings = PersonalizeEvalSettings(concepts=("bullseye", "arrow"), betas=(0.6, 0.8), default_beta=0.6,
-                                       images_per_concept=2, steps=1, baseline_steps=1)  # fmt: skip
+                                       images_per_concept=2, steps=1, baseline_steps=1,
+                                       two_concept_samples=1)  # fmt: skip
     samples: dict = {}
     report, learned = evaluate_personalization(concept_pipe, checker, settings, progress=False, samples=samples)
     summary = report["summary"]
@@ -437,7 +466,7 @@ def test_two_concept_prompts_use_backgrounds_where_both_concepts_show(monkeypatc
     checker = ShapeChecker(CheckerConfig.preset("tiny"))
     dim = checker.embed(torch.rand(1, 3, 32, 32)).shape[-1]
     refs = {n: torch.nn.functional.normalize(torch.randn(2, dim), dim=-1) for n in ("bullseye", "diamond")}
-    settings = pe.PersonalizeEvalSettings(concepts=("bullseye", "diamond"), samples_per_prompt=3)
+    settings = pe.PersonalizeEvalSettings(concepts=("bullseye", "diamond"), two_concept_samples=3)
     rates = pe.two_concept_rate(None, checker, {(n, "perfusion"): None for n in refs}, refs, settings)
     assert set(rates) == {"bullseye+diamond", "diamond+bullseye", "mean"}
     both = set(backgrounds_for("bullseye")) & set(backgrounds_for("diamond"))

@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
                    help="personalize: train on per-image captions or on generic templates")  # fmt: skip
     p.add_argument("--samples-per-prompt", type=positive_int, default=2,
                    help="personalize: images per evaluation prompt (different seeds)")  # fmt: skip
+    p.add_argument("--two-concept-samples", type=positive_int, default=6,
+                   help="personalize: images per two-concept prompt (24 prompts)")  # fmt: skip
     p.add_argument(
         "--betas",
         default="0.5,0.6,0.7,0.8,0.9",
@@ -108,6 +110,7 @@ def run_personalize(args, pipe, checker) -> int:
     settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
                                        seed=args.seed, betas=betas, default_beta=default_beta,
                                        samples_per_prompt=args.samples_per_prompt,
+                                       two_concept_samples=args.two_concept_samples,
                                        captions=args.concept_prompts == "captions")  # fmt: skip
     samples: dict = {}
     report, _ = evaluate_personalization(pipe, checker, settings, samples=samples)

@@ -36,6 +36,7 @@ class PersonalizeEvalSettings:
     baseline_steps: int = 60
     seed: int = 0
     samples_per_prompt: int = 2  # images per evaluation prompt (different seeds)
+    two_concept_samples: int = 6  # images per two-concept prompt (6 ordered pairs x 4 backgrounds x 6 = 144)
     captions: bool = True  # train every method on per-image captions (else on generic templates, "a {}" ...)
 
 
@@ -255,7 +256,7 @@ def two_concept_rate(pipe, checker, learned, refs, settings, keep: dict | None =
         concepts = [learned[(a, "perfusion")], learned[(b, "perfusion")]]
         backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
         prompts = [with_articles(f"a <{a}> left of a <{b}> on a {bg} background") for bg in backgrounds]
-        images = generate(pipe, prompts, settings.seed, settings.samples_per_prompt, concepts=concepts,
+        images = generate(pipe, prompts, settings.seed, settings.two_concept_samples, concepts=concepts,
                           concept_bias=settings.default_beta)  # fmt: skip
         cells = pair_cells(checker.predict(images)["position"])  # the pair may be drawn in any row
         left = region_embeddings(checker, images, [cell[0] for cell in cells])

@@ -56,9 +56,15 @@ class ConceptPrompts:
     positions: dict[str, torch.Tensor]  # token -> (pieces, B, T) bool, where each of its placeholders is
 
 
-def encode_concept_prompts(encoder, prompts: list[str], concepts: list) -> ConceptPrompts:
+def encode_concept_prompts(encoder, prompts: list[str], concepts: list, isolate: bool = True) -> ConceptPrompts:
     """Encode ``prompts`` that use ``concepts`` (``Concept`` objects, or (token, superclass, embedding (pieces, D))
-    triples while one is learned; gradients flow to the embeddings)."""
+    triples while one is learned; gradients flow to the embeddings).
+
+    With several concepts and ``isolate`` (the default), each concept's placeholders are encoded in the prompt with
+    the other concepts' superclasses in their places, and the other tokens as in the superclass prompt: a
+    bidirectional text encoder (MiniLM, T5) otherwise mixes the concepts' learned embeddings into each other's
+    encodings, which moves each concept's encoding away from its i* (its gate closes) and towards the other's.
+    """
     triples = [(c.token, c.superclass, c.embedding) if isinstance(c, Concept) else tuple(c) for c in concepts]
     embeddings, ids_of, pieces_of = {}, {}, {}
     expanded, super_prompts = prompts, prompts
@@ -81,7 +87,30 @@ def encode_concept_prompts(encoder, prompts: list[str], concepts: list) -> Conce
         where = [ids == i for i in ids_of[token]]
         check_alignment(super_ids, where, pieces_of[token], superclass)
         positions[token] = torch.stack(where)
+    if isolate and len(triples) > 1:
+        text = isolated_encodings(encoder, prompts, triples, text, super_text, positions)
     return ConceptPrompts(text, super_text, positions)
+
+
+def isolated_encodings(
+    encoder, prompts: list[str], triples: list, text: TextEmbeddings, super_text: TextEmbeddings, positions: dict
+) -> TextEmbeddings:
+    """The states of ``text`` (several concepts) rebuilt: each concept's placeholders from the prompt where only it
+    is a placeholder (the others replaced by their superclasses), every other token from the superclass prompt."""
+    hidden = super_text.hidden_states.to(text.hidden_states.device)
+    for token, _, embedding in triples:
+        solo = prompts
+        for other, other_superclass, _ in triples:
+            if other != token:
+                solo = substitute(solo, other, other_superclass)
+        ids = register_pieces(encoder, token, embedding.shape[0])
+        solo_text, solo_ids = encode_with_concepts(encoder, expand_tokens(solo, token, len(ids)),
+                                                   dict(zip(ids, embedding)))  # fmt: skip
+        where = torch.isin(solo_ids, torch.tensor(ids, device=solo_ids.device)).to(hidden.device)
+        if not torch.equal(where, positions[token].any(0).to(hidden.device)):
+            raise ValueError(f"the placeholders of {token} do not line up between the prompt and its isolated form")
+        hidden = torch.where(where.unsqueeze(-1), solo_text.hidden_states.to(hidden.device), hidden)
+    return TextEmbeddings(hidden, text.pooled, text.attention_mask)
 
 
 def local_key_targets(

@@ -1,0 +1,171 @@
+"""Why two concepts in one prompt fail: gate cross-talk, and the two-concept rate under inference settings.
+
+Usage: python benchmarks/two_concept_probe.py [--concepts bullseye,diamond,crescent] [--cache runs/two-concept]
+[--betas 0.7,0.8,0.9] [--taus 0.15] [--key-locking local,global] [--context joint,isolated]
+[--sampling '{}' '{"guidance_scale": 3}'] [--single] [--samples 2] [--no-bound] [--threads 2]
+
+Learns each concept once as `musekit eval personalize` does (local variant, per-image captions, 60 steps; cached as
+concept files in ``--cache`` so reruns skip it), then for every ordered pair prints
+
+* the gate matrix of the base stage: for "a <a> left of a <b> on a ... background", each placeholder's coefficient
+  s and gate sigmoid((s - beta) / tau) for every concept target (one per superclass piece);
+* the eval's two-concept rate (each object cell closer to its own concept's references than to the other's), for
+  every (beta, tau, key-locking), and the same score for the plain superclass prompt ("a red circle left of an orange
+  circle ...": what the checker's similarity rule grants without any concept);
+* with ``--single``, each concept alone scored by the eval's own ``score`` (similarity, text fidelity).
+
+``--context joint`` encodes every concept in the one prompt (the bidirectional text encoder then mixes their learned
+embeddings into each other's encodings); ``isolated`` (musekit's default since 2026-11-25) encodes each concept in the
+prompt with the other concepts' superclasses in their places, and the other tokens as in the superclass prompt.
+``--sampling`` takes pipeline arguments as JSON (guidance, ``top_k``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import musekit.personalize.call as concept_call
+from musekit.data.concepts import CONCEPTS, backgrounds_for, concept_examples
+from musekit.data.shapes import with_articles
+from musekit.editing.masks import image_to_tensor
+from musekit.eval.checker import load_checker
+from musekit.eval.personalize_eval import generate, pair_cells, region_embeddings, score
+from musekit.personalize.apply import encode_concept_prompts
+from musekit.personalize.concept import Concept
+from musekit.personalize.trainer import PersonalizeConfig
+from musekit.pipeline import MusePipeline
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
+def pair_prompts(a: str, b: str, token_a: str, token_b: str) -> list[str]:
+    backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
+    return [with_articles(f"a {token_a} left of a {token_b} on a {bg} background") for bg in backgrounds]
+
+
+def pair_score(checker, images: torch.Tensor, refs_a: torch.Tensor, refs_b: torch.Tensor) -> list[bool]:
+    cells = pair_cells(checker.predict(images)["position"])
+    left = region_embeddings(checker, images, [cell[0] for cell in cells])
+    right = region_embeddings(checker, images, [cell[1] for cell in cells])
+    ok_a = (left @ refs_a.t()).mean(1) > (left @ refs_b.t()).mean(1)
+    ok_b = (right @ refs_b.t()).mean(1) > (right @ refs_a.t()).mean(1)
+    return (ok_a & ok_b).tolist()
+
+
+def gate_matrix(pipe, a: Concept, b: Concept, prompt: str, beta: float, tau: float, encode) -> list[str]:
+    """Rows: each placeholder of a and b; columns: each concept target; entries 's/gate'."""
+    encoded = encode(pipe.text_encoder, [prompt], [a, b])
+    model = pipe.transformer
+    c_inv = pipe.perfusion_c_inv()["transformer"].double()
+    context, _ = model.project_text(encoded.text)  # (1, T, d)
+    targets = [(c.token, k, c.target_inputs["transformer"][k].double()) for c in (a, b) for k in range(c.pieces)]
+    lines = ["            " + " ".join(f"{t}#{k}".rjust(16) for t, k, _ in targets)]
+    for concept in (a, b):
+        for piece in range(concept.pieces):
+            where = encoded.positions[concept.token][piece][0]
+            e = context[0][where][0].double()
+            cells = []
+            for _, _, i_star in targets:
+                s = (i_star @ c_inv @ e) / (i_star @ c_inv @ i_star)
+                gate = torch.sigmoid((s - beta) / tau)
+                cells.append(f"{s.item():6.2f}/{gate.item():.2f}".rjust(16))
+            lines.append(f"{concept.token}#{piece}".ljust(12) + " ".join(cells))
+    return lines
+
+
+def joint(encoder, prompts, concepts):
+    """Every concept encoded in the one prompt (musekit before isolation was made the default)."""
+    return encode_concept_prompts(encoder, prompts, concepts, isolate=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--concepts", default="bullseye,diamond,crescent")
+    parser.add_argument("--cache", default="runs/two-concept")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--betas", default="0.7,0.8,0.9")
+    parser.add_argument("--taus", default="0.15")
+    parser.add_argument("--key-locking", default="local")
+    parser.add_argument(
+        "--context",
+        default="joint",
+        help="joint, isolated (others from the superclass prompt), isolated-joint (others from the joint prompt)",
+    )
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--sampling", nargs="*", default=["{}"], help="JSON dicts of extra pipeline arguments")
+    parser.add_argument("--single", action="store_true", help="also score each concept alone (the eval's score)")
+    parser.add_argument("--no-bound", action="store_true", help="skip the superclass-prompt score")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = MusePipeline.from_pretrained()
+    pipe.progress_bar = False
+    checker = load_checker()
+    names = args.concepts.split(",")
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    concepts, refs = {}, {}
+    for name in names:
+        examples = concept_examples(name, 5, pipe.image_size, 0)
+        images = [image for image, _, _ in examples]
+        refs[name] = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
+                                       [p for _, p, _ in examples])  # fmt: skip
+        path = cache / f"{name}.safetensors"
+        if path.is_file():
+            concepts[name] = Concept.load(path)
+        else:
+            config = PersonalizeConfig(steps=args.steps)
+            concepts[name] = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name]["superclass"], config=config,
+                                                progress=False, captions=[t for _, _, t in examples])  # fmt: skip
+            concepts[name].save(path)
+    pairs = [(a, b) for a in names for b in names if a != b]
+    encoders = {"joint": joint, "isolated": encode_concept_prompts}
+    for context in args.context.split(","):
+        for a, b in pairs:
+            prompt = pair_prompts(a, b, f"<{a}>", f"<{b}>")[0]
+            print(f"{prompt} ({context}, beta 0.7, tau 0.15; s/gate)")
+            for line in gate_matrix(pipe, concepts[a], concepts[b], prompt, 0.7, 0.15, encoders[context]):
+                print("  " + line)
+    if not args.no_bound:
+        total = []
+        for a, b in pairs:
+            prompts = pair_prompts(a, b, CONCEPTS[a]["superclass"], CONCEPTS[b]["superclass"])
+            ok = pair_score(checker, generate(pipe, prompts, 0, args.samples), refs[a], refs[b])
+            total += ok
+            print(f"superclass prompt {a}+{b}: {sum(ok) / len(ok):.3f}", flush=True)
+        print(f"superclass prompt mean: {sum(total) / len(total):.3f}", flush=True)
+    settings = [
+        (context, locking, tau, beta, sampling)
+        for context in args.context.split(",")
+        for locking in args.key_locking.split(",")
+        for tau in floats(args.taus)
+        for beta in floats(args.betas)
+        for sampling in args.sampling
+    ]
+    for context, locking, tau, beta, sampling in settings:
+        concept_call.encode_concept_prompts = encoders[context]
+        extra = dict(json.loads(sampling), concept_bias=beta, concept_temperature=tau, key_locking=locking)
+        label = f"{context} {locking} beta {beta} tau {tau} {sampling}"
+        if args.single:
+            rows = [score(pipe, checker, f"<{n}>", n, refs[n], 0, 2, concepts=[concepts[n]], **extra) for n in names]
+            sim = sum(r["concept_similarity"] for r in rows) / len(rows)
+            fid = sum(r["text_fidelity"] for r in rows) / len(rows)
+            print(f"{label} single: similarity {sim:.3f} fidelity {fid:.3f}", flush=True)
+        total = []
+        for a, b in pairs:
+            images = generate(pipe, pair_prompts(a, b, f"<{a}>", f"<{b}>"), 0, args.samples,
+                              concepts=[concepts[a], concepts[b]], **extra)  # fmt: skip
+            ok = pair_score(checker, images, refs[a], refs[b])
+            total += ok
+            print(f"{label} {a}+{b}: {sum(ok) / len(ok):.3f}", flush=True)
+        print(f"{label} mean: {sum(total) / len(total):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
