@@ -503,3 +503,18 @@ def test_pair_cells_follow_the_row_the_pair_is_drawn_in():
         images.append(image_to_tensor(render(Scene(pair, "gray", "left of"))))
     cells = pair_cells(load_checker().predict(torch.cat(images))["position"])
     assert cells == [("top left", "top right"), ("left", "right"), ("bottom left", "bottom right")]
+
+
+def test_every_concept_renders_in_its_colour_on_backgrounds_without_its_colours():
+    import numpy as np
+
+    from musekit.data.concepts import CONCEPTS, backgrounds_for, concept_scene
+    from musekit.data.shapes import COLORS
+
+    for name, spec in CONCEPTS.items():
+        backgrounds = backgrounds_for(name)
+        assert backgrounds and all(COLORS.get(b) not in spec["colors"] for b in backgrounds)
+        for background in backgrounds[:2]:
+            pixels = np.asarray(concept_scene(name, "center", background, size=64)).astype(int)
+            main = np.array(spec["colors"][0])  # (the second colour is the pattern's, or only kept off the background)
+            assert (np.abs(pixels - main).sum(-1) < 30).sum() >= 10, (name, background)

@@ -26,8 +26,13 @@ CONCEPTS: dict[str, dict] = {
     "diamond": {"superclass": "yellow square", "shape": "square", "colors": ((240, 210, 40), (20, 20, 20))},
     # an orange crescent moon
     "crescent": {"superclass": "orange circle", "shape": "circle", "colors": ((245, 140, 30), (245, 140, 30))},
+    # Validation concepts: for choosing settings (benchmarks/concept_lr_probe.py), never in the evaluation's set.
     # a purple arrow pointing up
     "arrow": {"superclass": "purple triangle", "shape": "triangle", "colors": ((140, 60, 180), (240, 240, 240))},
+    # a blue ring with a white hole
+    "ring": {"superclass": "blue circle", "shape": "circle", "colors": ((40, 80, 220), (240, 240, 240))},
+    # a green flag with a white cross
+    "flag": {"superclass": "green square", "shape": "square", "colors": ((40, 170, 60), (240, 240, 240))},
 }
 
 
@@ -49,6 +54,15 @@ def _draw_concept(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r:
         shaft = r * 0.28
         draw.polygon([(cx, cy - r), (cx + r * 0.8, cy - r * 0.1), (cx - r * 0.8, cy - r * 0.1)], fill=first)
         draw.rectangle([cx - shaft, cy - r * 0.15, cx + shaft, cy + r], fill=first)
+    elif name == "ring":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=first)
+        hole = r * 0.5
+        draw.ellipse([cx - hole, cy - hole, cx + hole, cy + hole], fill=second)
+    elif name == "flag":
+        side, arm, half = r * 0.85, r * 0.5, r * 0.14
+        draw.rectangle([cx - side, cy - side, cx + side, cy + side], fill=first)
+        draw.rectangle([cx - arm, cy - half, cx + arm, cy + half], fill=second)
+        draw.rectangle([cx - half, cy - arm, cx + half, cy + arm], fill=second)
     else:
         raise ValueError(f"unknown concept {name!r}; choose one of {sorted(CONCEPTS)}")
 
