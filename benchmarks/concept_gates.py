@@ -18,9 +18,8 @@ import argparse
 import torch
 
 from musekit.data.concepts import CONCEPTS, concept_examples
-from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import load_checker
-from musekit.eval.personalize_eval import PersonalizeEvalSettings, region_embeddings, two_concept_rate
+from musekit.eval.personalize_eval import PersonalizeEvalSettings, concept_references, two_concept_rate
 from musekit.personalize.apply import encode_concept_prompts
 from musekit.personalize.tokens import expand_tokens
 from musekit.pipeline import MusePipeline
@@ -48,8 +47,7 @@ def main() -> None:
     for name in NAMES:
         examples = concept_examples(name, 5, pipe.image_size, 0)
         images = [image for image, _, _ in examples]
-        refs[name] = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
-                                       [p for _, p, _ in examples])  # fmt: skip
+        refs[name] = concept_references(checker, examples)
         captions = [text for _, _, text in examples] if args.captions else None
         learned[(name, "perfusion")] = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name]["superclass"],
                                                           args.steps, progress=False, captions=captions)  # fmt: skip

@@ -18,9 +18,8 @@ import argparse
 import torch
 
 from musekit.data.concepts import CONCEPTS, concept_examples
-from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import load_checker
-from musekit.eval.personalize_eval import PersonalizeEvalSettings, region_embeddings, score, two_concept_rate
+from musekit.eval.personalize_eval import PersonalizeEvalSettings, concept_references, score, two_concept_rate
 from musekit.personalize.trainer import PersonalizeConfig
 from musekit.pipeline import MusePipeline
 
@@ -55,8 +54,7 @@ def main() -> None:
             examples = concept_examples(name, 5, pipe.image_size, 0)
             images = [image for image, _, _ in examples]
             captions = [text for _, _, text in examples]
-            refs = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
-                                     [p for _, p, _ in examples])  # fmt: skip
+            refs = concept_references(checker, examples)
             extra = {} if args.max_value_ratio is None else {"max_value_ratio": args.max_value_ratio}
             config = PersonalizeConfig(steps=args.steps, output_lr=lr, **extra)
             concept = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name][superclass_key], config=config,

@@ -31,9 +31,8 @@ import torch
 import musekit.personalize.call as concept_call
 from musekit.data.concepts import CONCEPTS, backgrounds_for, concept_examples
 from musekit.data.shapes import with_articles
-from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import load_checker
-from musekit.eval.personalize_eval import generate, pair_cells, region_embeddings, score
+from musekit.eval.personalize_eval import concept_references, generate, pair_success, score
 from musekit.personalize.apply import encode_concept_prompts
 from musekit.personalize.concept import Concept
 from musekit.personalize.trainer import PersonalizeConfig
@@ -50,12 +49,7 @@ def pair_prompts(a: str, b: str, token_a: str, token_b: str) -> list[str]:
 
 
 def pair_score(checker, images: torch.Tensor, refs_a: torch.Tensor, refs_b: torch.Tensor) -> list[bool]:
-    cells = pair_cells(checker.predict(images)["position"])
-    left = region_embeddings(checker, images, [cell[0] for cell in cells])
-    right = region_embeddings(checker, images, [cell[1] for cell in cells])
-    ok_a = (left @ refs_a.t()).mean(1) > (left @ refs_b.t()).mean(1)
-    ok_b = (right @ refs_b.t()).mean(1) > (right @ refs_a.t()).mean(1)
-    return (ok_a & ok_b).tolist()
+    return pair_success(checker, images, refs_a, refs_b).tolist()
 
 
 def gate_matrix(pipe, a: Concept, b: Concept, prompt: str, beta: float, tau: float, encode) -> list[str]:
@@ -114,8 +108,7 @@ def main() -> None:
     for name in names:
         examples = concept_examples(name, 5, pipe.image_size, 0)
         images = [image for image, _, _ in examples]
-        refs[name] = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
-                                       [p for _, p, _ in examples])  # fmt: skip
+        refs[name] = concept_references(checker, examples)
         path = cache / f"{name}.safetensors"
         if path.is_file():
             concepts[name] = Concept.load(path)

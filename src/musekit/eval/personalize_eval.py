@@ -50,6 +50,13 @@ def region_embeddings(checker: ShapeChecker, images: torch.Tensor, positions: li
     return F.normalize(checker.embed(torch.cat(crops)), dim=-1)
 
 
+def concept_references(checker: ShapeChecker, examples: list) -> torch.Tensor:
+    """Unit checker features of the concept's object cell in each of its training images (``concept_examples``
+    rows): what generated images are compared with. (N, D)"""
+    images = torch.cat([image_to_tensor(image) for image, _, _ in examples])
+    return region_embeddings(checker, images, [position for _, position, _ in examples])
+
+
 def pair_cells(positions: torch.Tensor) -> list[tuple[str, str]]:
     """The (left, right) cells of each image's "X left of Y" pair, from the checker's predicted ``positions`` (N,)
     of the first object. The shapes world puts such a pair in any of the three rows, so the row is read from the
@@ -192,8 +199,7 @@ def evaluate_personalization(pipe, checker: ShapeChecker, settings: PersonalizeE
         examples = concept_examples(name, settings.images_per_concept, pipe.image_size, settings.seed)
         images = [image for image, _, _ in examples]
         captions = [text for _, _, text in examples] if settings.captions else None
-        refs[name] = region_embeddings(checker, torch.cat([image_to_tensor(i) for i in images]),
-                                       [p for _, p, _ in examples])  # fmt: skip
+        refs[name] = concept_references(checker, examples)
         rows = {"bounds": similarity_bounds(checker, name, refs[name])}
         kept: dict = {"references": [image_to_tensor(images[k])[0] for k in range(2)]}
         for method in ("perfusion", "trained-k", *BASELINES):
@@ -258,16 +264,22 @@ def two_concept_rate(pipe, checker, learned, refs, settings, keep: dict | None =
         prompts = [with_articles(f"a <{a}> left of a <{b}> on a {bg} background") for bg in backgrounds]
         images = generate(pipe, prompts, settings.seed, settings.two_concept_samples, concepts=concepts,
                           concept_bias=settings.default_beta)  # fmt: skip
-        cells = pair_cells(checker.predict(images)["position"])  # the pair may be drawn in any row
-        left = region_embeddings(checker, images, [cell[0] for cell in cells])
-        right = region_embeddings(checker, images, [cell[1] for cell in cells])
-        ok_a = (left @ refs[a].t()).mean(1) > (left @ refs[b].t()).mean(1)
-        ok_b = (right @ refs[b].t()).mean(1) > (right @ refs[a].t()).mean(1)
-        results[f"{a}+{b}"] = (ok_a & ok_b).float().mean().item()
+        results[f"{a}+{b}"] = pair_success(checker, images, refs[a], refs[b]).float().mean().item()
         if keep is not None:
             keep[f"{a}+{b}"] = images[0]
     results["mean"] = sum(results.values()) / len(results)
     return results
+
+
+def pair_success(checker, images: torch.Tensor, refs_left: torch.Tensor, refs_right: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: in each "A left of B" image, the left cell is closer to A's references than to B's and the right
+    cell to B's than to A's (the pair may be drawn in any row: read from the image)."""
+    cells = pair_cells(checker.predict(images)["position"])
+    left = region_embeddings(checker, images, [cell[0] for cell in cells])
+    right = region_embeddings(checker, images, [cell[1] for cell in cells])
+    ok_left = (left @ refs_left.t()).mean(1) > (left @ refs_right.t()).mean(1)
+    ok_right = (right @ refs_right.t()).mean(1) > (right @ refs_left.t()).mean(1)
+    return ok_left & ok_right
 
 
 def summarize(report: dict, settings: PersonalizeEvalSettings) -> dict:
