@@ -8,7 +8,8 @@ scores it with the eval's own `score` at each beta (2 samples per prompt); print
 the mean per (lr, beta), plus the o*_V norms against the concept token's own value W_V i*. ``--superclass shape``
 locks each concept's key to its shape word alone ("circle"), as before version 10's phrase superclasses ("red
 circle", the default ``phrase``). ``--two-concepts`` also prints the eval's two-concept rate at beta 0.7 for the
-concepts learned at the last learning rate.
+concepts learned at the last learning rate (with the eval's settings: 6 images per prompt since 2026-11-25, 2
+before).
 """
 
 from __future__ import annotations

@@ -88,8 +88,8 @@ def main() -> None:
     parser.add_argument("--key-locking", default="local")
     parser.add_argument(
         "--context",
-        default="joint",
-        help="joint, isolated (others from the superclass prompt), isolated-joint (others from the joint prompt)",
+        default="joint,isolated",
+        help="joint (every concept in the one prompt), isolated (musekit's default)",
     )
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--sampling", nargs="*", default=["{}"], help="JSON dicts of extra pipeline arguments")

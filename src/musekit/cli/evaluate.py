@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--samples-per-prompt", type=positive_int, default=2,
                    help="personalize: images per evaluation prompt (different seeds)")  # fmt: skip
     p.add_argument("--two-concept-samples", type=positive_int, default=6,
-                   help="personalize: images per two-concept prompt (24 prompts)")  # fmt: skip
+                   help="personalize: images per two-concept prompt (4 prompts per ordered pair)")  # fmt: skip
     p.add_argument(
         "--betas",
         default="0.5,0.6,0.7,0.8,0.9",

@@ -96,7 +96,9 @@ def isolated_encodings(
     encoder, prompts: list[str], triples: list, text: TextEmbeddings, super_text: TextEmbeddings, positions: dict
 ) -> TextEmbeddings:
     """The states of ``text`` (several concepts) rebuilt: each concept's placeholders from the prompt where only it
-    is a placeholder (the others replaced by their superclasses), every other token from the superclass prompt."""
+    is a placeholder (the others replaced by their superclasses), every other token from the superclass prompt. The
+    pooled vector (read only by models that condition on it, e.g. aMUSEd's) stays the whole prompt's, so it carries
+    every concept as a one-concept prompt's carries its one. Baseline concepts (embeddings only) are isolated too."""
     hidden = super_text.hidden_states.to(text.hidden_states.device)
     for token, _, embedding in triples:
         solo = prompts
