@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
                    help="personalize: images per two-concept prompt (4 prompts per ordered pair)")  # fmt: skip
     p.add_argument(
         "--betas",
-        default="0.5,0.6,0.7,0.8,0.9",
+        default="0.5,0.6,0.7,0.8,0.9,1.0",
         metavar="B,B,...",
         help="personalize: the inference gate biases to sweep (comma-separated)",
     )

@@ -29,7 +29,7 @@ SECOND_OBJECTS = (("green", "star"), ("blue", "square"), ("white", "cross"), ("y
 @dataclass(frozen=True)
 class PersonalizeEvalSettings:
     concepts: tuple[str, ...] = ("bullseye", "diamond", "crescent")
-    betas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    betas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     default_beta: float = 0.7
     images_per_concept: int = 5
     steps: int = 60
