@@ -47,7 +47,6 @@ class PersonalizeConfig:
     input_decay: float = 0.99
     settle_fraction: float = 0.25  # the last steps train o* alone, against the final embedding's exact i*
     mask_floor: float = 0.1  # loss weight of tokens far from the object
-    mask_dilation: int = 0  # grow the object mask by this many tokens (so it covers the object's outline)
     crops_per_image: int = 2
     max_value_ratio: float | None = None  # cap |o*_V| per layer at this multiple of |W_V i*| (None: no cap)
     seed: int = 0
@@ -105,11 +104,10 @@ def step_prompts(view_prompts: list[str] | None, token: str, pick: torch.Tensor,
 
 @torch.no_grad()
 def object_weights(
-    pipe, base_ids: torch.Tensor, superclass: str, floor: float, prompts: list[str] | None = None, dilation: int = 0
+    pipe, base_ids: torch.Tensor, superclass: str, floor: float, prompts: list[str] | None = None
 ) -> torch.Tensor:
     """(N, h, w) loss weights in [floor, 1] from the base model's cross-attention map of the superclass word, in
-    "a {superclass}" or in each view's own prompt (``prompts``, with the superclass in place of the concept); with
-    ``dilation`` d, each token takes the largest map value within d tokens (a (2d+1)^2 max filter)."""
+    "a {superclass}" or in each view's own prompt (``prompts``, with the superclass in place of the concept)."""
     encoder = pipe.text_encoder
     model = pipe.transformer
     pieces = superclass_ids(encoder, superclass)
@@ -121,8 +119,6 @@ def object_weights(
         positions = piece_positions(tokens, pieces)
         cache = model.precompute(encoder.encode([prompt]).expand(int(rows.sum())).to(pipe.device))
         maps[rows] = word_map(cross_attention_maps(model, base_ids[rows], cache), positions, model.config.grid_size)
-    if dilation > 0:
-        maps = F.max_pool2d(maps.unsqueeze(1), 2 * dilation + 1, stride=1, padding=dilation).squeeze(1)
     return floor + (1 - floor) * maps
 
 
@@ -160,8 +156,7 @@ def learn_concept(
     view_prompts = view_prompts_for(captions, len(images), token, config.crops_per_image)
     base_ids, high_ids = encode_stages(pipe, views)
     super_prompts = None if view_prompts is None else substitute(view_prompts, token, superclass)
-    weights = {"transformer": object_weights(pipe, base_ids, superclass, config.mask_floor, super_prompts,
-                                             config.mask_dilation)}  # fmt: skip
+    weights = {"transformer": object_weights(pipe, base_ids, superclass, config.mask_floor, super_prompts)}
     if "superres" in models:
         grid = models["superres"].config.grid_size
         weights["superres"] = F.interpolate(weights["transformer"].unsqueeze(1), size=(grid, grid), mode="bilinear")[
