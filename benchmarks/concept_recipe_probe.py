@@ -6,8 +6,8 @@ Usage: python benchmarks/concept_recipe_probe.py --recipe LABEL[=JSON] [--recipe
 [--cache runs/recipe-probe] [--threads 2]
 
 Each recipe learns every concept once (local variant, per-image captions, as the eval does; cached as concept files
-in ``--cache/LABEL`` so reruns skip it) with ``PersonalizeConfig`` fields overridden by the JSON, and two keys of
-this probe's own:
+in ``--cache/LABEL`` so reruns skip it: a changed JSON needs a new label) with ``PersonalizeConfig`` fields
+overridden by the JSON, and two keys of this probe's own:
 
 * ``"train_context": "isolated"``: while learning, a one-concept prompt is encoded as musekit encodes several
   concepts (the placeholders from the prompt, every other token from the superclass prompt), so the learned embedding
@@ -93,6 +93,8 @@ def main() -> None:
             if path.is_file():
                 learned[name] = Concept.load(path)
                 continue
+            if source:
+                raise SystemExit(f'{path} not found (a recipe with "from" only reuses concept files)')
             start = time.perf_counter()
             images = [image for image, _, _ in examples[name]]
             learned[name] = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name]["superclass"], config=config,

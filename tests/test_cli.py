@@ -35,13 +35,10 @@ def test_generate_grid_and_options(tiny_model_dir, tmp_path):
     assert Image.open(out).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
 
 
-def test_cli_process_loads_text_encoders_without_importing_scikit_learn(tiny_model_dir):
+def test_cli_generates_without_importing_scikit_learn(tiny_model_dir, tmp_path):
     # transformers imports scikit-learn (~0.8 s of a cold start) when installed; the CLI tells it not to
-    code = (
-        "import sys; from musekit.cli.main import transformers_without_sklearn; transformers_without_sklearn(); "
-        f"from musekit.pipeline import MusePipeline; MusePipeline.from_pretrained({str(tiny_model_dir)!r}); "
-        "print('sklearn' in sys.modules)"
-    )
+    args = ["generate", "a red circle", "--model", str(tiny_model_dir), "--out", str(tmp_path / "a.png"), "--quiet"]
+    code = f"import sys; from musekit.cli.main import main; main({args!r}); print('sklearn' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"

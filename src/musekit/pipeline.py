@@ -327,8 +327,9 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
             sr_guidance_scale: guidance of the super-resolution stage.
             top_k: sample token values only among the k most likely codes.
             concepts: Perfusion concepts (``Concept`` objects or concept file paths) whose tokens the prompts use.
-            concept_bias: the gate bias beta at inference: lower gives more concept similarity, higher more text
-                alignment (no retraining).
+            concept_bias: the gate bias beta at inference (no retraining): lower gives more concept similarity,
+                higher more text alignment, while the gate at the concept's own token is not saturated (on the
+                bundled model from about 0.7 to 1.0; below 0.7 it only opens other tokens' gates and both fall).
             concept_temperature: the gate temperature tau at inference.
             key_locking: "local" (the superclass's key in the same prompt) or "global" (the key pathway reads
                 the whole prompt re-encoded with the superclass in place of the concept).

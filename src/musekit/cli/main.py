@@ -31,9 +31,10 @@ def build_parser() -> ArgumentParser:
 
 def transformers_without_sklearn() -> None:
     """transformers' generation utilities import scikit-learn when it is installed (it comes with the MiniLM package's
-    dependencies): about 0.8 s of a 5-10 s ``make run``, for assisted decoding, which musekit never runs. The CLI's own
-    process tells transformers that scikit-learn is absent (a configuration transformers supports); processes that
-    import musekit as a library are left alone."""
+    dependencies): about 0.8 s of a 5-10 s ``make run``, for assisted decoding, which musekit never runs. ``main`` sets
+    transformers' own flag for it to False for the rest of the process, so transformers behaves as where scikit-learn
+    is not installed (which it supports; the flag itself is private, hence the guard). Processes that use musekit as a
+    library, without calling ``main``, are left alone."""
     try:
         from transformers.utils import import_utils
     except ImportError:  # pragma: no cover - transformers is a dependency
