@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from concept_probe_setup import examples_and_references, learn, load_pipeline_and_checker
 
-from musekit.data.concepts import CONCEPTS, concept_examples
-from musekit.eval.checker import load_checker
-from musekit.eval.personalize_eval import PersonalizeEvalSettings, concept_references, score, two_concept_rate
+from musekit.data.concepts import CONCEPTS
+from musekit.eval.personalize_eval import PersonalizeEvalSettings, score, two_concept_rate
 from musekit.personalize.trainer import PersonalizeConfig
-from musekit.pipeline import MusePipeline
 
 
 def floats(text: str) -> list[float]:
@@ -41,26 +40,20 @@ def main() -> None:
     parser.add_argument("--two-concepts", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    pipe = MusePipeline.from_pretrained()
-    pipe.progress_bar = False
-    checker = load_checker()
+    pipe, checker = load_pipeline_and_checker(args.threads)
     names = args.concepts.split(",")
     superclass_key = "superclass" if args.superclass == "phrase" else "shape"
     betas = floats(args.betas)
     means: dict = {}
-    learned, refs_by_name = {}, {}
+    learned = {}
+    examples, refs_by_name = examples_and_references(pipe, checker, names)
     for lr in floats(args.lrs):
         for name in names:
-            examples = concept_examples(name, 5, pipe.image_size, 0)
-            images = [image for image, _, _ in examples]
-            captions = [text for _, _, text in examples]
-            refs = concept_references(checker, examples)
+            refs = refs_by_name[name]
             extra = {} if args.max_value_ratio is None else {"max_value_ratio": args.max_value_ratio}
             config = PersonalizeConfig(steps=args.steps, output_lr=lr, **extra)
-            concept = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name][superclass_key], config=config,
-                                         progress=False, captions=captions)  # fmt: skip
-            learned[(name, "perfusion")], refs_by_name[name] = concept, refs
+            concept = learn(pipe, name, examples[name], config, CONCEPTS[name][superclass_key])
+            learned[(name, "perfusion")] = concept
             ratios = []
             for stage, outputs in concept.value_outputs.items():
                 model = getattr(pipe, stage)

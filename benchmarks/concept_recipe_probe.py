@@ -30,27 +30,28 @@ import time
 from pathlib import Path
 
 import torch
+from concept_probe_setup import cached, examples_and_references, load_pipeline_and_checker
 
 import musekit.personalize.apply as apply_module
 import musekit.personalize.call as call_module
 import musekit.personalize.trainer as trainer_module
-from musekit.data.concepts import CONCEPTS, concept_examples
-from musekit.eval.checker import load_checker
-from musekit.eval.personalize_eval import PersonalizeEvalSettings, concept_references, score, two_concept_rate
-from musekit.personalize.concept import Concept
+from musekit.eval.personalize_eval import PersonalizeEvalSettings, score, two_concept_rate
 from musekit.personalize.trainer import PersonalizeConfig
-from musekit.pipeline import MusePipeline
+from musekit.text.base import TextEmbeddings
 
 _encode = apply_module.encode_concept_prompts
 
 
 def isolated_single(encoder, prompts, concepts, isolate=True):
-    """``encode_concept_prompts`` that isolates one concept too (several are isolated anyway)."""
+    """``encode_concept_prompts`` that isolates one concept too (several are isolated anyway): what
+    ``isolated_encodings`` gives for one concept, whose prompt is already the one where only it is a placeholder:
+    its placeholders' states as encoded, every other token's from the superclass prompt."""
     encoded = _encode(encoder, prompts, concepts, isolate=isolate)
-    triples = [(c.token, c.superclass, c.embedding) if isinstance(c, Concept) else tuple(c) for c in concepts]
-    if len(triples) == 1:
-        encoded.text = apply_module.isolated_encodings(encoder, prompts, triples, encoded.text, encoded.super_text,
-                                                       encoded.positions)  # fmt: skip
+    if len(concepts) == 1:
+        text, super_text = encoded.text, encoded.super_text
+        where = next(iter(encoded.positions.values())).any(0).to(text.hidden_states.device).unsqueeze(-1)
+        hidden = torch.where(where, text.hidden_states, super_text.hidden_states.to(text.hidden_states.device))
+        encoded.text = TextEmbeddings(hidden, text.pooled, text.attention_mask)
     return encoded
 
 
@@ -70,13 +71,9 @@ def main() -> None:
     parser.add_argument("--cache", default="runs/recipe-probe")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    pipe = MusePipeline.from_pretrained()
-    pipe.progress_bar = False
-    checker = load_checker()
+    pipe, checker = load_pipeline_and_checker(args.threads)
     names = args.concepts.split(",")
-    examples = {n: concept_examples(n, 5, pipe.image_size, 0) for n in names}
-    refs = {n: concept_references(checker, examples[n]) for n in names}
+    examples, refs = examples_and_references(pipe, checker, names)
     for recipe in args.recipe:
         label, _, text = recipe.partition("=")
         options = json.loads(text or "{}")
@@ -85,22 +82,16 @@ def main() -> None:
         source = options.pop("from", None)
         config = PersonalizeConfig(**options)
         folder = Path(source or Path(args.cache) / label)
-        folder.mkdir(parents=True, exist_ok=True)
         use_context(training, inference)
         learned = {}
         for name in names:
             path = folder / f"{name}.safetensors"
-            if path.is_file():
-                learned[name] = Concept.load(path)
-                continue
-            if source:
+            if source and not path.is_file():
                 raise SystemExit(f'{path} not found (a recipe with "from" only reuses concept files)')
             start = time.perf_counter()
-            images = [image for image, _, _ in examples[name]]
-            learned[name] = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name]["superclass"], config=config,
-                                               progress=False, captions=[c for _, _, c in examples[name]])  # fmt: skip
-            learned[name].save(path)
-            print(f"{label}: learned {name} in {time.perf_counter() - start:.1f} s", flush=True)
+            learned[name], new = cached(pipe, name, examples[name], path, config)
+            if new:
+                print(f"{label}: learned {name} in {time.perf_counter() - start:.1f} s", flush=True)
         for beta in (float(b) for b in args.betas.split(",")):
             rows = [score(pipe, checker, f"<{n}>", n, refs[n], 0, args.samples, concepts=[learned[n]],
                           concept_bias=beta) for n in names]  # fmt: skip

@@ -27,16 +27,15 @@ import json
 from pathlib import Path
 
 import torch
+from concept_probe_setup import cached, examples_and_references, load_pipeline_and_checker
 
 import musekit.personalize.call as concept_call
-from musekit.data.concepts import CONCEPTS, backgrounds_for, concept_examples
+from musekit.data.concepts import CONCEPTS, backgrounds_for
 from musekit.data.shapes import with_articles
-from musekit.eval.checker import load_checker
-from musekit.eval.personalize_eval import concept_references, generate, pair_success, score
+from musekit.eval.personalize_eval import generate, pair_success, score
 from musekit.personalize.apply import encode_concept_prompts
 from musekit.personalize.concept import Concept
 from musekit.personalize.trainer import PersonalizeConfig
-from musekit.pipeline import MusePipeline
 
 
 def floats(text: str) -> list[float]:
@@ -97,26 +96,11 @@ def main() -> None:
     parser.add_argument("--no-bound", action="store_true", help="skip the superclass-prompt score")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    pipe = MusePipeline.from_pretrained()
-    pipe.progress_bar = False
-    checker = load_checker()
+    pipe, checker = load_pipeline_and_checker(args.threads)
     names = args.concepts.split(",")
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    concepts, refs = {}, {}
-    for name in names:
-        examples = concept_examples(name, 5, pipe.image_size, 0)
-        images = [image for image, _, _ in examples]
-        refs[name] = concept_references(checker, examples)
-        path = cache / f"{name}.safetensors"
-        if path.is_file():
-            concepts[name] = Concept.load(path)
-        else:
-            config = PersonalizeConfig(steps=args.steps)
-            concepts[name] = pipe.learn_concept(images, f"<{name}>", CONCEPTS[name]["superclass"], config=config,
-                                                progress=False, captions=[t for _, _, t in examples])  # fmt: skip
-            concepts[name].save(path)
+    examples, refs = examples_and_references(pipe, checker, names)
+    config = PersonalizeConfig(steps=args.steps)
+    concepts = {n: cached(pipe, n, examples[n], Path(args.cache) / f"{n}.safetensors", config)[0] for n in names}
     pairs = [(a, b) for a in names for b in names if a != b]
     encoders = {"joint": joint, "isolated": encode_concept_prompts}
     for context in args.context.split(","):
