@@ -60,3 +60,16 @@ def tiny_model_dir(tmp_path_factory, tiny_text_encoder) -> Path:
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def concept_images(n: int = 2) -> list[torch.Tensor]:
+    """``n`` random 16 px images for learning concepts on the tiny pipelines."""
+    return [torch.rand(3, 16, 16, generator=seeded(i)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def concept_pipe(tiny_text_encoder) -> MusePipeline:
+    """A tiny pipeline for personalization tests, shared within a test module."""
+    pipe = MusePipeline.from_configs(tiny_text_encoder, seed=0)
+    pipe.progress_bar = False
+    return pipe
