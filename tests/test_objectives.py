@@ -5,6 +5,7 @@ import torch
 
 from musekit.config import TransformerConfig
 from musekit.models import MaskedTransformer
+from musekit.text.base import TextEmbeddings
 from musekit.training import drop_conditioning, mask_tokens, masked_modeling_loss, masked_token_loss
 
 from .conftest import seeded
@@ -84,3 +85,26 @@ def test_tiny_model_overfits_one_batch(tiny_text_encoder):
         optimizer.step()
     after = evaluate()
     assert after <= 0.1 * before, (before, after)
+
+
+def test_context_ids_replace_the_unmasked_inputs_only():
+    """The model sees ``context_ids`` where tokens are not masked, [MASK] where they are; targets stay ``ids``."""
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        config = TransformerConfig.preset("tiny")
+
+        def forward(self, inputs, text=None, cond_ids=None):
+            seen["inputs"] = inputs
+            return torch.zeros(*inputs.shape, self.config.codebook_size, requires_grad=True)
+
+    model, mask_id = Spy(), Spy.config.mask_token_id
+    ids = torch.randint(0, Spy.config.codebook_size, (3, 4, 4), generator=seeded(0))
+    context = (ids + 1) % Spy.config.codebook_size
+    text = TextEmbeddings(torch.randn(3, 5, 8), torch.randn(3, 8), torch.ones(3, 5, dtype=torch.bool))
+    empty = TextEmbeddings(torch.randn(1, 5, 8), torch.randn(1, 8), torch.ones(1, 5, dtype=torch.bool))
+    masked_modeling_loss(model, ids, text, empty, seeded(1), cond_dropout=0.0, context_ids=context)
+    inputs = seen["inputs"]
+    expected_mask = mask_tokens(ids, mask_id, seeded(1))[1]  # the same generator draws the same mask first
+    assert torch.equal(inputs == mask_id, expected_mask)
+    assert torch.equal(inputs[~expected_mask], context.flatten(1)[~expected_mask])

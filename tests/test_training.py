@@ -171,8 +171,32 @@ def test_shards_can_condition_on_what_the_base_tokenizer_draws(tmp_path, tokeniz
     assert torch.equal(through.ids_hi, plain.ids_hi)
     with torch.no_grad():
         small = render_stages(world.examples("train", 4), 16)[1]
-        expected = vq.encode(vq.decode(vq.encode(small)).clamp(0, 1))
+        drawn = vq.decode(vq.encode(small))
+        expected = vq.encode(drawn.clamp(0, 1))
+        upsampled = torch.nn.functional.interpolate(drawn, size=(16, 16), mode="bilinear", antialias=True)
+        start = vq.encode(upsampled.clamp(0, 1))
     assert torch.equal(through.ids_lo.long(), expected.long())
+    # and the start of the super-resolution stage at sr_strength < 1: the reconstruction upsampled and tokenized
+    assert plain.ids_start is None and torch.equal(through.ids_start.long(), start.long())
+
+
+def test_start_context_trains_the_superres_stage_on_the_upsampled_base_tokens(tmp_path, tokenizer_dir, tiny_bert_dir):
+    from musekit.config import ConfigError, VQConfig
+    from musekit.data.tokens import encode_shards
+    from musekit.io.checkpoint import load_component
+    from musekit.tokenizer import VQModel
+
+    text = TextEncoderConfig(path=str(tiny_bert_dir), max_length=16)
+    with pytest.raises(ConfigError, match="super-resolution stage only"):
+        TrainConfig(stage="base", start_context=0.5)
+    with pytest.raises(ConfigError, match="start_context"):
+        TrainConfig(stage="sr", start_context=1.5)
+    config = TrainConfig(stage="sr", start_context=0.5, **BASE)
+    with pytest.raises(ValueError, match="ids_start"):  # plain shards have no start tokens
+        train_transformer(config, tmp_path / "plain-run", tokenizer_dir, tmp_path / "plain", text, False)
+    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    encode_shards(vq, ShapesWorld(0), tmp_path / "through", 24, 16, progress=False, lo_through=vq)
+    assert train_transformer(config, tmp_path / "run", tokenizer_dir, tmp_path / "through", text, False).is_dir()
 
 
 def test_two_process_torchrun_keeps_replicas_identical(tmp_path, tokenizer_dir):

@@ -2,7 +2,9 @@
 
 A shard folder holds ``shard-00000.safetensors`` ... with ``ids_lo`` (N, h, w) base tokens, ``ids_hi`` (N, H, W)
 super-resolution tokens and ``index`` (N,) the shapes-world example index (captions are drawn fresh each step from
-the scene, so every template and synonym is seen), plus ``meta.json``.
+the scene, so every template and synonym is seen), plus ``meta.json``. Shards encoded through a base-stage tokenizer
+(``lo_through``) also hold ``ids_start`` (N, H, W): the super-resolution tokens of that tokenizer's reconstruction
+upsampled to the final size, i.e. what the super-resolution stage starts from at ``sr_strength`` < 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 
 from musekit.data.renders import render_examples, to_float
 from musekit.data.shapes import ShapesWorld
+from musekit.editing.masks import resize
 from musekit.io.checkpoint import atomic_save_tensors, atomic_write_text
 from musekit.tokenizer import VQModel
 
@@ -44,7 +47,9 @@ def encode_shards(
 
     ``lo_through``: a base-stage tokenizer whose reconstruction of the low-resolution render is tokenized instead of
     the render itself, so that a super-resolution stage trains on the conditioning it meets at inference (the base
-    stage's decoded image re-tokenized, see ``MusePipeline.sr_cond_ids``) rather than on sharper renders."""
+    stage's decoded image re-tokenized, see ``MusePipeline.sr_cond_ids``) rather than on sharper renders. Such shards
+    also hold ``ids_start``: the reconstruction upsampled to ``image_size`` and tokenized, as
+    ``musekit.editing.img2img.upsampled_start_ids`` does with the base stage's ids."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vq.eval()
@@ -56,17 +61,21 @@ def encode_shards(
     try:
         for shard, start in enumerate(range(0, num_examples, shard_size)):
             count = min(shard_size, num_examples - start)
-            lo, hi = [], []
+            lo, hi, start_ids = [], [], []
             jobs = [(world, split, start + offset, min(batch_size, count - offset), image_size)
                     for offset in range(0, count, batch_size)]  # fmt: skip
             for images, small in pool.imap(_render_job, jobs) if pool is not None else map(_render_job, jobs):
                 images, small = images.to(device), small.to(device)
                 hi.append(vq.encode(images).to(torch.int16).cpu())
                 if lo_through is not None:
-                    small = lo_through.decode(lo_through.encode(small)).clamp(0.0, 1.0)
+                    drawn = lo_through.decode(lo_through.encode(small))
+                    start_ids.append(vq.encode(resize(drawn, image_size)).to(torch.int16).cpu())
+                    small = drawn.clamp(0.0, 1.0)
                 lo.append(vq.encode(small).to(torch.int16).cpu())
                 bar.update(len(images))
             tensors = {"ids_lo": torch.cat(lo), "ids_hi": torch.cat(hi), "index": torch.arange(start, start + count)}
+            if start_ids:
+                tensors["ids_start"] = torch.cat(start_ids)
             atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
     finally:
         if pool is not None:
@@ -121,7 +130,8 @@ def encode_base_ids(
 
 
 class TokenShards:
-    """All shards of a folder in memory: ``ids_lo``, ``ids_hi`` (int64 on access) and example ``index``."""
+    """All shards of a folder in memory: ``ids_lo``, ``ids_hi``, example ``index`` and, for shards encoded through a
+    base-stage tokenizer, ``ids_start`` (else None)."""
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -132,6 +142,7 @@ class TokenShards:
         self.ids_lo = torch.cat([p["ids_lo"] for p in parts])
         self.ids_hi = torch.cat([p["ids_hi"] for p in parts])
         self.index = torch.cat([p["index"] for p in parts])
+        self.ids_start = torch.cat([p["ids_start"] for p in parts]) if all("ids_start" in p for p in parts) else None
         if len(self.index) != self.meta["num_examples"]:
             raise ValueError(f"{folder}: {len(self.index)} examples in shards, meta says {self.meta['num_examples']}")
 

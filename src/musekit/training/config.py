@@ -40,6 +40,10 @@ class TrainConfig(BaseConfig):
     # scale each scene's object weight by (large radius / its objects' radius)^2, so a small object's tokens weigh as
     # much in all as a large one's (small objects touch about a third as many tokens and are where shape is lost)
     object_area_normalize: bool = False
+    # super-resolution only: the share of samples whose unmasked tokens are those of the upsampled base image
+    # (the shards' ``ids_start``) instead of the render's, i.e. the context the stage meets at sr_strength < 1,
+    # where it redraws a share of a blurry start; the loss still asks for the render's tokens at masked positions
+    start_context: float = 0.0
     # tokenizer objective
     l1_weight: float = 1.0
     l2_weight: float = 1.0
@@ -74,6 +78,10 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: jitter must be in [0, 1]")
         if not 0.0 <= self.crop_fraction <= 1.0:
             raise ConfigError("TrainConfig: crop_fraction must be in [0, 1]")
+        if not 0.0 <= self.start_context <= 1.0:
+            raise ConfigError("TrainConfig: start_context must be in [0, 1]")
+        if self.start_context > 0 and self.stage != "sr":
+            raise ConfigError("TrainConfig: start_context applies to the super-resolution stage only")
         if not 0.0 <= self.exact_fraction <= 1.0:
             raise ConfigError("TrainConfig: exact_fraction must be in [0, 1]")
         if self.image_size % 2:

@@ -87,6 +87,10 @@ def train_transformer(
     if config.stage == "base" and config.base_codes:
         allowed_codes, base_ids = base_vocabulary(config, vq, world, shards, Path(run_dir), runner, progress)
         allowed = tuple(allowed_codes.tolist())
+    if config.start_context > 0 and shards.ids_start is None:
+        raise ValueError(
+            f"start_context needs shards with ids_start; encode them with --lo-through ({shards_dir} has none)"
+        )
     model = build_model(config, vq, encoder.hidden_size, shards, allowed)
     token_weights = object_token_weights(config, world, shards) if config.object_loss_weight != 1.0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
@@ -102,10 +106,15 @@ def train_transformer(
         text = encoder.encode(prompts)
         ids = (base_ids if config.stage == "base" else shards.ids_hi)[index].long().to(runner.device)
         cond = shards.ids_lo[index].long().to(runner.device) if config.stage == "sr" else None
+        context = None
+        if config.start_context > 0:
+            blurry = torch.rand(len(index), generator=runner.step_generator(step, salt=1)) < config.start_context
+            start_ids = shards.ids_start[index].long().to(runner.device)
+            context = torch.where(blurry.view(-1, 1, 1).to(runner.device), start_ids, ids)
         out = masked_modeling_loss(
             model, ids, text, empty, runner.step_generator(step), cond_ids=cond, cond_dropout=config.cond_dropout,
             label_smoothing=config.label_smoothing, schedule=config.mask_schedule,
-            weights=None if token_weights is None else token_weights[index].to(runner.device),
+            weights=None if token_weights is None else token_weights[index].to(runner.device), context_ids=context,
         )  # fmt: skip
         runner.optimizer_step(model, optimizer, out.loss, step)
         done = step + 1
