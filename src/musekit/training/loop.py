@@ -22,6 +22,7 @@ from musekit.data.tokens import TokenShards, batch_indices, encode_base_ids, enc
 from musekit.io.checkpoint import atomic_save_tensors, load_component
 from musekit.io.images import make_grid, save_image
 from musekit.models import MaskedTransformer, SuperResTransformer
+from musekit.sampling.schedules import uniform
 from musekit.text import build_text_encoder
 from musekit.tokenizer import VQModel, code_usage, select_codes
 from musekit.training.config import TrainConfig
@@ -108,9 +109,8 @@ def train_transformer(
         cond = shards.ids_lo[index].long().to(runner.device) if config.stage == "sr" else None
         context = None
         if config.start_context > 0:
-            blurry = torch.rand(len(index), generator=runner.step_generator(step, salt=1)) < config.start_context
-            start_ids = shards.ids_start[index].long().to(runner.device)
-            context = torch.where(blurry.view(-1, 1, 1).to(runner.device), start_ids, ids)
+            blurry = uniform((len(index),), runner.step_generator(step, salt=1), runner.device) < config.start_context
+            context = torch.where(blurry.view(-1, 1, 1), shards.ids_start[index].long().to(runner.device), ids)
         out = masked_modeling_loss(
             model, ids, text, empty, runner.step_generator(step), cond_ids=cond, cond_dropout=config.cond_dropout,
             label_smoothing=config.label_smoothing, schedule=config.mask_schedule,
