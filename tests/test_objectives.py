@@ -108,3 +108,23 @@ def test_context_ids_replace_the_unmasked_inputs_only():
     expected_mask = mask_tokens(ids, mask_id, seeded(1))[1]  # the same generator draws the same mask first
     assert torch.equal(inputs == mask_id, expected_mask)
     assert torch.equal(inputs[~expected_mask], context.flatten(1)[~expected_mask])
+
+
+def test_given_ratios_set_each_samples_masked_count():
+    """``ratios`` fixes how many tokens of each sample are masked (the start-context cap of the training loop)."""
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        config = TransformerConfig.preset("tiny")
+
+        def forward(self, inputs, text=None, cond_ids=None):
+            seen["inputs"] = inputs
+            return torch.zeros(*inputs.shape, self.config.codebook_size, requires_grad=True)
+
+    ids = torch.randint(0, Spy.config.codebook_size, (3, 4, 4), generator=seeded(0))
+    text = TextEmbeddings(torch.randn(3, 5, 8), torch.randn(3, 8), torch.ones(3, 5, dtype=torch.bool))
+    empty = TextEmbeddings(torch.randn(1, 5, 8), torch.randn(1, 8), torch.ones(1, 5, dtype=torch.bool))
+    ratios = torch.tensor([0.25, 0.5, 1.0])
+    out = masked_modeling_loss(Spy(), ids, text, empty, seeded(1), cond_dropout=0.0, ratios=ratios)
+    assert (seen["inputs"] == Spy.config.mask_token_id).sum(1).tolist() == [4, 8, 16]
+    assert out.mask_fraction.item() == pytest.approx(28 / 48)

@@ -199,6 +199,37 @@ def test_start_context_trains_the_superres_stage_on_the_upsampled_base_tokens(tm
     assert train_transformer(config, tmp_path / "run", tokenizer_dir, tmp_path / "through", text, False).is_dir()
 
 
+def test_start_context_max_mask_caps_the_masking_rate_of_the_blurry_samples(
+    tmp_path, tokenizer_dir, tiny_bert_dir, monkeypatch
+):
+    from musekit.config import ConfigError, VQConfig
+    from musekit.data.tokens import encode_shards
+    from musekit.io.checkpoint import load_component
+    from musekit.tokenizer import VQModel
+    from musekit.training import loop
+
+    with pytest.raises(ConfigError, match="start_context_max_mask"):
+        TrainConfig(stage="sr", start_context=0.5, start_context_max_mask=0.0)
+    seen = []
+
+    def spy(model, ids, *args, context_ids=None, ratios=None, **kwargs):
+        seen.append((ids.flatten(1), context_ids.flatten(1), ratios))
+        return loop_loss(model, ids, *args, context_ids=context_ids, ratios=ratios, **kwargs)
+
+    loop_loss = loop.masked_modeling_loss
+    monkeypatch.setattr(loop, "masked_modeling_loss", spy)
+    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    encode_shards(vq, ShapesWorld(0), tmp_path / "through", 24, 16, progress=False, lo_through=vq)
+    text = TextEncoderConfig(path=str(tiny_bert_dir), max_length=16)
+    config = TrainConfig(stage="sr", start_context=0.5, start_context_max_mask=0.25, **BASE)
+    assert train_transformer(config, tmp_path / "run", tokenizer_dir, tmp_path / "through", text, False).is_dir()
+    ratios = torch.cat([r for _, _, r in seen])
+    blurry = torch.cat([(c != i).any(1) for i, c, _ in seen])  # samples shown (differing) start tokens
+    assert blurry.any() and (~blurry).any()
+    assert (ratios[blurry] <= 0.25).all()
+    assert ratios[~blurry].max() > 0.25  # the other samples keep the schedule's full range
+
+
 def test_two_process_torchrun_keeps_replicas_identical(tmp_path, tokenizer_dir):
     config = TrainConfig(stage="base", **BASE)
     config.save(tmp_path / "base.json")

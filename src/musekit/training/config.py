@@ -44,6 +44,10 @@ class TrainConfig(BaseConfig):
     # (the shards' ``ids_start``) instead of the render's, i.e. the context the stage meets at sr_strength < 1,
     # where it redraws a share of a blurry start; the loss still asks for the render's tokens at masked positions
     start_context: float = 0.0
+    # the masking rate of those start-context samples is the schedule's rate times this (1: as every other sample);
+    # at sr_strength s the stage only ever decodes from at most a share s masked, so a low cap spends the
+    # start-context samples where sampling uses them
+    start_context_max_mask: float = 1.0
     # tokenizer objective
     l1_weight: float = 1.0
     l2_weight: float = 1.0
@@ -82,6 +86,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: start_context must be in [0, 1]")
         if self.start_context > 0 and self.stage != "sr":
             raise ConfigError("TrainConfig: start_context applies to the super-resolution stage only")
+        if not 0.0 < self.start_context_max_mask <= 1.0:
+            raise ConfigError("TrainConfig: start_context_max_mask must be in (0, 1]")
         if not 0.0 <= self.exact_fraction <= 1.0:
             raise ConfigError("TrainConfig: exact_fraction must be in [0, 1]")
         if self.image_size % 2:

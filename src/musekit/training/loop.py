@@ -22,7 +22,7 @@ from musekit.data.tokens import TokenShards, batch_indices, encode_base_ids, enc
 from musekit.io.checkpoint import atomic_save_tensors, load_component
 from musekit.io.images import make_grid, save_image
 from musekit.models import MaskedTransformer, SuperResTransformer
-from musekit.sampling.schedules import uniform
+from musekit.sampling.schedules import sample_mask_ratio, uniform
 from musekit.text import build_text_encoder
 from musekit.tokenizer import VQModel, code_usage, select_codes
 from musekit.training.config import TrainConfig
@@ -107,14 +107,19 @@ def train_transformer(
         text = encoder.encode(prompts)
         ids = (base_ids if config.stage == "base" else shards.ids_hi)[index].long().to(runner.device)
         cond = shards.ids_lo[index].long().to(runner.device) if config.stage == "sr" else None
-        context = None
+        context = ratios = None
         if config.start_context > 0:
             blurry = uniform((len(index),), runner.step_generator(step, salt=1), runner.device) < config.start_context
             context = torch.where(blurry.view(-1, 1, 1), shards.ids_start[index].long().to(runner.device), ids)
+            if config.start_context_max_mask < 1.0:
+                ratios = sample_mask_ratio(len(index), runner.step_generator(step, salt=2), config.mask_schedule,
+                                           device=runner.device)  # fmt: skip
+                ratios = torch.where(blurry, ratios * config.start_context_max_mask, ratios)
         out = masked_modeling_loss(
             model, ids, text, empty, runner.step_generator(step), cond_ids=cond, cond_dropout=config.cond_dropout,
             label_smoothing=config.label_smoothing, schedule=config.mask_schedule,
             weights=None if token_weights is None else token_weights[index].to(runner.device), context_ids=context,
+            ratios=ratios,
         )  # fmt: skip
         runner.optimizer_step(model, optimizer, out.loss, step)
         done = step + 1

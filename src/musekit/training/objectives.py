@@ -106,15 +106,17 @@ def masked_modeling_loss(
     schedule: str = "cosine",
     weights: torch.Tensor | None = None,
     context_ids: torch.Tensor | None = None,
+    ratios: torch.Tensor | None = None,
 ) -> MaskedLossOutput:
     """One training loss evaluation for the base (``cond_ids`` None) or super-resolution model.
 
     ``weights`` (B, h, w) optionally weights each token's loss (e.g. up-weighting the tokens an object touches).
     ``context_ids`` (B, h, w) optionally replaces ``ids`` at the unmasked positions (the model sees them as context;
-    the targets at masked positions stay ``ids``).
+    the targets at masked positions stay ``ids``). ``ratios`` (B,) optionally sets each sample's masking rate
+    (drawn from ``schedule`` when None).
     """
     config = getattr(model, "module", model).config  # unwrap DistributedDataParallel
-    inputs, mask = mask_tokens(ids, config.mask_token_id, generator, schedule)
+    inputs, mask = mask_tokens(ids, config.mask_token_id, generator, schedule, ratios=ratios)
     if context_ids is not None:
         inputs = torch.where(mask, inputs, context_ids.flatten(1))
     text, _ = drop_conditioning(text, empty_text, cond_dropout, generator)
