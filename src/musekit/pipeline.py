@@ -24,6 +24,7 @@ from musekit.io.pipeline_io import MODEL_INDEX  # noqa: F401  (re-exported for t
 from musekit.models.superres import SuperResTransformer
 from musekit.models.transformer import MaskedTransformer
 from musekit.personalize.methods import PersonalizationMethods
+from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 from musekit.sampling.options import SamplingOptions
 from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings, TextEncoder
@@ -304,8 +305,8 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
         sr_guidance_scale: float | None = None,
         top_k: int | None = None,
         concepts: list | None = None,
-        concept_bias: float = 0.7,
-        concept_temperature: float = 0.15,
+        concept_bias: float = DEFAULT_BIAS,
+        concept_temperature: float = DEFAULT_TEMPERATURE,
         key_locking: str = "local",
         micro_conditioning_aesthetic_score: float | None = None,
         micro_conditioning_crop_coord: tuple[int, int] | None = None,
@@ -329,7 +330,8 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
             concepts: Perfusion concepts (``Concept`` objects or concept file paths) whose tokens the prompts use.
             concept_bias: the gate bias beta at inference (no retraining): lower gives more concept similarity,
                 higher more text alignment, while the gate at the concept's own token is not saturated (on the
-                bundled model from about 0.7 to 1.0; below 0.7 it only opens other tokens' gates and both fall).
+                bundled model from about 0.7 to 1.0; below 0.7 it only opens other tokens' gates and both fall; default
+                0.8, chosen on validation concepts).
             concept_temperature: the gate temperature tau at inference.
             key_locking: "local" (the superclass's key in the same prompt) or "global" (the key pathway reads
                 the whole prompt re-encoded with the superclass in place of the concept).

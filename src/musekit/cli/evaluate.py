@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from musekit.cli.common import INT8_KINDS, CLIError, add_int8_argument, load_pipeline, positive_int
+from musekit.personalize.rank_one import DEFAULT_BIAS
 
 
 def add_parser(subparsers) -> None:
@@ -106,7 +107,7 @@ def run_personalize(args, pipe, checker) -> int:
         raise CLIError(f"--betas takes comma-separated numbers, got {args.betas!r}") from None
     if not betas:
         raise CLIError("--betas needs at least one value")
-    default_beta = min(betas, key=lambda b: abs(b - 0.7))
+    default_beta = min(betas, key=lambda b: abs(b - DEFAULT_BIAS))
     settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
                                        seed=args.seed, betas=betas, default_beta=default_beta,
                                        samples_per_prompt=args.samples_per_prompt,

@@ -17,6 +17,7 @@ from musekit.cli.common import (
     place_pipeline,
     positive_int,
 )
+from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 
 
 def add_parser(subparsers) -> None:
@@ -33,9 +34,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--choice-temperature", type=non_negative_float, default=None,
                    help="Gumbel choice temperature of the re-masking (annealed to 0)")  # fmt: skip
     p.add_argument("--concept", action="append", default=[], metavar="FILE", help="a Perfusion concept file (repeat)")
-    p.add_argument("--bias", type=float, default=0.7,
-                   help="concept gate bias: from 0.7 up, lower = more concept, higher = more text")  # fmt: skip
-    p.add_argument("--temperature", type=non_negative_float, default=0.15, help="concept gate temperature")
+    p.add_argument(
+        "--bias",
+        type=float,
+        default=DEFAULT_BIAS,
+        help="concept gate bias (default %(default)s): lower = more concept, higher = more text",
+    )
+    p.add_argument("--temperature", type=non_negative_float, default=DEFAULT_TEMPERATURE,
+                   help="concept gate temperature")  # fmt: skip
     p.add_argument("--key-locking", choices=["local", "global"], default="local", help="concept key-locking")
     p.add_argument("--num", type=positive_int, default=1, help="number of images (written as one grid)")
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
+from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
+
 if TYPE_CHECKING:
     from musekit.pipeline import ImageOutput
 
@@ -76,5 +78,6 @@ class EditingMethods:
         if not concepts:
             return contextlib.nullcontext()
         return self.using_concepts(prompt, concepts, kwargs.get("num_images_per_prompt", 1),
-                                   options.get("concept_bias", 0.7), options.get("concept_temperature", 0.15),
+                                   options.get("concept_bias", DEFAULT_BIAS),
+                                   options.get("concept_temperature", DEFAULT_TEMPERATURE),
                                    options.get("key_locking", "local"))  # fmt: skip

@@ -21,6 +21,7 @@ from musekit.data.concepts import CONCEPTS, backgrounds_for, cell_box, concept_e
 from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Scene, ShapeObject, render, with_articles
 from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import ShapeChecker
+from musekit.personalize.rank_one import DEFAULT_BIAS
 
 ONE_OBJECT_POSITIONS = ("top left", "center", "bottom right", "top right", "left", "bottom", "right", "top")
 SECOND_OBJECTS = (("green", "star"), ("blue", "square"), ("white", "cross"), ("yellow", "heart"))
@@ -30,7 +31,7 @@ SECOND_OBJECTS = (("green", "star"), ("blue", "square"), ("white", "cross"), ("y
 class PersonalizeEvalSettings:
     concepts: tuple[str, ...] = ("bullseye", "diamond", "crescent")
     betas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    default_beta: float = 0.7
+    default_beta: float = DEFAULT_BIAS
     images_per_concept: int = 5
     steps: int = 60
     baseline_steps: int = 60

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
+
 
 class PersonalizationMethods:
     """Mixed into ``MusePipeline``."""
@@ -50,8 +52,8 @@ class PersonalizationMethods:
         self._require_full_precision("learn_concept")
         return learn_concept(self, images, token, superclass, steps, variant, **kwargs)
 
-    def using_concepts(self, prompt, concepts, num_images_per_prompt=1, bias=0.7, temperature=0.15,
-                       key_locking="local"):  # fmt: skip
+    def using_concepts(self, prompt, concepts, num_images_per_prompt=1, bias=DEFAULT_BIAS,
+                       temperature=DEFAULT_TEMPERATURE, key_locking="local"):  # fmt: skip
         """Context manager: calls inside it use ``concepts`` (encodings, key-locking and the edited K/V caches)."""
         from musekit.personalize.call import ConceptCall
 
