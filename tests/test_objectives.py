@@ -87,44 +87,44 @@ def test_tiny_model_overfits_one_batch(tiny_text_encoder):
     assert after <= 0.1 * before, (before, after)
 
 
-def test_context_ids_replace_the_unmasked_inputs_only():
-    """The model sees ``context_ids`` where tokens are not masked, [MASK] where they are; targets stay ``ids``."""
-    seen = {}
+class InputSpy(torch.nn.Module):
+    """A stand-in transformer that records its inputs and predicts nothing."""
 
-    class Spy(torch.nn.Module):
-        config = TransformerConfig.preset("tiny")
+    config = TransformerConfig.preset("tiny")
 
-        def forward(self, inputs, text=None, cond_ids=None):
-            seen["inputs"] = inputs
-            return torch.zeros(*inputs.shape, self.config.codebook_size, requires_grad=True)
+    def __init__(self):
+        super().__init__()
+        self.inputs = None
 
-    model, mask_id = Spy(), Spy.config.mask_token_id
-    ids = torch.randint(0, Spy.config.codebook_size, (3, 4, 4), generator=seeded(0))
-    context = (ids + 1) % Spy.config.codebook_size
+    def forward(self, inputs, text=None, cond_ids=None):
+        self.inputs = inputs
+        return torch.zeros(*inputs.shape, self.config.codebook_size, requires_grad=True)
+
+
+def spy_batch():
+    """Tokens (3, 4, 4), prompt embeddings and the empty prompt for ``InputSpy``."""
+    ids = torch.randint(0, InputSpy.config.codebook_size, (3, 4, 4), generator=seeded(0))
     text = TextEmbeddings(torch.randn(3, 5, 8), torch.randn(3, 8), torch.ones(3, 5, dtype=torch.bool))
     empty = TextEmbeddings(torch.randn(1, 5, 8), torch.randn(1, 8), torch.ones(1, 5, dtype=torch.bool))
+    return ids, text, empty
+
+
+def test_context_ids_replace_the_unmasked_inputs_only():
+    """The model sees ``context_ids`` where tokens are not masked, [MASK] where they are; targets stay ``ids``."""
+    model, mask_id = InputSpy(), InputSpy.config.mask_token_id
+    ids, text, empty = spy_batch()
+    context = (ids + 1) % InputSpy.config.codebook_size
     masked_modeling_loss(model, ids, text, empty, seeded(1), cond_dropout=0.0, context_ids=context)
-    inputs = seen["inputs"]
     expected_mask = mask_tokens(ids, mask_id, seeded(1))[1]  # the same generator draws the same mask first
-    assert torch.equal(inputs == mask_id, expected_mask)
-    assert torch.equal(inputs[~expected_mask], context.flatten(1)[~expected_mask])
+    assert torch.equal(model.inputs == mask_id, expected_mask)
+    assert torch.equal(model.inputs[~expected_mask], context.flatten(1)[~expected_mask])
 
 
 def test_given_ratios_set_each_samples_masked_count():
     """``ratios`` fixes how many tokens of each sample are masked (the start-context cap of the training loop)."""
-    seen = {}
-
-    class Spy(torch.nn.Module):
-        config = TransformerConfig.preset("tiny")
-
-        def forward(self, inputs, text=None, cond_ids=None):
-            seen["inputs"] = inputs
-            return torch.zeros(*inputs.shape, self.config.codebook_size, requires_grad=True)
-
-    ids = torch.randint(0, Spy.config.codebook_size, (3, 4, 4), generator=seeded(0))
-    text = TextEmbeddings(torch.randn(3, 5, 8), torch.randn(3, 8), torch.ones(3, 5, dtype=torch.bool))
-    empty = TextEmbeddings(torch.randn(1, 5, 8), torch.randn(1, 8), torch.ones(1, 5, dtype=torch.bool))
+    model = InputSpy()
+    ids, text, empty = spy_batch()
     ratios = torch.tensor([0.25, 0.5, 1.0])
-    out = masked_modeling_loss(Spy(), ids, text, empty, seeded(1), cond_dropout=0.0, ratios=ratios)
-    assert (seen["inputs"] == Spy.config.mask_token_id).sum(1).tolist() == [4, 8, 16]
+    out = masked_modeling_loss(model, ids, text, empty, seeded(1), cond_dropout=0.0, ratios=ratios)
+    assert (model.inputs == InputSpy.config.mask_token_id).sum(1).tolist() == [4, 8, 16]
     assert out.mask_fraction.item() == pytest.approx(28 / 48)
