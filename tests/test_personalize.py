@@ -87,6 +87,30 @@ def test_bias_changes_the_cached_values_without_retraining(concept_pipe, concept
     assert not torch.allclose(caches[0].values[0], caches[1].values[0])
 
 
+def test_every_entry_point_defaults_to_the_same_gate():
+    """The pipeline, its concept context, the rank-one target, the CLI and the eval share one default bias and tau."""
+    import argparse
+    import inspect
+
+    from musekit.cli.generate import add_parser
+    from musekit.eval.personalize_eval import PersonalizeEvalSettings
+    from musekit.personalize.methods import PersonalizationMethods
+    from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE, ConceptTarget
+    from musekit.pipeline import MusePipeline
+
+    call = inspect.signature(MusePipeline.__call__).parameters
+    assert (call["concept_bias"].default, call["concept_temperature"].default) == (DEFAULT_BIAS, DEFAULT_TEMPERATURE)
+    context = inspect.signature(PersonalizationMethods.using_concepts).parameters
+    assert (context["bias"].default, context["temperature"].default) == (DEFAULT_BIAS, DEFAULT_TEMPERATURE)
+    target = ConceptTarget(torch.zeros(2), torch.zeros(2))
+    assert (target.beta, target.tau) == (DEFAULT_BIAS, DEFAULT_TEMPERATURE)
+    assert PersonalizeEvalSettings.default_beta == DEFAULT_BIAS
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["generate", "a <emblem>"])
+    assert (args.bias, args.temperature) == (DEFAULT_BIAS, DEFAULT_TEMPERATURE)
+
+
 def test_two_concepts_in_one_prompt(concept_pipe, concept):
     second = concept_pipe.learn_concept(images(3), "<badge>", "circle", steps=2, progress=False)
     out = concept_pipe("a <emblem> left of a <badge>", concepts=[concept, second], generator=seeded(0))
