@@ -8,7 +8,8 @@ or, with --captions, per-image captions), then prints, for the base stage:
 - s_n(e) = i*_n^T C^-1 e / i*_n^T C^-1 i*_n of every concept at every token of a two-concept prompt (a gate at beta 0.7,
   tau 0.15 is above 0.5 where s > 0.7),
 - the eigenvalue range of C,
-- the two-concept rate of `musekit eval personalize` for these concepts at beta 0.7.
+- the two-concept rate of `musekit eval personalize` for these concepts at the default beta (0.7 before
+  2026-11-25, now 0.8).
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def main() -> None:
         if ids[t] == pipe.text_encoder.tokenizer.pad_token_id:
             break
         print(f"  {token:12s}", " ".join(f"{x:5.2f}" for x in s[t].tolist()))
-    rates = two_concept_rate(pipe, checker, learned, refs, PersonalizeEvalSettings(concepts=NAMES))
-    print("two concepts in one prompt (beta 0.7):", {k: round(v, 3) for k, v in rates.items()})
+    settings = PersonalizeEvalSettings(concepts=NAMES)
+    rates = two_concept_rate(pipe, checker, learned, refs, settings)
+    print(f"two concepts in one prompt (beta {settings.default_beta}):", {k: round(v, 3) for k, v in rates.items()})
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ Learns each concept (local variant, per-image captions, as `musekit eval persona
 scores it with the eval's own `score` at each beta (2 samples per prompt); prints one line per (lr, concept, beta) and
 the mean per (lr, beta), plus the o*_V norms against the concept token's own value W_V i*. ``--superclass shape``
 locks each concept's key to its shape word alone ("circle"), as before version 10's phrase superclasses ("red
-circle", the default ``phrase``). ``--two-concepts`` also prints the eval's two-concept rate at beta 0.7 for the
-concepts learned at the last learning rate (with the eval's settings: 6 images per prompt since 2026-11-25, 2
-before).
+circle", the default ``phrase``). ``--two-concepts`` also prints the eval's two-concept rate at the default beta
+(0.7 before 2026-11-25, now 0.8) for the concepts learned at the last learning rate (with the eval's settings: 6
+images per prompt since 2026-11-25, 2 before).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
     if args.two_concepts:
         settings = PersonalizeEvalSettings(concepts=tuple(names))
         rates = two_concept_rate(pipe, checker, learned, refs_by_name, settings)
-        print("two concepts at beta 0.7:", {k: round(v, 3) for k, v in rates.items()})
+        print(f"two concepts at beta {settings.default_beta}:", {k: round(v, 3) for k, v in rates.items()})
 
 
 if __name__ == "__main__":

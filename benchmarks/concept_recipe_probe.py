@@ -2,7 +2,7 @@
 two-concept rate, as `musekit eval personalize` scores them.
 
 Usage: python benchmarks/concept_recipe_probe.py --recipe LABEL[=JSON] [--recipe ...]
-[--concepts bullseye,diamond,crescent] [--betas 0.7] [--samples 4] [--pair-samples 6] [--pair-beta 0.7]
+[--concepts bullseye,diamond,crescent] [--betas 0.7] [--samples 4] [--pair-samples 6] [--pair-beta 0.8]
 [--cache runs/recipe-probe] [--threads 2]
 
 Each recipe learns every concept once (local variant, per-image captions, as the eval does; cached as concept files
@@ -36,6 +36,7 @@ import musekit.personalize.apply as apply_module
 import musekit.personalize.call as call_module
 import musekit.personalize.trainer as trainer_module
 from musekit.eval.personalize_eval import PersonalizeEvalSettings, score, two_concept_rate
+from musekit.personalize.rank_one import DEFAULT_BIAS
 from musekit.personalize.trainer import PersonalizeConfig
 from musekit.text.base import TextEmbeddings
 
@@ -67,7 +68,12 @@ def main() -> None:
     parser.add_argument("--betas", default="0.7")
     parser.add_argument("--samples", type=int, default=4, help="images per one-concept prompt")
     parser.add_argument("--pair-samples", type=int, default=6, help="images per two-concept prompt (0: skip)")
-    parser.add_argument("--pair-beta", type=float, default=0.7)
+    parser.add_argument(
+        "--pair-beta",
+        type=float,
+        default=DEFAULT_BIAS,
+        help="bias of the two-concept rate (the eval's default; 0.7 before 2026-11-25)",
+    )
     parser.add_argument("--cache", default="runs/recipe-probe")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

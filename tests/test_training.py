@@ -210,6 +210,8 @@ def test_start_context_max_mask_caps_the_masking_rate_of_the_blurry_samples(
 
     with pytest.raises(ConfigError, match="start_context_max_mask"):
         TrainConfig(stage="sr", start_context=0.5, start_context_max_mask=0.0)
+    with pytest.raises(ConfigError, match="needs start_context"):
+        TrainConfig(stage="sr", start_context_max_mask=0.5)
     seen = []
 
     def spy(model, ids, *args, context_ids=None, ratios=None, **kwargs):
@@ -228,6 +230,10 @@ def test_start_context_max_mask_caps_the_masking_rate_of_the_blurry_samples(
     assert blurry.any() and (~blurry).any()
     assert (ratios[blurry] <= 0.25).all()
     assert ratios[~blurry].max() > 0.25  # the other samples keep the schedule's full range
+    seen.clear()  # no cap (1, the default): the loss draws its rates itself, as before the cap existed
+    config = TrainConfig(stage="sr", start_context=0.5, **BASE)
+    assert train_transformer(config, tmp_path / "uncapped", tokenizer_dir, tmp_path / "through", text, False).is_dir()
+    assert seen and all(r is None for _, _, r in seen)
 
 
 def test_two_process_torchrun_keeps_replicas_identical(tmp_path, tokenizer_dir):

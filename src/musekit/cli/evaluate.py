@@ -107,7 +107,7 @@ def run_personalize(args, pipe, checker) -> int:
         raise CLIError(f"--betas takes comma-separated numbers, got {args.betas!r}") from None
     if not betas:
         raise CLIError("--betas needs at least one value")
-    default_beta = min(betas, key=lambda b: abs(b - DEFAULT_BIAS))
+    default_beta = min(betas, key=lambda b: (round(abs(b - DEFAULT_BIAS), 9), b))  # a tie takes the lower
     settings = PersonalizeEvalSettings(concepts=names, steps=args.concept_steps, baseline_steps=args.concept_steps,
                                        seed=args.seed, betas=betas, default_beta=default_beta,
                                        samples_per_prompt=args.samples_per_prompt,

@@ -88,6 +88,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: start_context applies to the super-resolution stage only")
         if not 0.0 < self.start_context_max_mask <= 1.0:
             raise ConfigError("TrainConfig: start_context_max_mask must be in (0, 1]")
+        if self.start_context_max_mask < 1.0 and self.start_context == 0:
+            raise ConfigError("TrainConfig: start_context_max_mask needs start_context > 0")
         if not 0.0 <= self.exact_fraction <= 1.0:
             raise ConfigError("TrainConfig: exact_fraction must be in [0, 1]")
         if self.image_size % 2:
