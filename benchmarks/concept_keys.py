@@ -22,7 +22,7 @@ from musekit.data.concepts import cell_box
 from musekit.models.attention_maps import cross_attention_maps
 from musekit.personalize.apply import concept_cache, encode_concept_prompts
 from musekit.personalize.concept import Concept
-from musekit.personalize.rank_one import DEFAULT_BIAS
+from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 from musekit.pipeline import MusePipeline
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--position", default="top left")
     parser.add_argument("--background", default="blue")
     parser.add_argument("--beta", type=float, default=DEFAULT_BIAS, help="gate bias (0.7 before 2026-11-25)")
-    parser.add_argument("--tau", type=float, default=0.15)
+    parser.add_argument("--tau", type=float, default=DEFAULT_TEMPERATURE)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

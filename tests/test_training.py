@@ -180,11 +180,23 @@ def test_shards_can_condition_on_what_the_base_tokenizer_draws(tmp_path, tokeniz
     assert plain.ids_start is None and torch.equal(through.ids_start.long(), start.long())
 
 
-def test_start_context_trains_the_superres_stage_on_the_upsampled_base_tokens(tmp_path, tokenizer_dir, tiny_bert_dir):
-    from musekit.config import ConfigError, VQConfig
+@pytest.fixture(scope="module")
+def start_shards(tmp_path_factory, tokenizer_dir):
+    """24 scenes' shards through the tiny tokenizer (``--lo-through``), so they hold ``ids_start``."""
+    from musekit.config import VQConfig
     from musekit.data.tokens import encode_shards
     from musekit.io.checkpoint import load_component
     from musekit.tokenizer import VQModel
+
+    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    return encode_shards(vq, ShapesWorld(0), tmp_path_factory.mktemp("start") / "shards", 24, 16, progress=False,
+                         lo_through=vq)  # fmt: skip
+
+
+def test_start_context_trains_the_superres_stage_on_the_upsampled_base_tokens(
+    tmp_path, tokenizer_dir, tiny_bert_dir, start_shards
+):
+    from musekit.config import ConfigError
 
     text = TextEncoderConfig(path=str(tiny_bert_dir), max_length=16)
     with pytest.raises(ConfigError, match="super-resolution stage only"):
@@ -194,18 +206,13 @@ def test_start_context_trains_the_superres_stage_on_the_upsampled_base_tokens(tm
     config = TrainConfig(stage="sr", start_context=0.5, **BASE)
     with pytest.raises(ValueError, match="ids_start"):  # plain shards have no start tokens
         train_transformer(config, tmp_path / "plain-run", tokenizer_dir, tmp_path / "plain", text, False)
-    vq = load_component(VQModel, VQConfig, tokenizer_dir)
-    encode_shards(vq, ShapesWorld(0), tmp_path / "through", 24, 16, progress=False, lo_through=vq)
-    assert train_transformer(config, tmp_path / "run", tokenizer_dir, tmp_path / "through", text, False).is_dir()
+    assert train_transformer(config, tmp_path / "run", tokenizer_dir, start_shards, text, False).is_dir()
 
 
 def test_start_context_max_mask_caps_the_masking_rate_of_the_blurry_samples(
-    tmp_path, tokenizer_dir, tiny_bert_dir, monkeypatch
+    tmp_path, tokenizer_dir, tiny_bert_dir, start_shards, monkeypatch
 ):
-    from musekit.config import ConfigError, VQConfig
-    from musekit.data.tokens import encode_shards
-    from musekit.io.checkpoint import load_component
-    from musekit.tokenizer import VQModel
+    from musekit.config import ConfigError
     from musekit.training import loop
 
     with pytest.raises(ConfigError, match="start_context_max_mask"):
@@ -220,11 +227,9 @@ def test_start_context_max_mask_caps_the_masking_rate_of_the_blurry_samples(
 
     loop_loss = loop.masked_modeling_loss
     monkeypatch.setattr(loop, "masked_modeling_loss", spy)
-    vq = load_component(VQModel, VQConfig, tokenizer_dir)
-    encode_shards(vq, ShapesWorld(0), tmp_path / "through", 24, 16, progress=False, lo_through=vq)
     text = TextEncoderConfig(path=str(tiny_bert_dir), max_length=16)
     config = TrainConfig(stage="sr", start_context=0.5, start_context_max_mask=0.25, **BASE)
-    assert train_transformer(config, tmp_path / "run", tokenizer_dir, tmp_path / "through", text, False).is_dir()
+    assert train_transformer(config, tmp_path / "run", tokenizer_dir, start_shards, text, False).is_dir()
     ratios = torch.cat([r for _, _, r in seen])
     blurry = torch.cat([(c != i).any(1) for i, c, _ in seen])  # samples shown (differing) start tokens
     assert blurry.any() and (~blurry).any()
@@ -232,7 +237,7 @@ def test_start_context_max_mask_caps_the_masking_rate_of_the_blurry_samples(
     assert ratios[~blurry].max() > 0.25  # the other samples keep the schedule's full range
     seen.clear()  # no cap (1, the default): the loss draws its rates itself, as before the cap existed
     config = TrainConfig(stage="sr", start_context=0.5, **BASE)
-    assert train_transformer(config, tmp_path / "uncapped", tokenizer_dir, tmp_path / "through", text, False).is_dir()
+    assert train_transformer(config, tmp_path / "uncapped", tokenizer_dir, start_shards, text, False).is_dir()
     assert seen and all(r is None for _, _, r in seen)
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
-
 if TYPE_CHECKING:
     from musekit.pipeline import ImageOutput
 
@@ -74,10 +72,8 @@ class EditingMethods:
     def _maybe_concepts(self, prompt, kwargs: dict):
         """Pop the concept options from an editing call's kwargs; a context that applies them (or does nothing)."""
         concepts = kwargs.pop("concepts", None)
-        options = {k: kwargs.pop(k) for k in ("concept_bias", "concept_temperature", "key_locking") if k in kwargs}
+        names = {"concept_bias": "bias", "concept_temperature": "temperature", "key_locking": "key_locking"}
+        options = {names[k]: kwargs.pop(k) for k in names if k in kwargs}  # absent ones: using_concepts' defaults
         if not concepts:
             return contextlib.nullcontext()
-        return self.using_concepts(prompt, concepts, kwargs.get("num_images_per_prompt", 1),
-                                   options.get("concept_bias", DEFAULT_BIAS),
-                                   options.get("concept_temperature", DEFAULT_TEMPERATURE),
-                                   options.get("key_locking", "local"))  # fmt: skip
+        return self.using_concepts(prompt, concepts, kwargs.get("num_images_per_prompt", 1), **options)
