@@ -6,7 +6,7 @@ STAMP := $(VENV)/.musekit-installed
 PROMPT ?= a large red circle in the center on a blue background
 OUT ?= outputs/example.png
 
-.PHONY: run test lint format setup clean
+.PHONY: run test ui lint format setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/musekit generate "$(PROMPT)" --seed 0 --out $(OUT)
+
+ui: $(STAMP)
+	$(VENV)/bin/musekit ui
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q

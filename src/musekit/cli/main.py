@@ -5,7 +5,19 @@ from __future__ import annotations
 import logging
 import sys
 
-from musekit.cli import bench, build, convert, edit, evaluate, generate, personalize, shards, train, train_checker
+from musekit.cli import (
+    bench,
+    build,
+    convert,
+    edit,
+    evaluate,
+    generate,
+    personalize,
+    shards,
+    train,
+    train_checker,
+    ui,
+)
 from musekit.cli.common import ArgumentParser, CLIError
 
 
@@ -26,6 +38,7 @@ def build_parser() -> ArgumentParser:
     convert.add_parser(sub)
     bench.add_parser(sub)
     evaluate.add_parser(sub)
+    ui.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,43 @@
+"""`musekit ui`: the web UI (generate, inpaint, outpaint, edit, personalize) on a local port. Needs gradio:
+`pip install 'musekit[ui]'`. Everything runs on this machine; nothing is sent anywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+from musekit.cli.common import CLIError, add_device_arguments, check_device_arguments, load_pipeline, positive_int
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("ui", help="the web UI in a browser", description=__doc__)
+    p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port (default %(default)s)")
+    p.add_argument("--concept-dir", default="outputs/concepts", metavar="DIR",
+                   help="where concepts learned in the UI are written")  # fmt: skip
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    add_device_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.port > 65535:
+        raise CLIError(f"--port must be at most 65535, got {args.port}")
+    if args.half:
+        raise CLIError("--half is not available in the UI (personalization trains in fp32); use --device only")
+    try:
+        from musekit.ui.app import build_app
+    except ImportError as err:
+        raise CLIError(f"the web UI needs gradio ({err.name} is missing): pip install 'musekit[ui]'") from None
+    from musekit.ui.studio import Studio
+
+    device, _, _ = check_device_arguments(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = load_pipeline(args.model).to(device)
+    app = build_app(Studio(pipe, concept_dir=args.concept_dir))
+    print(f"musekit: serving the UI at http://{args.host}:{args.port} (Ctrl+C stops it)")
+    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=False, quiet=True)
+    return 0

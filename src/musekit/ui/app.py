@@ -1,0 +1,182 @@
+"""The gradio web UI of `musekit ui`: generate, inpaint, outpaint, edit and personalize in one page.
+
+``build_app(studio)`` lays the page out and wires each button to a ``Studio`` method; bad input shows the method's
+one-line message as an error. Runs offline: analytics are off, fonts are the system's.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402  (the environment variable must be set first)
+
+from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE  # noqa: E402
+from musekit.ui.studio import KEY_LOCKING, MAX_IMAGES, VARIANTS, Studio, mask_from_layers  # noqa: E402
+
+EXAMPLE_PROMPTS = [
+    "a large red circle in the center on a blue background",
+    "a small yellow star at the top left on a gray background",
+    "a green triangle left of a white square on a black background",
+    "a purple heart at the bottom right on a checkered background",
+]
+SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
+PROGRESS = gr.Progress(track_tqdm=True)  # each handler's progress bar follows the pipeline's tqdm bars
+INTRO = (
+    "# musekit\n"
+    "Muse-style masked-token text-to-image with Perfusion personalization. The bundled model draws the shapes world: "
+    "shapes, colours, sizes, positions and backgrounds, e.g. *a small green star at the top left on a gray "
+    "background*. Learn a concept in the **Personalize** tab, then write its token (e.g. `<emblem>`) in a prompt."
+)
+
+
+def shows_errors(method):
+    """Turn a Studio method's ValueError / FileNotFoundError into the UI's error message."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as err:
+            raise gr.Error(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+    return wrapper
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The page; ``app.launch()`` serves it."""
+    size = studio.pipe.image_size
+
+    @shows_errors
+    def generate(prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking,
+                 progress=PROGRESS):  # fmt: skip
+        concepts = list(learned or []) + list(uploaded or [])
+        result = studio.generate(prompt, negative, seed, count, steps or None, guidance, concepts, bias, temperature,
+                                 locking)  # fmt: skip
+        return result.images, result.summary
+
+    @shows_errors
+    def inpaint(editor, prompt, seed, progress=PROGRESS):
+        mask = mask_from_layers(editor)
+        result = studio.inpaint(editor["background"], mask, prompt, seed)
+        return result.images[0], result.summary
+
+    @shows_errors
+    def outpaint(image, prompt, left, top, right, bottom, seed, progress=PROGRESS):
+        result = studio.outpaint(image, prompt, left, top, right, bottom, seed)
+        return result.images[0], result.summary
+
+    @shows_errors
+    def edit(image, prompt, source, iterations, seed, progress=PROGRESS):
+        result = studio.edit(image, prompt, source, iterations, seed)
+        return result.images[0], result.summary
+
+    @shows_errors
+    def learn(files, token, superclass, steps, variant, seed, progress=PROGRESS):
+        path, summary = studio.learn(files, token, superclass, steps or None, variant, seed)
+        token = token.strip()
+        return str(path), summary, gr.update(choices=list(studio.learned), value=[token])
+
+    def first_image(images):
+        if not images:
+            raise gr.Error("generate an image first")
+        image = images[0][0] if isinstance(images[0], tuple | list) else images[0]
+        return {"background": image, "layers": [], "composite": image}, image, image
+
+    theme = gr.themes.Soft(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
+    with gr.Blocks(title="musekit", theme=theme, analytics_enabled=False) as app:
+        gr.Markdown(INTRO)
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    prompt = gr.Textbox(label="prompt", value=EXAMPLE_PROMPTS[0], lines=2)
+                    negative = gr.Textbox(label="negative prompt (what to steer away from)", placeholder="optional")
+                    with gr.Row():
+                        seed = gr.Number(label="seed", value=0, precision=0)
+                        count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
+                    with gr.Accordion("sampling", open=False):
+                        steps = gr.Slider(0, 48, value=0, step=1, label="base steps (0: the model's default)")
+                        guidance = gr.Slider(0.0, 8.0, value=studio.pipe.config.guidance_scale, step=0.5,
+                                             label="classifier-free guidance")  # fmt: skip
+                    with gr.Accordion("concepts (Perfusion)", open=False):
+                        learned = gr.CheckboxGroup(label="learned in this session", choices=list(studio.learned))
+                        uploaded = gr.File(label="concept files", file_count="multiple", file_types=[".safetensors"],
+                                           type="filepath")  # fmt: skip
+                        bias_label = "bias (lower: more like the concept; higher: more like the text)"
+                        bias = gr.Slider(0.3, 1.2, value=DEFAULT_BIAS, step=0.05, label=bias_label)
+                        temperature = gr.Slider(0.02, 0.5, value=DEFAULT_TEMPERATURE, step=0.01, label="temperature")
+                        locking = gr.Radio(list(KEY_LOCKING), value="local", label="key-locking")
+                    run = gr.Button("Generate", variant="primary")
+                    gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt])
+                with gr.Column(scale=3):
+                    gallery = gr.Gallery(label="images", columns=4, height="auto", format="png")
+                    summary = gr.Markdown()
+                    send = gr.Button("Edit the first image in the other tabs")
+            inputs = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
+            run.click(generate, inputs, [gallery, summary])
+            prompt.submit(generate, inputs, [gallery, summary])
+        with gr.Tab("Inpaint"):
+            with gr.Row():
+                with gr.Column():
+                    editor = gr.ImageEditor(label=f"image: paint over what to repaint ({size} px)", type="pil",
+                                            brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
+                                            eraser=gr.Eraser(default_size=16), transforms=())  # fmt: skip
+                    inpaint_prompt = gr.Textbox(label="what to paint there", value="a yellow star")
+                    inpaint_seed = gr.Number(label="seed", value=0, precision=0)
+                    inpaint_run = gr.Button("Inpaint", variant="primary")
+                with gr.Column():
+                    inpaint_out = gr.Image(label="result", type="pil", format="png")
+                    inpaint_summary = gr.Markdown()
+            inpaint_run.click(inpaint, [editor, inpaint_prompt, inpaint_seed], [inpaint_out, inpaint_summary])
+        with gr.Tab("Outpaint"):
+            with gr.Row():
+                with gr.Column():
+                    outpaint_in = gr.Image(label="image", type="pil")
+                    outpaint_prompt = gr.Textbox(label="what the whole picture shows",
+                                                 value="a red circle on a blue background")  # fmt: skip
+                    with gr.Row():
+                        sides = (("left", 0), ("top", 0), ("right", size // 2), ("bottom", 0))
+                        pads = [gr.Number(label=side, value=value, precision=0, minimum=0) for side, value in sides]
+                    outpaint_seed = gr.Number(label="seed", value=0, precision=0)
+                    outpaint_run = gr.Button("Outpaint", variant="primary")
+                with gr.Column():
+                    outpaint_out = gr.Image(label="result", type="pil", format="png")
+                    outpaint_summary = gr.Markdown()
+            outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed],
+                               [outpaint_out, outpaint_summary])  # fmt: skip
+        with gr.Tab("Edit"):
+            with gr.Row():
+                with gr.Column():
+                    edit_in = gr.Image(label="image", type="pil")
+                    edit_prompt = gr.Textbox(label="what the result should show", value=EXAMPLE_PROMPTS[0])
+                    edit_source = gr.Textbox(label="what the image shows now (optional: confines the edit)")
+                    with gr.Row():
+                        iterations = gr.Slider(10, 200, value=100, step=10, label="iterations")
+                        edit_seed = gr.Number(label="seed", value=0, precision=0)
+                    edit_run = gr.Button("Edit", variant="primary")
+                with gr.Column():
+                    edit_out = gr.Image(label="result", type="pil", format="png")
+                    edit_summary = gr.Markdown()
+            edit_run.click(edit, [edit_in, edit_prompt, edit_source, iterations, edit_seed], [edit_out, edit_summary])
+        with gr.Tab("Personalize"):
+            with gr.Row():
+                with gr.Column():
+                    files = gr.File(label="4-6 images of the concept", file_count="multiple", file_types=["image"],
+                                    type="filepath")  # fmt: skip
+                    with gr.Row():
+                        token = gr.Textbox(label="token", value="<emblem>")
+                        superclass = gr.Textbox(label="superclass (what it is)", value="red circle")
+                    with gr.Row():
+                        concept_steps = gr.Slider(0, 300, value=0, step=10, label="steps (0: the default)")
+                        variant = gr.Radio(list(VARIANTS), value="local", label="variant")
+                        concept_seed = gr.Number(label="seed", value=0, precision=0)
+                    learn_run = gr.Button("Learn the concept", variant="primary")
+                with gr.Column():
+                    concept_file = gr.File(label="concept file")
+                    learn_summary = gr.Markdown()
+            learn_run.click(learn, [files, token, superclass, concept_steps, variant, concept_seed],
+                            [concept_file, learn_summary, learned])  # fmt: skip
+        send.click(first_image, [gallery], [editor, outpaint_in, edit_in])
+    return app

@@ -1,0 +1,133 @@
+"""The web UI: what it does (``Studio``, no gradio), the page served for real and driven by gradio's client, and
+`musekit ui`'s errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from musekit.ui.studio import Studio, check_image, check_int, mask_from_layers
+
+from .conftest import concept_images
+from .test_cli import ENV, musekit
+
+
+def pixels(images):
+    return [np.asarray(image) for image in images]
+
+
+def test_generate_is_seeded_and_sized(tiny_pipe, tmp_path):
+    studio = Studio(tiny_pipe, concept_dir=tmp_path)
+    first = studio.generate("a red circle", seed=3, num_images=2, steps=2)
+    again = studio.generate("a red circle", seed=3, num_images=2, steps=2)
+    other = studio.generate("a red circle", seed=4, num_images=2, steps=2)
+    assert len(first.images) == 2 and first.images[0].size == (16, 16)
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(first.images), pixels(again.images)))
+    assert not all(np.array_equal(a, b) for a, b in zip(pixels(first.images), pixels(other.images)))
+    assert "2 image(s), 16x16, seed 3" in first.summary
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": "  "}, "prompt is empty"),
+        ({"num_images": 0}, "number of images must be in [1, 8]"),
+        ({"num_images": 2.5}, "whole number"),
+        ({"steps": -1}, "steps must be in"),
+        ({"key_locking": "both"}, "key-locking must be one of"),
+        ({"concept_temperature": 0.0}, "temperature must be positive"),
+        ({"concepts": ["missing.safetensors"]}, "concept file not found"),
+    ],
+)
+def test_generate_rejects_bad_input_in_one_line(tiny_pipe, tmp_path, kwargs, message):
+    studio = Studio(tiny_pipe, concept_dir=tmp_path)
+    with pytest.raises(ValueError, match="^[^\n]*$") as err:
+        studio.generate(**{"prompt": "a red circle", **kwargs})
+    assert message in str(err.value)
+
+
+def test_editing_calls_keep_sizes_and_check_masks(tiny_pipe, tmp_path):
+    studio = Studio(tiny_pipe, concept_dir=tmp_path)
+    image = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+    mask = Image.new("L", (16, 16), 0)
+    mask.paste(255, (0, 0, 8, 8))
+    inpainted = studio.inpaint(image, mask, "a red circle", seed=1).images[0]
+    kept = np.asarray(inpainted)[10:, 10:]
+    assert inpainted.size == (16, 16) and np.array_equal(kept, np.asarray(image)[10:, 10:])
+    assert studio.outpaint(image, "a red circle", right=8, seed=1).images[0].size == (24, 16)
+    assert studio.edit(image, "a blue square", iterations=2, seed=1).images[0].size == (16, 16)
+    with pytest.raises(ValueError, match="mask is empty"):
+        studio.inpaint(image, Image.new("L", (16, 16), 0), "a red circle")
+    with pytest.raises(ValueError, match="at least one side"):
+        studio.outpaint(image, "a red circle")
+    with pytest.raises(ValueError, match="no image"):
+        studio.edit(None, "a red circle")
+
+
+def test_learned_concept_is_saved_and_usable_by_its_token(concept_pipe, tmp_path):
+    studio = Studio(concept_pipe, concept_dir=tmp_path / "concepts")
+    images = [Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for image in concept_images()]
+    path, summary = studio.learn(images, "<emblem>", "square", steps=2, seed=0)
+    assert path == tmp_path / "concepts" / "emblem.safetensors" and path.is_file()
+    assert "<emblem>" in summary and "KB" in summary
+    result = studio.generate("a <emblem> on a blue background", concepts=["<emblem>"], steps=2)
+    assert len(result.images) == 1
+    with pytest.raises(ValueError, match="does not use the concept <emblem>"):
+        studio.generate("a red circle", concepts=[str(path)])
+    with pytest.raises(ValueError, match="concept token"):
+        studio.learn(images, "emblem", "square", steps=2)
+    with pytest.raises(ValueError, match="add images"):
+        studio.learn([], "<emblem>", "square", steps=2)
+
+
+def test_mask_from_editor_layers_and_image_checks(tmp_path):
+    background = Image.new("RGB", (16, 16), (0, 0, 255))
+    stroke = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    stroke.paste((255, 0, 255, 255), (4, 4, 8, 8))
+    mask = np.asarray(mask_from_layers({"background": background, "layers": [stroke, None], "composite": None}))
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255}
+    assert mask[4:8, 4:8].all() and mask.sum() == 16 * 255
+    with pytest.raises(ValueError, match="no image"):
+        mask_from_layers({"background": None, "layers": []})
+    transparent = Image.new("RGBA", (16, 16), (255, 0, 0, 0))
+    assert check_image(transparent).getpixel((0, 0)) == (255, 255, 255)  # transparent shows as white
+    path = tmp_path / "a.png"
+    background.save(path)
+    assert check_image(str(path)).size == (16, 16)
+    with pytest.raises(ValueError, match="cannot read image"):
+        check_image(str(tmp_path / "missing.png"))
+    with pytest.raises(ValueError, match="too small"):
+        check_image(Image.new("RGB", (4, 4)))
+    assert check_int("steps", 4.0, 1, 8) == 4
+    with pytest.raises(ValueError, match="whole number"):
+        check_int("steps", True, 0, 8)
+
+
+def test_served_page_answers_gradio_client(tiny_pipe, tmp_path):
+    pytest.importorskip("gradio")
+    gradio_client = pytest.importorskip("gradio_client")
+    from musekit.ui.app import build_app
+
+    app = build_app(Studio(tiny_pipe, concept_dir=tmp_path))
+    app.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        client = gradio_client.Client(app.local_url, verbose=False)
+        images, summary = client.predict("a red circle", "", 3, 2, 2, 2.0, [], [], 0.8, 0.15, "local",
+                                         api_name="/generate")  # fmt: skip
+        assert len(images) == 2 and "seed 3" in summary
+        with pytest.raises(Exception, match="prompt is empty"):
+            client.predict("", "", 0, 1, 2, 2.0, [], [], 0.8, 0.15, "local", api_name="/generate")
+    finally:
+        app.close()
+
+
+def test_cli_ui_errors_are_one_line():
+    result = musekit("ui", "--port", "70000")
+    assert result.returncode == 2 and "--port must be at most 65535" in result.stderr
+    assert "Traceback" not in result.stderr
+    no_gradio = "import sys; sys.modules['gradio'] = None; from musekit.cli.main import main; sys.exit(main(['ui']))"
+    result = subprocess.run([sys.executable, "-c", no_gradio], capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 2 and "pip install 'musekit[ui]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
