@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from musekit.editing.inpaint import encode_stages
@@ -59,6 +60,17 @@ def test_feathered_alpha_is_zero_outside_and_one_deep_inside():
     assert (alpha[~mask] == 0).all() and alpha[..., 16, 16] == 1 and 0 < alpha[..., 4, 16] < 1
 
 
+def test_feathered_alpha_does_not_ramp_at_the_image_border():
+    # an outpainted strip meets the border on three sides: only its edge inside the image blends, so no frame of the
+    # canvas fill shows through there
+    mask = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    mask[..., :, 20:] = True
+    alpha = feathered_alpha(mask, 3)
+    assert (alpha[..., :, 23:] == 1).all()
+    assert (alpha[..., 0, 23:] == 1).all() and (alpha[..., :, 31] == 1).all()
+    assert 0 < alpha[..., 16, 20] < 1 and (alpha[..., :, :20] == 0).all()
+
+
 def test_inpaint_locks_tokens_and_keeps_pixels_outside_the_mask(tiny_pipe):
     image, mask = scene(), quadrant_mask()
     out = tiny_pipe.inpaint(image, mask, PROMPT, generator=seeded(0), output_type="pt")
@@ -98,6 +110,9 @@ def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe, caplog):
     assert not [r for r in caplog.records if "resized" in r.getMessage()]  # the enlarged canvas is resized by design
     assert out.images.shape == (1, 3, 16, 20)
     assert torch.equal(out.images[..., :, :16], image)
+    # the new strip is the decoded image alone beyond the blend at its inner edge: no grey canvas fill at the border
+    decoded = F.interpolate(tiny_pipe.decode(out.ids, "pt"), size=(16, 20), mode="bilinear", antialias=True).clamp(0, 1)
+    assert torch.allclose(out.images[..., :, 18:], decoded[..., :, 18:])
     with pytest.raises(ValueError, match="pad"):
         tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 0, 0))
 

@@ -68,12 +68,14 @@ def token_mask(pixel_mask: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def feathered_alpha(pixel_mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """(B, 1, H, W) bool -> float alpha: 0 outside the mask (exactly), ramping to 1 within ``radius`` px inside."""
+    """(B, 1, H, W) bool -> float alpha: 0 outside the mask (exactly), ramping to 1 within ``radius`` px inside.
+    Only the mask's edges inside the image ramp: where the mask meets the image border it continues beyond it (an
+    outpainted strip is opaque up to the border, with no frame of the canvas fill showing through)."""
     mask = pixel_mask.float()
     if radius <= 0:
         return mask
     kernel = 2 * radius + 1
-    inside = -F.max_pool2d(-F.pad(mask, (radius,) * 4, value=0.0), kernel, stride=1)  # erosion
+    inside = -F.max_pool2d(-F.pad(mask, (radius,) * 4, mode="replicate"), kernel, stride=1)  # erosion
     soft = F.avg_pool2d(F.pad(inside, (radius,) * 4, mode="replicate"), kernel, stride=1)
     return torch.maximum(soft, inside) * mask
 
