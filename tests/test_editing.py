@@ -11,7 +11,7 @@ from PIL import Image
 
 from musekit.editing.inpaint import encode_stages
 from musekit.editing.maskfree import differing_positions, edit_region
-from musekit.editing.masks import feathered_alpha, token_mask
+from musekit.editing.masks import composite, feathered_alpha, token_mask
 
 from .conftest import seeded
 
@@ -110,9 +110,13 @@ def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe, caplog):
     assert not [r for r in caplog.records if "resized" in r.getMessage()]  # the enlarged canvas is resized by design
     assert out.images.shape == (1, 3, 16, 20)
     assert torch.equal(out.images[..., :, :16], image)
-    # the new strip is the decoded image alone beyond the blend at its inner edge: no grey canvas fill at the border
+    # the new strip is the decoded image, blended at its inner edge with the image's continued edge pixels only:
+    # no grey canvas fill, neither at the seam nor as a frame at the border
     decoded = F.interpolate(tiny_pipe.decode(out.ids, "pt"), size=(16, 20), mode="bilinear", antialias=True).clamp(0, 1)
-    assert torch.allclose(out.images[..., :, 18:], decoded[..., :, 18:])
+    mask = torch.zeros(1, 1, 16, 20, dtype=torch.bool)
+    mask[..., 16:] = True
+    expected = composite(F.pad(image, (0, 4, 0, 0), mode="replicate"), decoded, feathered_alpha(mask, 2))
+    assert torch.allclose(out.images, expected, atol=1e-6)
     with pytest.raises(ValueError, match="pad"):
         tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 0, 0))
 

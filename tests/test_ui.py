@@ -36,8 +36,9 @@ def test_generate_is_seeded_and_sized(tiny_pipe, tmp_path):
         ({"num_images": 0}, "number of images must be in [1, 8]"),
         ({"num_images": 2.5}, "whole number"),
         ({"steps": -1}, "steps must be in"),
-        ({"key_locking": "both"}, "key-locking must be one of"),
-        ({"concept_temperature": 0.0}, "temperature must be positive"),
+        ({"seed": None}, "seed is empty"),
+        ({"seed": 2**64}, "seed must be in"),
+        ({"seed": 3.7}, "seed must be a whole number"),
         ({"concepts": ["missing.safetensors"]}, "concept file not found"),
     ],
 )
@@ -74,8 +75,12 @@ def test_learned_concept_is_saved_and_usable_by_its_token(concept_pipe, tmp_path
     assert "<emblem>" in summary and "KB" in summary
     result = studio.generate("a <emblem> on a blue background", concepts=["<emblem>"], steps=2)
     assert len(result.images) == 1
-    with pytest.raises(ValueError, match="does not use the concept <emblem>"):
+    with pytest.raises(ValueError, match="does not use the concept"):
         studio.generate("a red circle", concepts=[str(path)])
+    with pytest.raises(ValueError, match="key_locking must be one of"):
+        studio.generate("a <emblem>", concepts=["<emblem>"], key_locking="both")
+    with pytest.raises(ValueError, match="concept_temperature must be > 0"):
+        studio.generate("a <emblem>", concepts=["<emblem>"], concept_temperature=0.0)
     with pytest.raises(ValueError, match="concept token"):
         studio.learn(images, "emblem", "square", steps=2)
     with pytest.raises(ValueError, match="add images"):
@@ -96,37 +101,74 @@ def test_mask_from_editor_layers_and_image_checks(tmp_path):
     path = tmp_path / "a.png"
     background.save(path)
     assert check_image(str(path)).size == (16, 16)
-    with pytest.raises(ValueError, match="cannot read image"):
+    with pytest.raises(ValueError, match="image not found"):
         check_image(str(tmp_path / "missing.png"))
-    with pytest.raises(ValueError, match="too small"):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image"):
+        check_image(str(tmp_path / "bad.png"))
+    with pytest.raises(ValueError, match="each side must be 8-4096 px"):
         check_image(Image.new("RGB", (4, 4)))
+    assert check_image(np.full((16, 16, 3), 1.0)).getpixel((0, 0)) == (255, 255, 255)  # float arrays are in [0, 1]
+    assert check_int("steps", np.int64(3), 1, 8) == 3
     assert check_int("steps", 4.0, 1, 8) == 4
     with pytest.raises(ValueError, match="whole number"):
         check_int("steps", True, 0, 8)
 
 
-def test_served_page_answers_gradio_client(tiny_pipe, tmp_path):
+def test_served_page_answers_gradio_client(concept_pipe, tmp_path):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
-    from musekit.ui.app import build_app
+    from musekit.ui.app import serve
 
-    app = build_app(Studio(tiny_pipe, concept_dir=tmp_path))
-    app.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    studio = Studio(concept_pipe, concept_dir=tmp_path / "concepts")
+    app = serve(studio, port=None, block=False)
     try:
         client = gradio_client.Client(app.local_url, verbose=False)
-        images, summary = client.predict("a red circle", "", 3, 2, 2, 2.0, [], [], 0.8, 0.15, "local",
-                                         api_name="/generate")  # fmt: skip
-        assert len(images) == 2 and "seed 3" in summary
+        handle = gradio_client.handle_file
+        images, text = client.predict("a red circle", "", 3, 2, 2, 2.0, [], [], 0.8, 0.15, "local",
+                                      api_name="/generate")  # fmt: skip
+        assert len(images) == 2 and "seed 3" in text
         with pytest.raises(Exception, match="prompt is empty"):
             client.predict("", "", 0, 1, 2, 2.0, [], [], 0.8, 0.15, "local", api_name="/generate")
+        with pytest.raises(Exception, match="seed is empty"):
+            client.predict("a red circle", "", None, 1, 2, 2.0, [], [], 0.8, 0.15, "local", api_name="/generate")
+        # inpaint with the image editor's own payload: a background and a layer of painted strokes
+        scene, stroke = tmp_path / "scene.png", tmp_path / "stroke.png"
+        Image.new("RGB", (16, 16), (0, 0, 255)).save(scene)
+        layer = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+        layer.paste((255, 0, 255, 255), (0, 0, 8, 8))
+        layer.save(stroke)
+        editor = {"background": handle(str(scene)), "layers": [handle(str(stroke))], "composite": None}
+        result, text = client.predict(editor, "a red circle", 1, api_name="/inpaint")
+        assert Image.open(result).size == (16, 16) and "seed 1" in text
+        # learn a concept: the file comes back, the Generate tab's checklist offers it ticked
+        shots = []
+        for i, image in enumerate(concept_images()):
+            shots.append(tmp_path / f"shot{i}.png")
+            Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(shots[-1])
+        concept, text, ticks = client.predict([handle(str(p)) for p in shots], "<emblem>", "square", 2, "local", 0,
+                                              [], api_name="/learn")  # fmt: skip
+        assert concept.endswith(".safetensors") and "&lt;emblem&gt;" in text  # escaped for the page's Markdown
+        assert ticks["value"] == ["<emblem>"] and (tmp_path / "concepts" / "emblem.safetensors").is_file()
+        images, _ = client.predict("a <emblem>", "", 0, 1, 2, 2.0, ["<emblem>"], [], 0.8, 0.15, "local",
+                                   api_name="/generate")  # fmt: skip
+        assert len(images) == 1
+        with pytest.raises(Exception, match="concept token must look like &lt;name&gt;"):
+            client.predict([handle(str(p)) for p in shots], "emblem", "square", 2, "local", 0, [], api_name="/learn")
     finally:
         app.close()
 
 
-def test_cli_ui_errors_are_one_line():
+def test_cli_ui_errors_are_one_line(tmp_path):
     result = musekit("ui", "--port", "70000")
     assert result.returncode == 2 and "--port must be at most 65535" in result.stderr
     assert "Traceback" not in result.stderr
+    (tmp_path / "file").write_text("")
+    result = musekit("ui", "--concept-dir", str(tmp_path / "file"))
+    assert result.returncode == 2 and "cannot write concepts to" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = musekit("ui", "--half", "fp16")
+    assert result.returncode == 2 and "unrecognized arguments: --half" in result.stderr
     no_gradio = "import sys; sys.modules['gradio'] = None; from musekit.cli.main import main; sys.exit(main(['ui']))"
     result = subprocess.run([sys.executable, "-c", no_gradio], capture_output=True, text=True, timeout=120, env=ENV)
     assert result.returncode == 2 and "pip install 'musekit[ui]'" in result.stderr

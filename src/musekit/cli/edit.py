@@ -9,16 +9,12 @@ from musekit.cli.common import CLIError, check_output_path, load_pipeline, non_n
 
 
 def read_image(path: str, what: str = "image"):
-    from PIL import Image, UnidentifiedImageError
+    """``musekit.io.images.read_image`` with transparency flattened onto white (masks keep their own mode)."""
+    from musekit.io.images import flatten_alpha
+    from musekit.io.images import read_image as read
 
-    try:
-        with Image.open(path) as handle:
-            handle.load()
-            return handle.copy()
-    except FileNotFoundError:
-        raise CLIError(f"{what} not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise CLIError(f"cannot read {what} {path}: {err}") from None
+    image = read(path, what)
+    return image if what == "mask" else flatten_alpha(image)
 
 
 def parse_pad(text: str) -> tuple[int, int, int, int]:
@@ -89,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
         negative_prompt=args.negative, generator=torch.Generator().manual_seed(args.seed),
         num_inference_steps=args.steps, sr_inference_steps=args.sr_steps,
     )  # fmt: skip
-    image = image.convert("RGB")
     start = time.perf_counter()
     if args.op == "inpaint":
         result = pipe.inpaint(image, mask, args.prompt, guidance_scale=args.guidance, **common)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         missing = [c for c in args.caption if "{}" not in c and args.token not in c]
         if missing:
             raise CLIError(f"--caption {missing[0]!r} does not mark the concept with {{}} or {args.token}")
-    images = [read_image(path).convert("RGB") for path in args.images]
+    images = [read_image(path) for path in args.images]
     pipe = load_pipeline(args.model)
     start = time.perf_counter()
     concept = pipe.learn_concept(images, args.token, args.superclass, steps=args.steps, variant=args.variant,

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
-from musekit.cli.common import CLIError, add_device_arguments, check_device_arguments, load_pipeline, positive_int
+from musekit.cli.common import CLIError, check_device_arguments, load_pipeline, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -14,10 +16,21 @@ def add_parser(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     p.add_argument("--port", type=positive_int, default=7860, help="port (default %(default)s)")
     p.add_argument("--concept-dir", default="outputs/concepts", metavar="DIR",
-                   help="where concepts learned in the UI are written")  # fmt: skip
+                   help="where concepts learned in the UI are written (default %(default)s)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    add_device_arguments(p)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=run)
+
+
+def check_writable_folder(folder: str) -> Path:
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise CLIError(f"cannot write concepts to {folder!r}: {err.strerror or err}") from None
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,19 +38,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.port > 65535:
         raise CLIError(f"--port must be at most 65535, got {args.port}")
-    if args.half:
-        raise CLIError("--half is not available in the UI (personalization trains in fp32); use --device only")
     try:
-        from musekit.ui.app import build_app
+        from musekit.ui.app import serve
     except ImportError as err:
         raise CLIError(f"the web UI needs gradio ({err.name} is missing): pip install 'musekit[ui]'") from None
     from musekit.ui.studio import Studio
 
     device, _, _ = check_device_arguments(args)
+    concept_dir = check_writable_folder(args.concept_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model).to(device)
-    app = build_app(Studio(pipe, concept_dir=args.concept_dir))
-    print(f"musekit: serving the UI at http://{args.host}:{args.port} (Ctrl+C stops it)")
-    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port, share=False, quiet=True)
+    try:
+        serve(Studio(pipe, concept_dir=concept_dir), args.host, args.port)
+    except OSError as err:  # e.g. the port is taken
+        raise CLIError(f"cannot serve on {args.host}:{args.port}: {err}") from None
     return 0

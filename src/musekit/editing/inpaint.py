@@ -109,10 +109,12 @@ def outpaint(
     image: Image.Image | torch.Tensor,
     prompt: str | list[str],
     pad: tuple[int, int, int, int],
-    fill: float = 0.5,
+    fill: float | None = None,
     **kwargs,
 ) -> ImageOutput | tuple:
-    """See ``MusePipeline.outpaint``."""
+    """See ``MusePipeline.outpaint``. The new area of the canvas starts as the image's edge pixels continued outward
+    (``fill`` None) or a grey level ``fill``; the model never sees it (every token it touches is redrawn), but the
+    feathered seam blends the drawing with it, so the continued edge leaves no grey line there."""
     if len(pad) != 4 or any((not isinstance(p, int)) or p < 0 for p in pad):
         raise ValueError(f"pad must be four non-negative integers (left, top, right, bottom), got {pad}")
     if sum(pad) == 0:
@@ -120,8 +122,11 @@ def outpaint(
     original = image_to_tensor(image)
     left, top, right, bottom = pad
     height, width = original.shape[-2:]
-    canvas = torch.full((1, 3, height + top + bottom, width + left + right), fill)
-    canvas[..., top : top + height, left : left + width] = original
+    if fill is None:
+        canvas = F.pad(original, (left, right, top, bottom), mode="replicate")
+    else:
+        canvas = torch.full((1, 3, height + top + bottom, width + left + right), float(fill))
+        canvas[..., top : top + height, left : left + width] = original
     mask = torch.ones(1, 1, *canvas.shape[-2:], dtype=torch.bool)
     mask[..., top : top + height, left : left + width] = False
     return inpaint(pipe, canvas, mask, prompt, _warn_resize=False, **kwargs)

@@ -23,6 +23,38 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a, mode="RGB") for a in arrays]
 
 
+MAX_INPUT_SIDE = 4096  # larger inputs are refused (editing works at the model's size; this bounds memory)
+
+
+def read_image(path: str | Path, what: str = "image") -> Image.Image:
+    """Open an image file fully (the file is closed again); a clear ``ValueError`` when it cannot be read."""
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            image = handle.copy()
+    except FileNotFoundError:
+        raise ValueError(f"{what} not found: {path}") from None
+    except (Image.DecompressionBombError, OSError) as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from None
+    return check_image_size(image, what)
+
+
+def check_image_size(image: Image.Image, what: str = "image") -> Image.Image:
+    if min(image.size) < 8 or max(image.size) > MAX_INPUT_SIDE:
+        raise ValueError(f"{what} is {image.width}x{image.height}: each side must be 8-{MAX_INPUT_SIDE} px")
+    return image
+
+
+def flatten_alpha(image: Image.Image) -> Image.Image:
+    """RGB; transparent pixels become white (what a viewer shows behind them), not the colour they hide."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

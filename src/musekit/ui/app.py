@@ -1,20 +1,22 @@
 """The gradio web UI of `musekit ui`: generate, inpaint, outpaint, edit and personalize in one page.
 
 ``build_app(studio)`` lays the page out and wires each button to a ``Studio`` method; bad input shows the method's
-one-line message as an error. Runs offline: analytics are off, fonts are the system's.
+one-line message as an error. ``serve`` runs it. Offline: analytics are off, fonts are the system's.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import os
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402  (the environment variable must be set first)
 
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE  # noqa: E402
-from musekit.ui.studio import KEY_LOCKING, MAX_IMAGES, VARIANTS, Studio, mask_from_layers  # noqa: E402
+from musekit.ui.studio import KEY_LOCKING, MAX_IMAGES, VARIANTS, Result, Studio, mask_from_layers  # noqa: E402
 
 EXAMPLE_PROMPTS = [
     "a large red circle in the center on a blue background",
@@ -33,16 +35,22 @@ INTRO = (
 
 
 def shows_errors(method):
-    """Turn a Studio method's ValueError / FileNotFoundError into the UI's error message."""
+    """Turn a Studio method's ValueError / OSError into the UI's one-line error message (escaped: the page shows
+    it as HTML, where a token such as <emblem> would vanish)."""
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        except (ValueError, OSError) as err:
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise gr.Error(html.escape(message)) from None
 
     return wrapper
+
+
+def shown(result: Result) -> tuple[list, str]:
+    return result.images, html.escape(result.summary)
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -53,33 +61,33 @@ def build_app(studio: Studio) -> gr.Blocks:
     def generate(prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking,
                  progress=PROGRESS):  # fmt: skip
         concepts = list(learned or []) + list(uploaded or [])
-        result = studio.generate(prompt, negative, seed, count, steps or None, guidance, concepts, bias, temperature,
-                                 locking)  # fmt: skip
-        return result.images, result.summary
+        return shown(studio.generate(prompt, negative, seed, count, steps, guidance, concepts, bias, temperature,
+                                     locking))  # fmt: skip
 
     @shows_errors
     def inpaint(editor, prompt, seed, progress=PROGRESS):
-        mask = mask_from_layers(editor)
-        result = studio.inpaint(editor["background"], mask, prompt, seed)
-        return result.images[0], result.summary
+        images, text = shown(studio.inpaint(editor["background"] if editor else None, mask_from_layers(editor),
+                                            prompt, seed))  # fmt: skip
+        return images[0], text
 
     @shows_errors
     def outpaint(image, prompt, left, top, right, bottom, seed, progress=PROGRESS):
-        result = studio.outpaint(image, prompt, left, top, right, bottom, seed)
-        return result.images[0], result.summary
+        images, text = shown(studio.outpaint(image, prompt, left, top, right, bottom, seed))
+        return images[0], text
 
     @shows_errors
     def edit(image, prompt, source, iterations, seed, progress=PROGRESS):
-        result = studio.edit(image, prompt, source, iterations, seed)
-        return result.images[0], result.summary
+        images, text = shown(studio.edit(image, prompt, source, iterations, seed))
+        return images[0], text
 
     @shows_errors
-    def learn(files, token, superclass, steps, variant, seed, progress=PROGRESS):
-        path, summary = studio.learn(files, token, superclass, steps or None, variant, seed)
-        token = token.strip()
-        return str(path), summary, gr.update(choices=list(studio.learned), value=[token])
+    def learn(files, token, superclass, steps, variant, seed, ticked, progress=PROGRESS):
+        path, text = studio.learn(files, token, superclass, steps, variant, seed)
+        ticks = [t for t in ticked or [] if t in studio.learned] + [token.strip()]
+        return str(path), html.escape(text), gr.update(choices=list(studio.learned), value=list(dict.fromkeys(ticks)))
 
     def first_image(images):
+        """Gallery value [(path, caption), ...] -> the first image into the editing tabs' inputs."""
         if not images:
             raise gr.Error("generate an image first")
         image = images[0][0] if isinstance(images[0], tuple | list) else images[0]
@@ -115,8 +123,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                     summary = gr.Markdown()
                     send = gr.Button("Edit the first image in the other tabs")
             inputs = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
-            run.click(generate, inputs, [gallery, summary])
-            prompt.submit(generate, inputs, [gallery, summary])
+            run.click(generate, inputs, [gallery, summary], api_name="generate")
+            prompt.submit(generate, inputs, [gallery, summary], api_name=False)
         with gr.Tab("Inpaint"):
             with gr.Row():
                 with gr.Column():
@@ -133,7 +141,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Outpaint"):
             with gr.Row():
                 with gr.Column():
-                    outpaint_in = gr.Image(label="image", type="pil")
+                    outpaint_in = gr.Image(label="image", type="pil", image_mode="RGBA")
                     outpaint_prompt = gr.Textbox(label="what the whole picture shows",
                                                  value="a red circle on a blue background")  # fmt: skip
                     with gr.Row():
@@ -149,7 +157,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tab("Edit"):
             with gr.Row():
                 with gr.Column():
-                    edit_in = gr.Image(label="image", type="pil")
+                    edit_in = gr.Image(label="image", type="pil", image_mode="RGBA")
                     edit_prompt = gr.Textbox(label="what the result should show", value=EXAMPLE_PROMPTS[0])
                     edit_source = gr.Textbox(label="what the image shows now (optional: confines the edit)")
                     with gr.Row():
@@ -176,7 +184,22 @@ def build_app(studio: Studio) -> gr.Blocks:
                 with gr.Column():
                     concept_file = gr.File(label="concept file")
                     learn_summary = gr.Markdown()
-            learn_run.click(learn, [files, token, superclass, concept_steps, variant, concept_seed],
+            learn_run.click(learn, [files, token, superclass, concept_steps, variant, concept_seed, learned],
                             [concept_file, learn_summary, learned])  # fmt: skip
         send.click(first_image, [gallery], [editor, outpaint_in, edit_in])
+        # a reloaded page (or a second browser) lists every concept learned since the server started
+        app.load(lambda: gr.update(choices=list(studio.learned)), None, learned)
+    return app
+
+
+def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+    """Build and launch the page; the concept folder is served too (the learned file can be downloaded)."""
+    studio.concept_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(studio)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name=host, server_port=port, share=False, quiet=True, prevent_thread_lock=True,
+               allowed_paths=[str(Path(studio.concept_dir).resolve())])  # fmt: skip
+    if block:
+        print(f"musekit: serving the UI at {app.local_url} (Ctrl+C stops it)", flush=True)
+        app.block_thread()
     return app

@@ -1,13 +1,14 @@
 """What the web UI does, without the UI: generation, editing and personalization on one loaded pipeline.
 
 Every method checks its inputs and raises ``ValueError`` with a one-line message (the UI shows it as an error
-toast), takes a seed (same seed, same result) and returns PIL images plus a one-line summary. Nothing here imports
-gradio, so it is tested like the rest of the library.
+message; the pipeline's own checks, e.g. of concept options, pass through the same way), takes a seed (same seed,
+same result) and returns PIL images plus a one-line summary. Nothing here imports gradio, so it is tested like the
+rest of the library.
 """
 
 from __future__ import annotations
 
-import logging
+import numbers
 import re
 import threading
 import time
@@ -19,12 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from musekit.io.images import check_image_size, flatten_alpha, read_image
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
-
-logger = logging.getLogger(__name__)
 
 MAX_IMAGES = 8  # images per generate call
 MAX_CONCEPT_IMAGES = 10
+MAX_SEED = 2**63 - 1
 KEY_LOCKING = ("local", "global")
 VARIANTS = ("local", "global", "trained-k")
 
@@ -53,7 +54,7 @@ class Studio:
     def generate(
         self,
         prompt: str,
-        negative_prompt: str = "",
+        negative_prompt: str | None = "",
         seed: int = 0,
         num_images: int = 1,
         steps: int | None = None,
@@ -63,70 +64,64 @@ class Studio:
         concept_temperature: float = DEFAULT_TEMPERATURE,
         key_locking: str = "local",
     ) -> Result:
-        """Text to images; ``concepts`` are concept files (uploaded or learned in this session)."""
-        prompt = check_prompt(prompt)
+        """Text to images; ``concepts`` are concept files or the tokens of concepts learned in this session. The
+        pipeline checks the concept options (and that the prompt writes each concept's token)."""
+        prompt, seed = check_prompt(prompt), check_seed(seed)
         num_images = check_int("number of images", num_images, 1, MAX_IMAGES)
         steps = None if steps in (None, 0) else check_int("steps", steps, 1, 64)
-        if key_locking not in KEY_LOCKING:
-            raise ValueError(f"key-locking must be one of {', '.join(KEY_LOCKING)}, got {key_locking!r}")
-        if concept_temperature <= 0:
-            raise ValueError(f"concept temperature must be positive, got {concept_temperature}")
-        files = self.concept_files(concepts)
-        missing = [tok for tok in self.tokens_of(files) if tok not in prompt]
-        if missing:
-            raise ValueError(f"the prompt does not use the concept {missing[0]}: write it in, e.g. 'a {missing[0]}'")
+        loaded = self.load_concepts(concepts)
         start = time.perf_counter()
         with self._lock:
             out = self.pipe(
                 prompt,
-                negative_prompt=negative_prompt.strip() or None,
+                negative_prompt=optional_text(negative_prompt),
                 num_inference_steps=steps,
                 guidance_scale=guidance_scale,
                 num_images_per_prompt=num_images,
-                generator=torch.Generator().manual_seed(int(seed)),
-                concepts=[str(f) for f in files] or None,
+                generator=torch.Generator().manual_seed(seed),
+                concepts=loaded or None,
                 concept_bias=float(concept_bias),
                 concept_temperature=float(concept_temperature),
                 key_locking=key_locking,
             )
-        return Result(list(out.images), self._summary(out.images, start, seed))
+        return Result(list(out.images), summary(out.images, start, seed))
 
     # --- editing ----------------------------------------------------------------------------------------------
-    def inpaint(self, image, mask, prompt: str, seed: int = 0, negative_prompt: str = "") -> Result:
+    def inpaint(self, image, mask, prompt: str, seed: int = 0, negative_prompt: str | None = "") -> Result:
         """Repaint the white (painted) area of ``mask``; the rest of ``image`` is kept."""
-        prompt = check_prompt(prompt)
-        image = check_image(image)
+        prompt, image = check_prompt(prompt), check_image(image)
         mask = check_image(mask, "mask").convert("L").resize(image.size, Image.NEAREST)
         if not np.asarray(mask).any():
             raise ValueError("the mask is empty: paint over the area to repaint")
-        return self._edit("inpaint", seed, image, mask, prompt, negative_prompt=negative_prompt.strip() or None)
+        return self._edit("inpaint", seed, image, mask, prompt, negative_prompt=optional_text(negative_prompt))
 
     def outpaint(self, image, prompt: str, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0,
                  seed: int = 0) -> Result:  # fmt: skip
         """Extend ``image`` by the given pixels on each side, drawn to match ``prompt``."""
-        prompt = check_prompt(prompt)
-        image = check_image(image)
-        pad = tuple(check_int(name, value, 0, 4 * max(image.size)) for name, value in
-                    (("left", left), ("top", top), ("right", right), ("bottom", bottom)))  # fmt: skip
+        prompt, image = check_prompt(prompt), check_image(image)
+        sides = (("left", left), ("top", top), ("right", right), ("bottom", bottom))
+        pad = tuple(check_int(name, value, 0, MAX_CANVAS_SIDE) for name, value in sides)
         if not any(pad):
             raise ValueError("give at least one side a number of pixels to add")
+        width, height = image.width + pad[0] + pad[2], image.height + pad[1] + pad[3]
+        if max(width, height) > MAX_CANVAS_SIDE:
+            raise ValueError(f"the extended image would be {width}x{height}: at most {MAX_CANVAS_SIDE} px a side")
         return self._edit("outpaint", seed, image, prompt, pad=pad)
 
-    def edit(self, image, prompt: str, source_prompt: str = "", iterations: int = 100, seed: int = 0) -> Result:
+    def edit(self, image, prompt: str, source_prompt: str | None = "", iterations: int = 100,
+             seed: int = 0) -> Result:  # fmt: skip
         """Mask-free edit toward ``prompt``; ``source_prompt`` (what the image shows) confines it to what changes."""
-        prompt = check_prompt(prompt)
-        image = check_image(image)
+        prompt, image = check_prompt(prompt), check_image(image)
         iterations = check_int("iterations", iterations, 1, 1000)
         return self._edit("edit", seed, image, prompt, iterations=iterations,
-                          source_prompt=source_prompt.strip() or None)  # fmt: skip
+                          source_prompt=optional_text(source_prompt))  # fmt: skip
 
-    def _edit(self, method: str, seed: int, image: Image.Image, *args, **kwargs) -> Result:
-        if image.size != (self.pipe.image_size, self.pipe.image_size) and method != "outpaint":
-            logger.info("input resized from %dx%d to the model's %d px", *image.size, self.pipe.image_size)
+    def _edit(self, method: str, seed, image: Image.Image, *args, **kwargs) -> Result:
+        seed = check_seed(seed)
         start = time.perf_counter()
         with self._lock:
-            out = getattr(self.pipe, method)(image, *args, generator=torch.Generator().manual_seed(int(seed)), **kwargs)
-        return Result(list(out.images), self._summary(out.images, start, seed))
+            out = getattr(self.pipe, method)(image, *args, generator=torch.Generator().manual_seed(seed), **kwargs)
+        return Result(list(out.images), summary(out.images, start, seed))
 
     # --- personalization --------------------------------------------------------------------------------------
     def learn(self, images: Sequence, token: str, superclass: str, steps: int | None = None, variant: str = "local",
@@ -135,9 +130,8 @@ class Studio:
         from musekit.personalize.tokens import check_token
         from musekit.personalize.trainer import PersonalizeConfig
 
-        check_token(token.strip())
-        token = token.strip()
-        if not superclass.strip():
+        token, superclass, seed = check_token((token or "").strip()), (superclass or "").strip(), check_seed(seed)
+        if not superclass:
             raise ValueError("superclass is empty: say what the concept is, e.g. 'red circle'")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
@@ -149,18 +143,19 @@ class Studio:
         steps = None if steps in (None, 0) else check_int("steps", steps, 1, 2000)
         start = time.perf_counter()
         with self._lock:
-            concept = self.pipe.learn_concept(images, token, superclass.strip(), steps=steps, variant=variant,
-                                              config=PersonalizeConfig(seed=int(seed)))  # fmt: skip
+            concept = self.pipe.learn_concept(images, token, superclass, steps=steps, variant=variant,
+                                              config=PersonalizeConfig(seed=seed))  # fmt: skip
         seconds = time.perf_counter() - start
         path = self.concept_dir / f"{re.sub(r'[^a-z0-9_-]', '', token)}.safetensors"
         concept.save(path)
         self.learned[token] = path
         kb = path.stat().st_size / 1024
-        return path, f"learned {token} ({superclass.strip()}, {variant}) in {seconds:.1f} s: {path} ({kb:.1f} KB)"
+        return path, f"learned {token} ({superclass}, {variant}) in {seconds:.1f} s: {path} ({kb:.1f} KB)"
 
-    # --- helpers ----------------------------------------------------------------------------------------------
-    def concept_files(self, concepts: Sequence[str | Path]) -> list[Path]:
-        """Concept names learned in this session (their tokens) or file paths -> existing files, in order, once."""
+    def load_concepts(self, concepts: Sequence[str | Path]) -> list:
+        """Tokens learned in this session or concept file paths -> ``Concept`` objects, in order, each file once."""
+        from musekit.personalize.concept import Concept
+
         files: list[Path] = []
         for item in concepts or ():
             path = self.learned.get(str(item), Path(str(item)))
@@ -168,18 +163,15 @@ class Studio:
                 raise ValueError(f"concept file not found: {item}")
             if path not in files:
                 files.append(path)
-        return files
+        return [Concept.load(path) for path in files]
 
-    @staticmethod
-    def tokens_of(files: Sequence[Path]) -> list[str]:
-        from musekit.personalize.concept import Concept
 
-        return [Concept.load(path).token for path in files]
+MAX_CANVAS_SIDE = 2048  # outpainting's extended image, at most this many pixels a side
 
-    def _summary(self, images: list[Image.Image], start: float, seed: int) -> str:
-        seconds = time.perf_counter() - start
-        width, height = images[0].size
-        return f"{len(images)} image(s), {width}x{height}, seed {int(seed)}, {seconds:.2f} s"
+
+def summary(images: list[Image.Image], start: float, seed: int) -> str:
+    width, height = images[0].size
+    return f"{len(images)} image(s), {width}x{height}, seed {seed}, {time.perf_counter() - start:.2f} s"
 
 
 def check_prompt(prompt: str | None) -> str:
@@ -189,55 +181,56 @@ def check_prompt(prompt: str | None) -> str:
     return prompt
 
 
+def optional_text(text: str | None) -> str | None:
+    return (text or "").strip() or None
+
+
 def check_int(name: str, value, low: int, high: int) -> int:
-    """A whole number in [low, high] (UI number fields give floats such as 4.0)."""
-    whole = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
-    if not whole:
+    """A whole number in [low, high] (UI number fields give floats such as 4.0; numpy integers are fine)."""
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())
+    if isinstance(value, bool) or not whole:
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if not low <= int(value) <= high:
         raise ValueError(f"{name} must be in [{low}, {high}], got {int(value)}")
     return int(value)
 
 
+def check_seed(seed) -> int:
+    if seed is None:
+        raise ValueError("seed is empty: give a whole number (the same seed gives the same result)")
+    return check_int("seed", seed, 0, MAX_SEED)
+
+
 def check_image(image, what: str = "image") -> Image.Image:
-    """A PIL image, numpy array (H, W, C) uint8 or a file path -> RGB (or the mask's own mode) PIL image."""
+    """A PIL image, an (H, W[, C]) array (uint8, or float in [0, 1]) or a file path -> PIL image, RGB with
+    transparency flattened onto white (a ``what="mask"`` keeps its mode)."""
     if image is None:
         raise ValueError(f"no {what}: upload one")
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as handle:
-                image = handle.copy()
-        except (FileNotFoundError, OSError) as err:
-            raise ValueError(f"cannot read {what} {image}: {err}") from None
+    if isinstance(image, str | Path):
+        image = read_image(image, what)
     elif isinstance(image, np.ndarray):
-        image = Image.fromarray(image.astype(np.uint8) if image.dtype != np.uint8 else image)
+        if np.issubdtype(image.dtype, np.floating):
+            array = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+        else:
+            array = np.clip(image, 0, 255).astype(np.uint8)
+        image = Image.fromarray(array)
     if not isinstance(image, Image.Image):
         raise ValueError(f"{what} must be an image, got {type(image).__name__}")
-    if min(image.size) < 8:
-        raise ValueError(f"{what} is too small ({image.width}x{image.height})")
+    check_image_size(image, what)
     return image if what == "mask" else flatten_alpha(image)
 
 
-def flatten_alpha(image: Image.Image) -> Image.Image:
-    """RGB; transparent pixels become white (what a viewer shows behind them)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return image.convert("RGB")
-
-
 def mask_from_layers(editor_value: dict | None) -> Image.Image:
-    """The painted strokes of an image editor's value ({"background", "layers", "composite"}) as an "L" mask:
-    white where any layer is opaque."""
+    """The painted strokes of an image editor's value ({"background", "layers", "composite"}) as an "L" mask of
+    the background's size: white where any layer is opaque."""
     if not editor_value or editor_value.get("background") is None:
         raise ValueError("no image: upload one, then paint over the area to repaint")
-    layers = [layer for layer in editor_value.get("layers") or [] if layer is not None]
     background = check_image(editor_value["background"])
     mask = np.zeros((background.height, background.width), dtype=bool)
-    for layer in layers:
-        layer = Image.fromarray(layer) if isinstance(layer, np.ndarray) else layer
+    for layer in editor_value.get("layers") or []:
+        if layer is None:
+            continue
+        layer = check_image(layer, "mask") if not isinstance(layer, Image.Image) else layer
         alpha = np.asarray(layer.convert("RGBA").getchannel("A").resize(background.size, Image.NEAREST))
         mask |= alpha > 0
     return Image.fromarray((mask * 255).astype(np.uint8))
