@@ -47,14 +47,20 @@ def check_output_path(path: str) -> Path:
         raise CLIError(f"output must be a .png file, got {path!r}")
     if out.exists() and out.is_dir():
         raise CLIError(f"output {path!r} is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
+    check_writable_folder(out.parent if str(out.parent) else Path("."), f"cannot write {path!r}")
+    return out
+
+
+def check_writable_folder(folder: str | Path, failure: str) -> Path:
+    """Create ``folder`` if needed and check a file can be written there; else CLIError "``failure``: reason"."""
+    path = Path(folder)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as err:
-        raise CLIError(f"cannot write {path!r}: {err.strerror or err}") from None
-    return out
+        raise CLIError(f"{failure}: {err.strerror or err}") from None
+    return path
 
 
 def load_pipeline(model: str | None):

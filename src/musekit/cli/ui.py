@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-from musekit.cli.common import CLIError, check_device_arguments, load_pipeline, positive_int
+from musekit.cli.common import CLIError, check_device_arguments, check_writable_folder, load_pipeline, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -22,17 +20,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def check_writable_folder(folder: str) -> Path:
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise CLIError(f"cannot write concepts to {folder!r}: {err.strerror or err}") from None
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -45,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from musekit.ui.studio import Studio
 
     device, _, _ = check_device_arguments(args)
-    concept_dir = check_writable_folder(args.concept_dir)
+    concept_dir = check_writable_folder(args.concept_dir, f"cannot write concepts to {args.concept_dir!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model).to(device)
