@@ -59,6 +59,10 @@ def test_editing_calls_keep_sizes_and_check_masks(tiny_pipe, tmp_path):
     assert inpainted.size == (16, 16) and np.array_equal(kept, np.asarray(image)[10:, 10:])
     assert studio.outpaint(image, "a red circle", right=8, seed=1).images[0].size == (24, 16)
     assert studio.edit(image, "a blue square", iterations=2, seed=1).images[0].size == (16, 16)
+    kept = studio.img2img(image, "a blue square", strength=0.0, seed=1).images[0]
+    assert kept.size == (16, 16) and studio.img2img(image, "a blue square", strength=1.0).images[0].size == (16, 16)
+    with pytest.raises(ValueError, match="strength must be in"):
+        studio.img2img(image, "a blue square", strength=1.5)
     with pytest.raises(ValueError, match="mask is empty"):
         studio.inpaint(image, Image.new("L", (16, 16), 0), "a red circle")
     with pytest.raises(ValueError, match="at least one side"):
@@ -141,6 +145,8 @@ def test_served_page_answers_gradio_client(concept_pipe, tmp_path):
         editor = {"background": handle(str(scene)), "layers": [handle(str(stroke))], "composite": None}
         result, text = client.predict(editor, "a red circle", 1, api_name="/inpaint")
         assert Image.open(result).size == (16, 16) and "seed 1" in text
+        result, text = client.predict(handle(str(scene)), "a red circle", 0.5, 2, api_name="/img2img")
+        assert Image.open(result).size == (16, 16) and "seed 2" in text
         # learn a concept: the file comes back, the Generate tab's checklist offers it ticked
         shots = []
         for i, image in enumerate(concept_images()):

@@ -81,6 +81,11 @@ def build_app(studio: Studio) -> gr.Blocks:
         return images[0], text
 
     @shows_errors
+    def img2img(image, prompt, strength, seed, progress=PROGRESS):
+        images, text = shown(studio.img2img(image, prompt, strength, seed))
+        return images[0], text
+
+    @shows_errors
     def learn(files, token, superclass, steps, variant, seed, ticked, progress=PROGRESS):
         path, text = studio.learn(files, token, superclass, steps, variant, seed)
         ticks = [t for t in ticked or [] if t in studio.learned] + [token.strip()]
@@ -164,10 +169,15 @@ def build_app(studio: Studio) -> gr.Blocks:
                         iterations = gr.Slider(10, 200, value=100, step=10, label="iterations")
                         edit_seed = gr.Number(label="seed", value=0, precision=0)
                     edit_run = gr.Button("Edit", variant="primary")
+                    with gr.Accordion("or image to image: re-generate a share of the tokens", open=False):
+                        strength = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
+                                             label="strength (0 keeps the image, 1 regenerates it)")  # fmt: skip
+                        img2img_run = gr.Button("Image to image")
                 with gr.Column():
                     edit_out = gr.Image(label="result", type="pil", format="png")
                     edit_summary = gr.Markdown()
             edit_run.click(edit, [edit_in, edit_prompt, edit_source, iterations, edit_seed], [edit_out, edit_summary])
+            img2img_run.click(img2img, [edit_in, edit_prompt, strength, edit_seed], [edit_out, edit_summary])
         with gr.Tab("Personalize"):
             with gr.Row():
                 with gr.Column():

@@ -116,6 +116,13 @@ class Studio:
         return self._edit("edit", seed, image, prompt, iterations=iterations,
                           source_prompt=optional_text(source_prompt))  # fmt: skip
 
+    def img2img(self, image, prompt: str, strength: float = 0.5, seed: int = 0) -> Result:
+        """Re-generate a share of the image's tokens under ``prompt`` (0 keeps the image, 1 regenerates it)."""
+        prompt, image = check_prompt(prompt), check_image(image)
+        if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+        return self._edit("img2img", seed, image, prompt, strength=float(strength))
+
     def _edit(self, method: str, seed, image: Image.Image, *args, **kwargs) -> Result:
         seed = check_seed(seed)
         start = time.perf_counter()
