@@ -71,6 +71,18 @@ def test_feathered_alpha_does_not_ramp_at_the_image_border():
     assert 0 < alpha[..., 16, 20] < 1 and (alpha[..., :, :20] == 0).all()
 
 
+def test_feathered_alpha_keeps_thin_masks():
+    # a stroke thinner than the feather still gets some of the new image (it was eroded away to nothing)
+    mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    mask[..., 3:13, 8] = True
+    alpha = feathered_alpha(mask, 2)
+    assert (alpha[mask] > 0).all() and (alpha[~mask] == 0).all()
+    half = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    half[..., :, :9] = True
+    ramp = feathered_alpha(half, 2)[0, 0, 8, :]
+    assert torch.allclose(ramp[5:10], torch.tensor([1.0, 1.0, 2 / 3, 1 / 3, 0.0]))  # linear from the edge inwards
+
+
 def test_inpaint_locks_tokens_and_keeps_pixels_outside_the_mask(tiny_pipe):
     image, mask = scene(), quadrant_mask()
     out = tiny_pipe.inpaint(image, mask, PROMPT, generator=seeded(0), output_type="pt")
@@ -117,6 +129,8 @@ def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe, caplog):
     mask[..., 16:] = True
     expected = composite(F.pad(image, (0, 4, 0, 0), mode="replicate"), decoded, feathered_alpha(mask, 2))
     assert torch.allclose(out.images, expected, atol=1e-6)
+    thin = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 1, 0), generator=seeded(0), output_type="pt").images
+    assert not torch.equal(thin[..., 16], image[..., 15])  # a 1 px strip is drawn, not left as the copied edge
     with pytest.raises(ValueError, match="pad"):
         tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 0, 0))
 

@@ -154,11 +154,15 @@ def test_served_page_answers_gradio_client(concept_pipe, tmp_path):
             Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(shots[-1])
         concept, text, ticks = client.predict([handle(str(p)) for p in shots], "<emblem>", "square", 2, "local", 0,
                                               [], api_name="/learn")  # fmt: skip
-        assert concept.endswith(".safetensors") and "&lt;emblem&gt;" in text  # escaped for the page's Markdown
+        assert concept.endswith("emblem.safetensors") and "learned <emblem>" in text
         assert ticks["value"] == ["<emblem>"] and (tmp_path / "concepts" / "emblem.safetensors").is_file()
-        images, _ = client.predict("a <emblem>", "", 0, 1, 2, 2.0, ["<emblem>"], [], 0.8, 0.15, "local",
-                                   api_name="/generate")  # fmt: skip
+        assert not concept.startswith(str(tmp_path / "concepts"))  # a copy is served, never the concept folder
+        fresh = gradio_client.Client(app.local_url, verbose=False)  # a new session may name the learned token too
+        images, _ = fresh.predict("a <emblem>", "", 0, 1, 2, 2.0, ["<emblem>"], [], 0.8, 0.15, "local",
+                                  api_name="/generate")  # fmt: skip
         assert len(images) == 1
+        assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+            "/generate", "/inpaint", "/outpaint", "/edit", "/img2img", "/learn"}  # fmt: skip
         with pytest.raises(Exception, match="concept token must look like &lt;name&gt;"):
             client.predict([handle(str(p)) for p in shots], "emblem", "square", 2, "local", 0, [], api_name="/learn")
     finally:

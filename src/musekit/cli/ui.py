@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(Studio(pipe, concept_dir=concept_dir), args.host, args.port)
     except OSError as err:  # e.g. the port is taken
-        raise CLIError(f"cannot serve on {args.host}:{args.port}: {err}") from None
+        raise CLIError(f"cannot serve on {args.host}:{args.port} (try another --port): {err}") from None
     return 0

@@ -113,8 +113,9 @@ def outpaint(
     **kwargs,
 ) -> ImageOutput | tuple:
     """See ``MusePipeline.outpaint``. The new area of the canvas starts as the image's edge pixels continued outward
-    (``fill`` None) or a grey level ``fill``; the model never sees it (every token it touches is redrawn), but the
-    feathered seam blends the drawing with it, so the continued edge leaves no grey line there."""
+    (``fill`` None) or a grey level ``fill``. Every token it touches is redrawn, so the model sees it only through
+    the tokenizer's reach into neighbouring pixels at the seam, but the feathered seam blends the drawing with it:
+    the continued edge leaves no grey line there."""
     if len(pad) != 4 or any((not isinstance(p, int)) or p < 0 for p in pad):
         raise ValueError(f"pad must be four non-negative integers (left, top, right, bottom), got {pad}")
     if sum(pad) == 0:

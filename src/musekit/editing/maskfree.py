@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm.auto import tqdm
 
 from musekit.editing.img2img import random_mask
 from musekit.editing.inpaint import encode_stages, finish
@@ -122,7 +123,7 @@ def edit(
     per_iteration = max(1, round(remask_fraction * cfg.seq_len))
     every = intermediate_every or max(1, iterations // 4)
     ids, snapshots = base_ids.clone(), []
-    for step in range(iterations):
+    for step in tqdm(range(iterations), desc="edit", disable=not pipe.progress_bar, leave=False):
         chosen = random_mask(tuple(ids.shape), per_iteration, generator, ids.device)
         if region is not None:  # confine the random subset to the region (all of it when it is small)
             scores = torch.rand(ids.shape, generator=generator).to(ids.device).masked_fill(~region, 2.0)

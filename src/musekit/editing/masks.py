@@ -68,16 +68,17 @@ def token_mask(pixel_mask: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def feathered_alpha(pixel_mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """(B, 1, H, W) bool -> float alpha: 0 outside the mask (exactly), ramping to 1 within ``radius`` px inside.
-    Only the mask's edges inside the image ramp: where the mask meets the image border it continues beyond it (an
-    outpainted strip is opaque up to the border, with no frame of the canvas fill showing through)."""
+    """(B, 1, H, W) bool -> float alpha by depth into the mask: 0 outside (exactly), 1 / (radius + 1) on the mask's
+    edge pixels, rising linearly to 1 at ``radius`` px inside. Every mask pixel gets some of the new image, however
+    thin the mask (a 1 px stroke, a 1 px outpainted strip). Only the mask's edges inside the image ramp: where the
+    mask meets the image border it continues beyond it (an outpainted strip is opaque up to the border)."""
     mask = pixel_mask.float()
     if radius <= 0:
         return mask
-    kernel = 2 * radius + 1
-    inside = -F.max_pool2d(-F.pad(mask, (radius,) * 4, mode="replicate"), kernel, stride=1)  # erosion
-    soft = F.avg_pool2d(F.pad(inside, (radius,) * 4, mode="replicate"), kernel, stride=1)
-    return torch.maximum(soft, inside) * mask
+    depth = mask.clone()
+    for k in range(1, radius + 1):  # erosion by a (2k+1)^2 square: the pixels at least k px inside
+        depth += -F.max_pool2d(-F.pad(mask, (k,) * 4, mode="replicate"), 2 * k + 1, stride=1)
+    return depth / (radius + 1)
 
 
 def composite(original: torch.Tensor, generated: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -23,25 +23,24 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a, mode="RGB") for a in arrays]
 
 
-MAX_INPUT_SIDE = 4096  # larger inputs are refused (editing works at the model's size; this bounds memory)
-
-
-def read_image(path: str | Path, what: str = "image") -> Image.Image:
-    """Open an image file fully (the file is closed again); a clear ``ValueError`` when it cannot be read."""
+def read_image(path: str | Path, what: str = "image", max_side: int | None = None) -> Image.Image:
+    """Open an image file fully (the file is closed again); a clear ``ValueError`` when it cannot be read, or (with
+    ``max_side``) when a side is longer, checked before the pixels are decoded."""
     try:
         with Image.open(path) as handle:
+            if max_side is not None:
+                check_image_size(handle, what, max_side)
             handle.load()
-            image = handle.copy()
+            return handle.copy()
     except FileNotFoundError:
         raise ValueError(f"{what} not found: {path}") from None
     except (Image.DecompressionBombError, OSError) as err:
         raise ValueError(f"cannot read {what} {path}: {err}") from None
-    return check_image_size(image, what)
 
 
-def check_image_size(image: Image.Image, what: str = "image") -> Image.Image:
-    if min(image.size) < 8 or max(image.size) > MAX_INPUT_SIDE:
-        raise ValueError(f"{what} is {image.width}x{image.height}: each side must be 8-{MAX_INPUT_SIDE} px")
+def check_image_size(image: Image.Image, what: str = "image", max_side: int = 4096) -> Image.Image:
+    if min(image.size) < 8 or max(image.size) > max_side:
+        raise ValueError(f"{what} is {image.width}x{image.height}: each side must be 8-{max_side} px")
     return image
 
 

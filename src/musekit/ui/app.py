@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import html
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -44,13 +46,18 @@ def shows_errors(method):
             return method(*args, **kwargs)
         except (ValueError, OSError) as err:
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise gr.Error(html.escape(message)) from None
+            raise gr.Error(html.escape(message, quote=False)) from None
 
     return wrapper
 
 
 def shown(result: Result) -> tuple[list, str]:
-    return result.images, html.escape(result.summary)
+    return result.images, result.summary
+
+
+def summary_box() -> gr.Textbox:
+    """Where a call's one-line summary goes (plain text: a token such as <emblem> shows as written)."""
+    return gr.Textbox(label="summary", interactive=False, lines=1, max_lines=2)
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -89,7 +96,10 @@ def build_app(studio: Studio) -> gr.Blocks:
     def learn(files, token, superclass, steps, variant, seed, ticked, progress=PROGRESS):
         path, text = studio.learn(files, token, superclass, steps, variant, seed)
         ticks = [t for t in ticked or [] if t in studio.learned] + [token.strip()]
-        return str(path), html.escape(text), gr.update(choices=list(studio.learned), value=list(dict.fromkeys(ticks)))
+        # the download is a copy in gradio's temp folder: the concept folder itself is never served
+        download = Path(tempfile.mkdtemp(prefix="musekit-concept-")) / path.name
+        shutil.copyfile(path, download)
+        return str(download), text, gr.update(choices=list(studio.learned), value=list(dict.fromkeys(ticks)))
 
     def first_image(images):
         """Gallery value [(path, caption), ...] -> the first image into the editing tabs' inputs."""
@@ -114,7 +124,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                         guidance = gr.Slider(0.0, 8.0, value=studio.pipe.config.guidance_scale, step=0.5,
                                              label="classifier-free guidance")  # fmt: skip
                     with gr.Accordion("concepts (Perfusion)", open=False):
-                        learned = gr.CheckboxGroup(label="learned in this session", choices=list(studio.learned))
+                        learned = gr.Dropdown(list(studio.learned), value=[], multiselect=True, allow_custom_value=True,
+                                              label="learned in this session (their tokens)")  # fmt: skip
                         uploaded = gr.File(label="concept files", file_count="multiple", file_types=[".safetensors"],
                                            type="filepath")  # fmt: skip
                         bias_label = "bias (lower: more like the concept; higher: more like the text)"
@@ -125,7 +136,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt])
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="images", columns=4, height="auto", format="png")
-                    summary = gr.Markdown()
+                    summary = summary_box()
                     send = gr.Button("Edit the first image in the other tabs")
             inputs = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
             run.click(generate, inputs, [gallery, summary], api_name="generate")
@@ -141,7 +152,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     inpaint_run = gr.Button("Inpaint", variant="primary")
                 with gr.Column():
                     inpaint_out = gr.Image(label="result", type="pil", format="png")
-                    inpaint_summary = gr.Markdown()
+                    inpaint_summary = summary_box()
             inpaint_run.click(inpaint, [editor, inpaint_prompt, inpaint_seed], [inpaint_out, inpaint_summary])
         with gr.Tab("Outpaint"):
             with gr.Row():
@@ -156,7 +167,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     outpaint_run = gr.Button("Outpaint", variant="primary")
                 with gr.Column():
                     outpaint_out = gr.Image(label="result", type="pil", format="png")
-                    outpaint_summary = gr.Markdown()
+                    outpaint_summary = summary_box()
             outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed],
                                [outpaint_out, outpaint_summary])  # fmt: skip
         with gr.Tab("Edit"):
@@ -175,7 +186,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         img2img_run = gr.Button("Image to image")
                 with gr.Column():
                     edit_out = gr.Image(label="result", type="pil", format="png")
-                    edit_summary = gr.Markdown()
+                    edit_summary = summary_box()
             edit_run.click(edit, [edit_in, edit_prompt, edit_source, iterations, edit_seed], [edit_out, edit_summary])
             img2img_run.click(img2img, [edit_in, edit_prompt, strength, edit_seed], [edit_out, edit_summary])
         with gr.Tab("Personalize"):
@@ -193,22 +204,21 @@ def build_app(studio: Studio) -> gr.Blocks:
                     learn_run = gr.Button("Learn the concept", variant="primary")
                 with gr.Column():
                     concept_file = gr.File(label="concept file")
-                    learn_summary = gr.Markdown()
+                    learn_summary = summary_box()
             learn_run.click(learn, [files, token, superclass, concept_steps, variant, concept_seed, learned],
                             [concept_file, learn_summary, learned])  # fmt: skip
-        send.click(first_image, [gallery], [editor, outpaint_in, edit_in])
+        send.click(first_image, [gallery], [editor, outpaint_in, edit_in], api_name=False, queue=False)
         # a reloaded page (or a second browser) lists every concept learned since the server started
-        app.load(lambda: gr.update(choices=list(studio.learned)), None, learned)
+        app.load(lambda: gr.update(choices=list(studio.learned)), None, learned, api_name=False, queue=False)
     return app
 
 
-def serve(studio: Studio, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
-    """Build and launch the page; the concept folder is served too (the learned file can be downloaded)."""
+def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True) -> gr.Blocks:
+    """Build and launch the page (``port`` None: the first free one from 7860)."""
     studio.concept_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(studio)
     app.queue(default_concurrency_limit=1)
-    app.launch(server_name=host, server_port=port, share=False, quiet=True, prevent_thread_lock=True,
-               allowed_paths=[str(Path(studio.concept_dir).resolve())])  # fmt: skip
+    app.launch(server_name=host, server_port=port, share=False, quiet=True, prevent_thread_lock=True)
     if block:
         print(f"musekit: serving the UI at {app.local_url} (Ctrl+C stops it)", flush=True)
         app.block_thread()

@@ -26,6 +26,7 @@ from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 MAX_IMAGES = 8  # images per generate call
 MAX_CONCEPT_IMAGES = 10
 MAX_SEED = 2**63 - 1
+MAX_INPUT_SIDE = 4096  # uploads with a longer side are refused (the model works at its own size; bounds memory)
 KEY_LOCKING = ("local", "global")
 VARIANTS = ("local", "global", "trained-k")
 
@@ -214,7 +215,7 @@ def check_image(image, what: str = "image") -> Image.Image:
     if image is None:
         raise ValueError(f"no {what}: upload one")
     if isinstance(image, str | Path):
-        image = read_image(image, what)
+        image = read_image(image, what, MAX_INPUT_SIDE)
     elif isinstance(image, np.ndarray):
         if np.issubdtype(image.dtype, np.floating):
             array = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
@@ -223,7 +224,7 @@ def check_image(image, what: str = "image") -> Image.Image:
         image = Image.fromarray(array)
     if not isinstance(image, Image.Image):
         raise ValueError(f"{what} must be an image, got {type(image).__name__}")
-    check_image_size(image, what)
+    check_image_size(image, what, MAX_INPUT_SIDE)
     return image if what == "mask" else flatten_alpha(image)
 
 
