@@ -1,6 +1,7 @@
 """The web UI: what it does (``Studio``, no gradio), the page served for real and driven by gradio's client, and
 `musekit ui`'s errors."""
 
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,8 @@ from musekit.ui.studio import Studio, check_image, check_int, mask_from_layers
 
 from .conftest import concept_images
 from .test_cli import ENV, musekit
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before any test imports gradio: no calls home
 
 
 def pixels(images):
