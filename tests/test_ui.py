@@ -175,6 +175,18 @@ def test_served_page_answers_gradio_client(concept_pipe, tmp_path):
         app.close()
 
 
+def test_intro_and_examples_fit_the_model(tiny_pipe):
+    pytest.importorskip("gradio")
+    from musekit.pipeline import DEFAULT_MODEL_DIR
+    from musekit.ui.app import OPEN_PROMPTS, SHAPES_PROMPTS, intro_and_examples
+
+    intro, examples = intro_and_examples(tiny_pipe)
+    assert examples == OPEN_PROMPTS and "built in memory" in intro and "shapes world" not in intro
+    tiny_pipe.source_folder = DEFAULT_MODEL_DIR
+    intro, examples = intro_and_examples(tiny_pipe)
+    assert examples == SHAPES_PROMPTS and "shapes world" in intro
+
+
 def test_cli_ui_errors_are_one_line(tmp_path):
     result = musekit("ui", "--port", "70000")
     assert result.returncode == 2 and "--port must be at most 65535" in result.stderr

@@ -20,20 +20,44 @@ import gradio as gr  # noqa: E402  (the environment variable must be set first)
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE  # noqa: E402
 from musekit.ui.studio import KEY_LOCKING, MAX_IMAGES, VARIANTS, Result, Studio, mask_from_layers  # noqa: E402
 
-EXAMPLE_PROMPTS = [
+SHAPES_PROMPTS = [
     "a large red circle in the center on a blue background",
     "a small yellow star at the top left on a gray background",
     "a green triangle left of a white square on a black background",
     "a purple heart at the bottom right on a checkered background",
 ]
+OPEN_PROMPTS = [  # for a model trained on real images (an aMUSEd checkpoint)
+    "a photo of a red fox in the snow",
+    "a watercolor painting of a lighthouse at sunset",
+    "a cup of coffee on a wooden table, studio lighting",
+]
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 PROGRESS = gr.Progress(track_tqdm=True)  # each handler's progress bar follows the pipeline's tqdm bars
 INTRO = (
     "# musekit\n"
-    "Muse-style masked-token text-to-image with Perfusion personalization. The bundled model draws the shapes world: "
-    "shapes, colours, sizes, positions and backgrounds, e.g. *a small green star at the top left on a gray "
-    "background*. Learn a concept in the **Personalize** tab, then write its token (e.g. `<emblem>`) in a prompt."
+    "Muse-style masked-token text-to-image with Perfusion personalization. {model} Learn a concept in the "
+    "**Personalize** tab, then write its token (e.g. `<emblem>`) in a prompt."
 )
+SHAPES_INTRO = (
+    "The bundled model draws the shapes world: shapes, colours, sizes, positions and backgrounds, e.g. *a small green "
+    "star at the top left on a gray background*; it reads whole captions best, in editing too."
+)
+
+
+def is_bundled(pipe) -> bool:
+    """Whether ``pipe`` is the bundled shapes-world model (its prompts and intro then fit)."""
+    from musekit.pipeline import DEFAULT_MODEL_DIR
+
+    folder = getattr(pipe, "source_folder", None)
+    return folder is not None and Path(folder).resolve() == DEFAULT_MODEL_DIR.resolve()
+
+
+def intro_and_examples(pipe) -> tuple[str, list[str]]:
+    if is_bundled(pipe):
+        return INTRO.format(model=SHAPES_INTRO), SHAPES_PROMPTS
+    folder = getattr(pipe, "source_folder", None)
+    model = f"Model: `{folder}`." if folder is not None else "Model: built in memory."
+    return INTRO.format(model=model), OPEN_PROMPTS
 
 
 def shows_errors(method):
@@ -63,6 +87,7 @@ def summary_box() -> gr.Textbox:
 def build_app(studio: Studio) -> gr.Blocks:
     """The page; ``app.launch()`` serves it."""
     size = studio.pipe.image_size
+    intro, examples = intro_and_examples(studio.pipe)
 
     @shows_errors
     def generate(prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking,
@@ -110,11 +135,11 @@ def build_app(studio: Studio) -> gr.Blocks:
 
     theme = gr.themes.Soft(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     with gr.Blocks(title="musekit", theme=theme, analytics_enabled=False) as app:
-        gr.Markdown(INTRO)
+        gr.Markdown(intro)
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    prompt = gr.Textbox(label="prompt", value=EXAMPLE_PROMPTS[0], lines=2)
+                    prompt = gr.Textbox(label="prompt", value=examples[0], lines=2)
                     negative = gr.Textbox(label="negative prompt (what to steer away from)", placeholder="optional")
                     with gr.Row():
                         seed = gr.Number(label="seed", value=0, precision=0)
@@ -133,7 +158,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         temperature = gr.Slider(0.02, 0.5, value=DEFAULT_TEMPERATURE, step=0.01, label="temperature")
                         locking = gr.Radio(list(KEY_LOCKING), value="local", label="key-locking")
                     run = gr.Button("Generate", variant="primary")
-                    gr.Examples(EXAMPLE_PROMPTS, inputs=[prompt])
+                    gr.Examples(examples, inputs=[prompt])
                 with gr.Column(scale=3):
                     gallery = gr.Gallery(label="images", columns=4, height="auto", format="png")
                     summary = summary_box()
@@ -147,7 +172,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                     editor = gr.ImageEditor(label=f"image: paint over what to repaint ({size} px)", type="pil",
                                             brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
                                             eraser=gr.Eraser(default_size=16), transforms=())  # fmt: skip
-                    inpaint_prompt = gr.Textbox(label="what to paint there", value="a yellow star")
+                    inpaint_prompt = gr.Textbox(label="the prompt for the result (the whole scene)",
+                                                placeholder=f"e.g. {examples[0]}")  # fmt: skip
                     inpaint_seed = gr.Number(label="seed", value=0, precision=0)
                     inpaint_run = gr.Button("Inpaint", variant="primary")
                 with gr.Column():
@@ -158,8 +184,9 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     outpaint_in = gr.Image(label="image", type="pil", image_mode="RGBA")
-                    outpaint_prompt = gr.Textbox(label="what the whole picture shows",
-                                                 value="a red circle on a blue background")  # fmt: skip
+                    outpaint_prompt = gr.Textbox(
+                        label="what the whole picture shows", placeholder=f"e.g. {examples[0]}"
+                    )
                     with gr.Row():
                         sides = (("left", 0), ("top", 0), ("right", size // 2), ("bottom", 0))
                         pads = [gr.Number(label=side, value=value, precision=0, minimum=0) for side, value in sides]
@@ -174,7 +201,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     edit_in = gr.Image(label="image", type="pil", image_mode="RGBA")
-                    edit_prompt = gr.Textbox(label="what the result should show", value=EXAMPLE_PROMPTS[0])
+                    edit_prompt = gr.Textbox(label="what the result should show", value=examples[0])
                     edit_source = gr.Textbox(label="what the image shows now (optional: confines the edit)")
                     with gr.Row():
                         iterations = gr.Slider(10, 200, value=100, step=10, label="iterations")
