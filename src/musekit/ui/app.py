@@ -75,8 +75,9 @@ def shows_errors(method):
     return wrapper
 
 
-def shown(result: Result) -> tuple[list, str]:
-    return result.images, result.summary
+def first(result: Result) -> tuple:
+    """The editing tabs show one image: (image, summary)."""
+    return result.images[0], result.summary
 
 
 def summary_box() -> gr.Textbox:
@@ -93,29 +94,24 @@ def build_app(studio: Studio) -> gr.Blocks:
     def generate(prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking,
                  progress=PROGRESS):  # fmt: skip
         concepts = list(learned or []) + list(uploaded or [])
-        return shown(studio.generate(prompt, negative, seed, count, steps, guidance, concepts, bias, temperature,
-                                     locking))  # fmt: skip
+        result = studio.generate(prompt, negative, seed, count, steps, guidance, concepts, bias, temperature, locking)
+        return result.images, result.summary
 
     @shows_errors
     def inpaint(editor, prompt, seed, progress=PROGRESS):
-        images, text = shown(studio.inpaint(editor["background"] if editor else None, mask_from_layers(editor),
-                                            prompt, seed))  # fmt: skip
-        return images[0], text
+        return first(studio.inpaint(editor["background"] if editor else None, mask_from_layers(editor), prompt, seed))
 
     @shows_errors
     def outpaint(image, prompt, left, top, right, bottom, seed, progress=PROGRESS):
-        images, text = shown(studio.outpaint(image, prompt, left, top, right, bottom, seed))
-        return images[0], text
+        return first(studio.outpaint(image, prompt, left, top, right, bottom, seed))
 
     @shows_errors
     def edit(image, prompt, source, iterations, seed, progress=PROGRESS):
-        images, text = shown(studio.edit(image, prompt, source, iterations, seed))
-        return images[0], text
+        return first(studio.edit(image, prompt, source, iterations, seed))
 
     @shows_errors
     def img2img(image, prompt, strength, seed, progress=PROGRESS):
-        images, text = shown(studio.img2img(image, prompt, strength, seed))
-        return images[0], text
+        return first(studio.img2img(image, prompt, strength, seed))
 
     @shows_errors
     def learn(files, token, superclass, steps, variant, seed, ticked, progress=PROGRESS):

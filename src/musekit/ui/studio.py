@@ -9,7 +9,6 @@ rest of the library.
 from __future__ import annotations
 
 import numbers
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -67,25 +66,23 @@ class Studio:
     ) -> Result:
         """Text to images; ``concepts`` are concept files or the tokens of concepts learned in this session. The
         pipeline checks the concept options (and that the prompt writes each concept's token)."""
-        prompt, seed = check_prompt(prompt), check_seed(seed)
+        prompt = check_prompt(prompt)
         num_images = check_int("number of images", num_images, 1, MAX_IMAGES)
         steps = None if steps in (None, 0) else check_int("steps", steps, 1, 64)
         loaded = self.load_concepts(concepts)
-        start = time.perf_counter()
-        with self._lock:
-            out = self.pipe(
-                prompt,
-                negative_prompt=optional_text(negative_prompt),
-                num_inference_steps=steps,
-                guidance_scale=guidance_scale,
-                num_images_per_prompt=num_images,
-                generator=torch.Generator().manual_seed(seed),
-                concepts=loaded or None,
-                concept_bias=float(concept_bias),
-                concept_temperature=float(concept_temperature),
-                key_locking=key_locking,
-            )
-        return Result(list(out.images), summary(out.images, start, seed))
+        return self._run(
+            "__call__",
+            seed,
+            prompt,
+            negative_prompt=optional_text(negative_prompt),
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            num_images_per_prompt=num_images,
+            concepts=loaded or None,
+            concept_bias=float(concept_bias),
+            concept_temperature=float(concept_temperature),
+            key_locking=key_locking,
+        )
 
     # --- editing ----------------------------------------------------------------------------------------------
     def inpaint(self, image, mask, prompt: str, seed: int = 0, negative_prompt: str | None = "") -> Result:
@@ -94,7 +91,7 @@ class Studio:
         mask = check_image(mask, "mask").convert("L").resize(image.size, Image.NEAREST)
         if not np.asarray(mask).any():
             raise ValueError("the mask is empty: paint over the area to repaint")
-        return self._edit("inpaint", seed, image, mask, prompt, negative_prompt=optional_text(negative_prompt))
+        return self._run("inpaint", seed, image, mask, prompt, negative_prompt=optional_text(negative_prompt))
 
     def outpaint(self, image, prompt: str, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0,
                  seed: int = 0) -> Result:  # fmt: skip
@@ -107,14 +104,14 @@ class Studio:
         width, height = image.width + pad[0] + pad[2], image.height + pad[1] + pad[3]
         if max(width, height) > MAX_CANVAS_SIDE:
             raise ValueError(f"the extended image would be {width}x{height}: at most {MAX_CANVAS_SIDE} px a side")
-        return self._edit("outpaint", seed, image, prompt, pad=pad)
+        return self._run("outpaint", seed, image, prompt, pad=pad)
 
     def edit(self, image, prompt: str, source_prompt: str | None = "", iterations: int = 100,
              seed: int = 0) -> Result:  # fmt: skip
         """Mask-free edit toward ``prompt``; ``source_prompt`` (what the image shows) confines it to what changes."""
         prompt, image = check_prompt(prompt), check_image(image)
         iterations = check_int("iterations", iterations, 1, 1000)
-        return self._edit("edit", seed, image, prompt, iterations=iterations,
+        return self._run("edit", seed, image, prompt, iterations=iterations,
                           source_prompt=optional_text(source_prompt))  # fmt: skip
 
     def img2img(self, image, prompt: str, strength: float = 0.5, seed: int = 0) -> Result:
@@ -122,13 +119,14 @@ class Studio:
         prompt, image = check_prompt(prompt), check_image(image)
         if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength!r}")
-        return self._edit("img2img", seed, image, prompt, strength=float(strength))
+        return self._run("img2img", seed, image, prompt, strength=float(strength))
 
-    def _edit(self, method: str, seed, image: Image.Image, *args, **kwargs) -> Result:
+    def _run(self, method: str, seed, *args, **kwargs) -> Result:
+        """``pipe.<method>(*args, generator=seeded, **kwargs)`` under the lock, timed."""
         seed = check_seed(seed)
         start = time.perf_counter()
         with self._lock:
-            out = getattr(self.pipe, method)(image, *args, generator=torch.Generator().manual_seed(seed), **kwargs)
+            out = getattr(self.pipe, method)(*args, generator=torch.Generator().manual_seed(seed), **kwargs)
         return Result(list(out.images), summary(out.images, start, seed))
 
     # --- personalization --------------------------------------------------------------------------------------
@@ -154,7 +152,7 @@ class Studio:
             concept = self.pipe.learn_concept(images, token, superclass, steps=steps, variant=variant,
                                               config=PersonalizeConfig(seed=seed))  # fmt: skip
         seconds = time.perf_counter() - start
-        path = self.concept_dir / f"{re.sub(r'[^a-z0-9_-]', '', token)}.safetensors"
+        path = self.concept_dir / f"{token[1:-1]}.safetensors"  # check_token: "<name>", name a safe file name
         concept.save(path)
         self.learned[token] = path
         kb = path.stat().st_size / 1024
