@@ -25,6 +25,7 @@ PROMPTS = [
     "a purple heart at the bottom right on a checkered background",
 ]
 SCENE = "a large blue square in the center on a yellow background"
+OUTPAINT = "a large red star on a yellow background"
 INPAINT = "a large red heart in the center on a yellow background"  # the bundled model reads whole captions
 TILE = 160  # each image is shown at this height
 LABEL = 56  # pixels of caption under each image
@@ -68,15 +69,15 @@ def main() -> None:
 
     scene = pipe(SCENE, generator=seeded()).images[0]
     mask = Image.new("L", scene.size, 0)
-    third = scene.width // 3
-    mask.paste(255, (third, third, 2 * third, 2 * third))  # the centre cell
+    low, high = round(scene.width * 0.28), round(scene.width * 0.72)
+    mask.paste(255, (low, low, high, high))  # the centre, the whole object (a cell alone leaves its edges)
     shown_mask = Image.composite(Image.new("RGB", scene.size, (255, 0, 255)), scene, mask.point(lambda v: v // 2))
     rows.append([
         tile(scene, SCENE, font),
-        tile(shown_mask, f"inpaint the magenta cell: \"{INPAINT}\"", font),
+        tile(shown_mask, f"inpaint the magenta area: \"{INPAINT}\"", font),
         tile(pipe.inpaint(scene, mask, INPAINT, generator=seeded()).images[0], "result", font),
-        tile(pipe.outpaint(scene, SCENE, pad=(0, 0, 64, 0), generator=seeded()).images[0],
-             "outpaint 64 px to the right", font),  # fmt: skip
+        tile(pipe.outpaint(scene, OUTPAINT, pad=(0, 0, 64, 0), generator=seeded()).images[0],
+             f"outpaint 64 px to the right: \"{OUTPAINT}\"", font),  # fmt: skip
         tile(pipe.edit(scene, SCENE.replace("blue square", "red circle"), source_prompt=SCENE, generator=seeded())
              .images[0], "mask-free edit: \"... a large red circle ...\"", font),  # fmt: skip
     ])  # fmt: skip

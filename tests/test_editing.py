@@ -12,6 +12,7 @@ from PIL import Image
 from musekit.editing.inpaint import encode_stages
 from musekit.editing.maskfree import differing_positions, edit_region
 from musekit.editing.masks import composite, feathered_alpha, token_mask
+from musekit.editing.outpaint import plan_windows, window_starts
 
 from .conftest import seeded
 
@@ -118,21 +119,80 @@ def test_other_image_sizes_are_resized_and_composited_at_their_size(tiny_pipe):
 def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe, caplog):
     image = scene()
     with caplog.at_level("WARNING", logger="musekit"):
-        out = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 4, 0), generator=seeded(0), output_type="pt")
-    assert not [r for r in caplog.records if "resized" in r.getMessage()]  # the enlarged canvas is resized by design
+        out = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 4, 0), mode="window", generator=seeded(0),
+                                 output_type="pt")  # fmt: skip
+    assert not [r for r in caplog.records if "resized" in r.getMessage()]  # nothing is resized: the model's scale
     assert out.images.shape == (1, 3, 16, 20)
     assert torch.equal(out.images[..., :, :16], image)
-    # the new strip is the decoded image, blended at its inner edge with the image's continued edge pixels only:
-    # no grey canvas fill, neither at the seam nor as a frame at the border
-    decoded = F.interpolate(tiny_pipe.decode(out.ids, "pt"), size=(16, 20), mode="bilinear", antialias=True).clamp(0, 1)
+    # one window of the model's size, at the right edge (columns 4-19), drew the strip, blended at its inner edge
+    # with the image's continued edge pixels only: no grey canvas fill, neither at the seam nor as a frame
+    decoded = F.pad(tiny_pipe.decode(out.ids, "pt"), (4, 0, 0, 0))
     mask = torch.zeros(1, 1, 16, 20, dtype=torch.bool)
     mask[..., 16:] = True
     expected = composite(F.pad(image, (0, 4, 0, 0), mode="replicate"), decoded, feathered_alpha(mask, 2))
     assert torch.allclose(out.images, expected, atol=1e-6)
-    thin = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 1, 0), generator=seeded(0), output_type="pt").images
-    assert not torch.equal(thin[..., 16], image[..., 15])  # a 1 px strip is drawn, not left as the copied edge
+    for mode in ("window", "fit"):
+        thin = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 1, 0), mode=mode, generator=seeded(0), output_type="pt")
+        assert not torch.equal(thin.images[..., 16], image[..., 15])  # a 1 px strip is drawn, not the copied edge
     with pytest.raises(ValueError, match="pad"):
         tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 0, 0))
+
+
+def test_outpaint_windows_cover_the_canvas_with_half_window_overlaps():
+    assert window_starts(16, 16) == [0] and window_starts(10, 16) == [0]
+    for length in (17, 20, 33, 48, 100):
+        starts = window_starts(length, 16)
+        assert starts[0] == 0 and starts[-1] == length - 16
+        assert all(0 < b - a <= 8 for a, b in zip(starts, starts[1:]))  # each overlaps the previous by >= half
+    known = torch.zeros(16, 48, dtype=torch.bool)
+    known[:, 16:32] = True  # the image in the middle of a canvas extended on both sides
+    windows = plan_windows(known, 16)
+    assert (0, 16) not in windows  # nothing left to draw there
+    assert windows == [(0, 8), (0, 24), (0, 0), (0, 32)]  # nearest the image first, then outward
+
+
+def test_outpaint_draws_at_the_model_scale_window_by_window(tiny_pipe, monkeypatch):
+    """A canvas larger than the model is drawn in model-size windows, not squashed into one: every window the
+    model sees is 16x16 pixels of the canvas at the image's own scale."""
+    import musekit.editing.outpaint as module
+
+    seen = []
+    real = module.inpaint_tokens
+
+    def spy(pipe, image, mask, *args):
+        seen.append((tuple(image.shape), int(mask.sum())))
+        return real(pipe, image, mask, *args)
+
+    monkeypatch.setattr(module, "inpaint_tokens", spy)
+    image = scene()
+    out = tiny_pipe.outpaint(image, [PROMPT, PROMPT], pad=(16, 0, 16, 0), mode="window", generator=seeded(0),
+                             output_type="pt")  # fmt: skip
+    assert out.images.shape == (2, 3, 16, 48)
+    assert torch.equal(out.images[..., 16:32], image.expand(2, -1, -1, -1))
+    assert [shape for shape, _ in seen] == [(2, 3, 16, 16)] * 4
+    assert sum(count for _, count in seen) == 2 * 16 * 32  # each new pixel drawn once
+    # a larger image works at the model's scale too (its longer side becomes 16 px), and is kept exactly
+    big = torch.rand(1, 3, 32, 32, generator=seeded(3))
+    out = tiny_pipe.outpaint(big, PROMPT, pad=(0, 0, 32, 0), mode="window", generator=seeded(0), output_type="pt")
+    out = out.images
+    assert out.shape == (1, 3, 32, 64) and torch.equal(out[..., :32], big)
+    # a side shorter than the model is drawn with scratch area, then cut back
+    wide = torch.rand(1, 3, 8, 16, generator=seeded(4))
+    out = tiny_pipe.outpaint(wide, PROMPT, pad=(0, 0, 4, 0), mode="window", generator=seeded(0), output_type="pil")
+    out = out.images[0]
+    assert out.size == (20, 8)
+    with pytest.raises(ValueError, match="windows"):
+        tiny_pipe.outpaint(image, PROMPT, pad=(64, 64, 64, 64), mode="window", max_windows=8)
+    # "fit": one window, the whole enlarged canvas scaled uniformly (16x48 -> 5x16, rows 5-9 of the
+    # window, scratch rows above and below); the image's box, rounded inward, is rows 5-9 x columns 6-9
+    seen.clear()
+    out = tiny_pipe.outpaint(image, PROMPT, pad=(16, 0, 16, 0), mode="fit", generator=seeded(0), output_type="pt")
+    out = out.images
+    assert out.shape == (1, 3, 16, 48) and torch.equal(out[..., 16:32], image)
+    assert len(seen) == 1 and seen[0][0] == (1, 3, 16, 16)
+    assert seen[0][1] == 16 * 16 - 5 * 4  # every pixel but the image's box is drawn
+    with pytest.raises(ValueError, match="mode"):
+        tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 4, 0), mode="stretch")
 
 
 def test_img2img_strength_edges(tiny_pipe, monkeypatch):
@@ -215,6 +275,7 @@ def files(tmp_path_factory):
     [
         ["inpaint", "{f}/img.png", "a blue star", "--mask", "{f}/mask.png"],
         ["outpaint", "{f}/img.png", "a blue star", "--pad", "0,0,4,0"],
+        ["outpaint", "{f}/img.png", "a blue star", "--pad", "8,0,8,0", "--mode", "window"],
         ["edit", "{f}/img.png", "a green circle", "--iterations", "3", "--source-prompt", "a red circle"],
         ["img2img", "{f}/img.png", "a blue star", "--strength", "0.6"],
     ],
@@ -234,6 +295,8 @@ def test_edit_commands_write_images(args, files, tiny_model_dir, tmp_path):
         (["inpaint", "{f}/img.png", "x", "--mask", "{f}/small_mask.png"], "differs from the image size"),
         (["inpaint", "{f}/img.png", "x", "--mask", "{f}/img.png"], "grayscale"),
         (["outpaint", "{f}/img.png", "x", "--pad", "1,2"], "L,T,R,B"),
+        (["outpaint", "{f}/img.png", "x", "--pad", "0,0,4,0", "--mode", "stretch"], "fit"),
+        (["outpaint", "{f}/img.png", "x", "--pad", "900,900,900,900", "--mode", "window"], "windows"),
         (["img2img", "{f}/img.png", "x", "--strength", "2"], "strength"),
         (["edit", "{f}/img.png", "x", "--iterations", "0"], "positive integer"),
     ],

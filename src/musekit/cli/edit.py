@@ -55,6 +55,9 @@ def add_parsers(subparsers) -> None:
     p = subparsers.add_parser("outpaint", help="extend an image beyond its borders", description=__doc__)
     _common(p, "outputs/outpaint.png")
     p.add_argument("--pad", type=parse_pad, required=True, metavar="L,T,R,B", help="pixels to add on each side")
+    p.add_argument("--mode", choices=("window", "fit"), default="window",
+                   help="window (default): at the image's own scale, in model-size windows (sharp; a named object "
+                   "may repeat); fit: the whole enlarged image in one pass, scaled to the model")  # fmt: skip
     p.set_defaults(func=run, op="outpaint")
     p = subparsers.add_parser("edit", help="mask-free edit toward a new prompt", description=__doc__)
     _common(p, "outputs/edit.png")
@@ -79,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
     mask = read_image(args.mask, "mask") if args.op == "inpaint" else None
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet
-    if image.size != (pipe.image_size, pipe.image_size):
+    if args.op == "outpaint" and args.mode == "window":
+        if max(image.size) != pipe.image_size:
+            print(f"musekit: note: the {image.width}x{image.height} input is processed at {pipe.image_size}px on "
+                  "its longer side")  # fmt: skip
+    elif image.size != (pipe.image_size, pipe.image_size):
         print(f"musekit: note: the {image.width}x{image.height} input is processed at {pipe.image_size}px")
     common = dict(
         negative_prompt=args.negative, generator=torch.Generator().manual_seed(args.seed),
@@ -89,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if args.op == "inpaint":
         result = pipe.inpaint(image, mask, args.prompt, guidance_scale=args.guidance, **common)
     elif args.op == "outpaint":
-        result = pipe.outpaint(image, args.prompt, pad=args.pad, guidance_scale=args.guidance, **common)
+        result = pipe.outpaint(image, args.prompt, pad=args.pad, mode=args.mode, guidance_scale=args.guidance,
+                               **common)  # fmt: skip
     elif args.op == "edit":
         result = pipe.edit(image, args.prompt, iterations=args.iterations, source_prompt=args.source_prompt,
                            guidance_scale=args.guidance, **common)  # fmt: skip

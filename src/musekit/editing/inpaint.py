@@ -1,4 +1,4 @@
-"""Text-guided inpainting and outpainting at two scales (Muse 3.3.1), composited into the original pixels."""
+"""Text-guided inpainting at two scales (Muse 3.3.1), composited into the original pixels."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from musekit.sampling.options import SamplingOptions
 
 if TYPE_CHECKING:
     from musekit.pipeline import ImageOutput, MusePipeline
+    from musekit.text import TextEmbeddings
 
 
 def encode_stages(pipe: MusePipeline, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -31,18 +32,17 @@ def inpaint_tokens(
     pipe: MusePipeline,
     image: torch.Tensor,
     pixel_mask: torch.Tensor,
-    prompts: list[str],
-    negative_prompt,
+    text: TextEmbeddings,
     options: SamplingOptions,
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Repaint the tokens under ``pixel_mask`` (B, 1, S, S) of ``image`` (B, 3, S, S), base first, then SR (which
-    starts the region from the upsampled new base image when ``sr_strength`` < 1, as generation does).
+    starts the region from the upsampled new base image when ``sr_strength`` < 1, as generation does). ``text`` is
+    ``pipe.encode_prompt``'s output for the B images.
 
     Returns (final-stage ids, base ids). Tokens outside the mask never change.
     """
     batch = image.shape[0]
-    text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
     base_ids, high_ids = encode_stages(pipe, image)
     base_cfg = pipe.transformer.config
     base_mask = to_token_mask(pixel_mask, base_cfg.grid_size)
@@ -56,9 +56,6 @@ def inpaint_tokens(
 
 def finish(pipe: MusePipeline, ids, base_ids, original, alpha, options: SamplingOptions, return_dict: bool, **extra):
     """Decode, resize to the original size, composite, and format like ``__call__``."""
-    from musekit.io.images import tensor_to_numpy, tensor_to_pil
-    from musekit.pipeline import ImageOutput
-
     images = None
     if options.output_type != "ids":
         decoded = pipe.decode(ids, "pt")
@@ -66,10 +63,19 @@ def finish(pipe: MusePipeline, ids, base_ids, original, alpha, options: Sampling
         if decoded.shape[-2:] != (height, width):
             decoded = F.interpolate(decoded, size=(height, width), mode="bilinear", antialias=True).clamp(0, 1)
         images = decoded if alpha is None else composite(original, decoded, alpha)
-        if options.output_type == "np":
-            images = tensor_to_numpy(images)
-        elif options.output_type == "pil":
-            images = tensor_to_pil(images)
+    return package(images, ids, base_ids, options, return_dict, **extra)
+
+
+def package(images: torch.Tensor | None, ids, base_ids, options: SamplingOptions, return_dict: bool, **extra):
+    """(B, 3, H, W) images in [0, 1] (None for ``output_type`` "ids") -> ``ImageOutput`` or (images, ids), the
+    images in the requested ``output_type``."""
+    from musekit.io.images import tensor_to_numpy, tensor_to_pil
+    from musekit.pipeline import ImageOutput
+
+    if images is not None and options.output_type == "np":
+        images = tensor_to_numpy(images)
+    elif images is not None and options.output_type == "pil":
+        images = tensor_to_pil(images)
     if not return_dict:
         return images, ids
     return ImageOutput(images, ids, base_ids, **extra)
@@ -84,50 +90,20 @@ def inpaint(
     generator: torch.Generator | None = None,
     return_dict: bool = True,
     feather_radius: int = 2,
-    _warn_resize: bool = True,
     **sampling,
 ) -> ImageOutput | tuple:
-    """See ``MusePipeline.inpaint``. (Outpainting passes ``_warn_resize=False``: its canvas is resized by design.)"""
+    """See ``MusePipeline.inpaint``."""
     prompts = pipe.check_prompts(prompt)
     options = SamplingOptions.resolve(pipe.config, **sampling)
     original = image_to_tensor(image).to(pipe.device)
     height, width = original.shape[-2:]
     pixel_mask = mask_to_tensor(mask, (width, height)).to(pipe.device)
     repeat = len(prompts) * options.num_images_per_prompt
-    model_image = fit_to_model(original, pipe.image_size, warn=_warn_resize).expand(repeat, -1, -1, -1)
+    model_image = fit_to_model(original, pipe.image_size).expand(repeat, -1, -1, -1)
     model_mask = F.interpolate(pixel_mask.float(), size=(pipe.image_size,) * 2, mode="nearest") > 0
     if not bool(pixel_mask.any()):
         raise ValueError("the mask is empty: paint the region to repaint in white")
-    ids, base_ids = inpaint_tokens(pipe, model_image, model_mask.expand(repeat, -1, -1, -1), prompts,
-                                   negative_prompt, options, generator)  # fmt: skip
+    text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
+    ids, base_ids = inpaint_tokens(pipe, model_image, model_mask.expand(repeat, -1, -1, -1), text, options, generator)
     alpha = feathered_alpha(pixel_mask, feather_radius).expand(repeat, -1, -1, -1)
     return finish(pipe, ids, base_ids, original.expand(repeat, -1, -1, -1), alpha, options, return_dict)
-
-
-def outpaint(
-    pipe: MusePipeline,
-    image: Image.Image | torch.Tensor,
-    prompt: str | list[str],
-    pad: tuple[int, int, int, int],
-    fill: float | None = None,
-    **kwargs,
-) -> ImageOutput | tuple:
-    """See ``MusePipeline.outpaint``. The new area of the canvas starts as the image's edge pixels continued outward
-    (``fill`` None) or a grey level ``fill``. Every token it touches is redrawn, so the model sees it only through
-    the tokenizer's reach into neighbouring pixels at the seam, but the feathered seam blends the drawing with it:
-    the continued edge leaves no grey line there."""
-    if len(pad) != 4 or any((not isinstance(p, int)) or p < 0 for p in pad):
-        raise ValueError(f"pad must be four non-negative integers (left, top, right, bottom), got {pad}")
-    if sum(pad) == 0:
-        raise ValueError("pad is all zero: give at least one side to extend")
-    original = image_to_tensor(image)
-    left, top, right, bottom = pad
-    height, width = original.shape[-2:]
-    if fill is None:
-        canvas = F.pad(original, (left, right, top, bottom), mode="replicate")
-    else:
-        canvas = torch.full((1, 3, height + top + bottom, width + left + right), float(fill))
-        canvas[..., top : top + height, left : left + width] = original
-    mask = torch.ones(1, 1, *canvas.shape[-2:], dtype=torch.bool)
-    mask[..., top : top + height, left : left + width] = False
-    return inpaint(pipe, canvas, mask, prompt, _warn_resize=False, **kwargs)

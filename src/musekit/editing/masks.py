@@ -52,9 +52,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
-def fit_to_model(image: torch.Tensor, size: int, warn: bool = True) -> torch.Tensor:
-    """Resize (1, 3, H, W) to the model's square size, warning (unless ``warn`` is False) when that changes it."""
-    if warn and tuple(image.shape[-2:]) != (size, size):
+def fit_to_model(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (1, 3, H, W) to the model's square size, warning when that changes it."""
+    if tuple(image.shape[-2:]) != (size, size):
         logger.warning("image of size %dx%d resized to %dx%d", image.shape[-1], image.shape[-2], size, size)
     return resize(image, size)
 

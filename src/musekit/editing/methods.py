@@ -34,11 +34,30 @@ class EditingMethods:
             return inpaint(self, image, mask, prompt, **kwargs)
 
     def outpaint(self, image, prompt, pad: tuple[int, int, int, int], **kwargs) -> ImageOutput | tuple:
-        """Extend ``image`` by ``pad`` = (left, top, right, bottom) pixels: inpainting on an enlarged canvas.
+        """Extend ``image`` by ``pad`` = (left, top, right, bottom) pixels, keeping its aspect ratio.
 
-        The result has the enlarged size; the original pixels are unchanged.
+        ``mode="window"`` (default) keeps the image at the model's scale (its longer side becomes the model's size)
+        and draws the new area at full resolution in windows of the model's size, each overlapping what is already
+        drawn by at least half a window, nearest the image first (one window when the enlarged image fits the
+        model's square); the prompt guides every window, so an object it names may appear in several.
+        ``mode="fit"`` scales the enlarged canvas so that its longer side is the model's size and draws the new
+        area in one pass: the model sees the whole scene, at a lower resolution when the canvas is larger than the
+        model. The result has the enlarged size; the original pixels are unchanged.
+
+        Args:
+            image: PIL image or (3, H, W) tensor in [0, 1].
+            prompt: what to draw in the new area.
+            pad: pixels to add on the left, top, right and bottom.
+            fill: None (default) starts the new area as the image's edge continued outward; a float in [0, 1] as
+                that grey level.
+            feather_radius: width in pixels of the blend at the seam (default 2).
+            mode: "window" or "fit" (above).
+            max_windows: with "window", refuse extensions that need more windows than this (default 64; each costs
+                about one inpainting call).
+            **kwargs: ``negative_prompt``, ``generator``, ``return_dict`` and the sampling options of ``__call__``.
+                With ``output_type="ids"`` the tokens are those of the last window drawn.
         """
-        from musekit.editing.inpaint import outpaint
+        from musekit.editing.outpaint import outpaint
 
         with self._maybe_concepts(prompt, kwargs):
             return outpaint(self, image, prompt, pad, **kwargs)

@@ -20,7 +20,7 @@ def tensor_to_numpy(images: torch.Tensor) -> np.ndarray:
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """(B, 3, H, W) float in [0, 1] -> list of RGB PIL images."""
     arrays = (tensor_to_numpy(images) * 255.0).round().astype(np.uint8)
-    return [Image.fromarray(a, mode="RGB") for a in arrays]
+    return [Image.fromarray(a) for a in arrays]
 
 
 def read_image(path: str | Path, what: str = "image", max_side: int | None = None) -> Image.Image:

@@ -102,8 +102,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         return first(studio.inpaint(editor["background"] if editor else None, mask_from_layers(editor), prompt, seed))
 
     @shows_errors
-    def outpaint(image, prompt, left, top, right, bottom, seed, progress=PROGRESS):
-        return first(studio.outpaint(image, prompt, left, top, right, bottom, seed))
+    def outpaint(image, prompt, left, top, right, bottom, seed, mode, progress=PROGRESS):
+        return first(studio.outpaint(image, prompt, left, top, right, bottom, seed, mode))
 
     @shows_errors
     def edit(image, prompt, source, iterations, seed, progress=PROGRESS):
@@ -181,17 +181,24 @@ def build_app(studio: Studio) -> gr.Blocks:
                 with gr.Column():
                     outpaint_in = gr.Image(label="image", type="pil", image_mode="RGBA")
                     outpaint_prompt = gr.Textbox(
-                        label="what the whole picture shows", placeholder=f"e.g. {examples[0]}"
+                        label="what the new area should show (or the picture's caption)",
+                        placeholder=f"e.g. {examples[0]}",
                     )
                     with gr.Row():
                         sides = (("left", 0), ("top", 0), ("right", size // 2), ("bottom", 0))
                         pads = [gr.Number(label=side, value=value, precision=0, minimum=0) for side, value in sides]
-                    outpaint_seed = gr.Number(label="seed", value=0, precision=0)
+                    with gr.Row():
+                        outpaint_seed = gr.Number(label="seed", value=0, precision=0)
+                        outpaint_mode = gr.Radio(
+                            ["window", "fit"], value="window", label="mode",
+                            info="window: the image's own scale, in model-size windows (sharp; a named object may "
+                            "repeat); fit: the whole picture in one pass, scaled to the model",
+                        )  # fmt: skip
                     outpaint_run = gr.Button("Outpaint", variant="primary")
                 with gr.Column():
                     outpaint_out = gr.Image(label="result", type="pil", format="png")
                     outpaint_summary = summary_box()
-            outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed],
+            outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed, outpaint_mode],
                                [outpaint_out, outpaint_summary])  # fmt: skip
         with gr.Tab("Edit"):
             with gr.Row():

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from musekit.editing.outpaint import OUTPAINT_MODES
 from musekit.io.images import check_image_size, flatten_alpha, read_image
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 
@@ -94,9 +95,12 @@ class Studio:
         return self._run("inpaint", seed, image, mask, prompt, negative_prompt=optional_text(negative_prompt))
 
     def outpaint(self, image, prompt: str, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0,
-                 seed: int = 0) -> Result:  # fmt: skip
-        """Extend ``image`` by the given pixels on each side, drawn to match ``prompt``."""
+                 seed: int = 0, mode: str = "window") -> Result:  # fmt: skip
+        """Extend ``image`` by the given pixels on each side, drawn to match ``prompt`` (``mode``: see
+        ``MusePipeline.outpaint``)."""
         prompt, image = check_prompt(prompt), check_image(image)
+        if mode not in OUTPAINT_MODES:
+            raise ValueError(f"mode must be one of {', '.join(OUTPAINT_MODES)}, got {mode!r}")
         sides = (("left", left), ("top", top), ("right", right), ("bottom", bottom))
         pad = tuple(check_int(name, value, 0, MAX_CANVAS_SIDE) for name, value in sides)
         if not any(pad):
@@ -104,7 +108,7 @@ class Studio:
         width, height = image.width + pad[0] + pad[2], image.height + pad[1] + pad[3]
         if max(width, height) > MAX_CANVAS_SIDE:
             raise ValueError(f"the extended image would be {width}x{height}: at most {MAX_CANVAS_SIDE} px a side")
-        return self._run("outpaint", seed, image, prompt, pad=pad)
+        return self._run("outpaint", seed, image, prompt, pad=pad, mode=mode)
 
     def edit(self, image, prompt: str, source_prompt: str | None = "", iterations: int = 100,
              seed: int = 0) -> Result:  # fmt: skip

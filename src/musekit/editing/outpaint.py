@@ -1,0 +1,168 @@
+"""Outpainting without distortion: the enlarged canvas is drawn at one scale in windows of the model's size.
+
+Squashing an enlarged canvas into the model's square (what a single inpainting call would do) shows the model a
+distorted scene and stretches what it draws back out: a 128 px model asked to extend a 128 px image by 128 px to
+the right would see everything at half width and draw the new half twice as wide, blurred. Two modes keep the
+aspect ratio (measured in docs/BENCHMARKS.md, "Outpainting: window, fit and squash"):
+
+* ``"window"`` (default): the original keeps the model's scale (its longer side becomes the model's size), and
+  windows of the model's size, each overlapping what is already drawn by at least half a window, are inpainted one
+  after another, nearest the original first; each window's new pixels join the canvas that the next window sees.
+  The new area is drawn at full resolution, but each window sees only its part of the scene and the prompt guides
+  each, so an object the prompt names may be drawn in several windows.
+* ``"fit"``: the whole canvas is scaled so its longer side is the model's size and drawn in one window: the model
+  sees the whole scene, as one Muse pass does, at a lower resolution when the canvas is larger than the model.
+
+Either way each window's new pixels are blended in with a feathered seam and the original pixels are returned
+unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from musekit.editing.inpaint import inpaint_tokens, package
+from musekit.editing.masks import composite, feathered_alpha, image_to_tensor
+from musekit.sampling.options import SamplingOptions
+
+if TYPE_CHECKING:
+    from musekit.pipeline import ImageOutput, MusePipeline
+
+logger = logging.getLogger(__name__)
+
+OUTPAINT_MODES = ("window", "fit")
+
+
+def window_starts(length: int, window: int) -> list[int]:
+    """Offsets of windows of ``window`` px that cover ``length`` px, consecutive windows overlapping by at least
+    half a window (so each new window sees at least half a window already drawn)."""
+    if length <= window:
+        return [0]
+    count = math.ceil((length - window) / (window / 2)) + 1
+    return [round(k * (length - window) / (count - 1)) for k in range(count)]
+
+
+def plan_windows(known: torch.Tensor, window: int) -> list[tuple[int, int]]:
+    """(top, left) of the windows over ``known`` (H, W) bool, both sides at least ``window``, that contain pixels
+    still to draw, nearest the known area's centre first."""
+    rows, cols = known.nonzero(as_tuple=True)
+    cy, cx = rows.float().mean().item(), cols.float().mean().item()
+    height, width = known.shape
+    windows = [(y, x) for y in window_starts(height, window) for x in window_starts(width, window)]
+    windows.sort(key=lambda w: (w[0] + window / 2 - cy) ** 2 + (w[1] + window / 2 - cx) ** 2)
+    return [(y, x) for y, x in windows if not bool(known[y : y + window, x : x + window].all())]
+
+
+def outpaint(
+    pipe: MusePipeline,
+    image: Image.Image | torch.Tensor,
+    prompt: str | list[str],
+    pad: tuple[int, int, int, int],
+    fill: float | None = None,
+    negative_prompt=None,
+    generator: torch.Generator | None = None,
+    return_dict: bool = True,
+    feather_radius: int = 2,
+    mode: str = "window",
+    max_windows: int = 64,
+    **sampling,
+) -> ImageOutput | tuple:
+    """See ``MusePipeline.outpaint``."""
+    if len(pad) != 4 or any((not isinstance(p, int)) or p < 0 for p in pad):
+        raise ValueError(f"pad must be four non-negative integers (left, top, right, bottom), got {pad}")
+    if sum(pad) == 0:
+        raise ValueError("pad is all zero: give at least one side to extend")
+    if mode not in OUTPAINT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(OUTPAINT_MODES)}, got {mode!r}")
+    prompts = pipe.check_prompts(prompt)
+    options = SamplingOptions.resolve(pipe.config, **sampling)
+    original = image_to_tensor(image).to(pipe.device)
+    left, top, right, bottom = pad
+    height, width = original.shape[-2:]
+    full_h, full_w = height + top + bottom, width + left + right
+    # The new area starts as the image's edge continued outward (or a grey level): the tokenizer reads a little
+    # across the seam, and the feathered seam blends with it.
+    if fill is None:
+        canvas = F.pad(original, (left, right, top, bottom), mode="replicate")
+    else:
+        canvas = torch.full((1, 3, full_h, full_w), float(fill), device=original.device)
+        canvas[..., top : top + height, left : left + width] = original
+    new_area = torch.ones(1, 1, full_h, full_w, dtype=torch.bool, device=original.device)
+    new_area[..., top : top + height, left : left + width] = False
+
+    repeat = len(prompts) * options.num_images_per_prompt
+    text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
+    canvas = canvas.expand(repeat, -1, -1, -1)
+    # "window": the original's longer side at the model's size; "fit": the whole canvas's (one window)
+    scale = pipe.image_size / (max(height, width) if mode == "window" else max(full_h, full_w))
+    drawn, ids, base_ids = draw_new_area(pipe, canvas, new_area, scale, text, options, generator, feather_radius,
+                                         max_windows)  # fmt: skip
+    logger.info("outpainted %dx%d -> %dx%d (%s)", width, height, full_w, full_h, mode)
+    images = None
+    if options.output_type != "ids":
+        # the seam was feathered as the windows were drawn: here the original pixels are put back exactly
+        images = composite(canvas, drawn, new_area.float().expand(repeat, -1, -1, -1))
+    return package(images, ids, base_ids, options, return_dict)
+
+
+def draw_new_area(
+    pipe: MusePipeline,
+    canvas: torch.Tensor,
+    new_area: torch.Tensor,
+    scale: float,
+    text,
+    options: SamplingOptions,
+    generator: torch.Generator | None,
+    feather_radius: int,
+    max_windows: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw ``new_area`` (1, 1, H, W) of ``canvas`` (B, 3, H, W) with the canvas scaled by ``scale``, in windows of
+    the model's size. A side shorter than one window is extended by scratch area (drawn, then cut away), so every
+    window has the model's size. Returns (the drawn canvas at (H, W), the last window's final-stage and base ids).
+    """
+    size = pipe.image_size
+    full_h, full_w = canvas.shape[-2:]
+    work_h, work_w = max(1, round(full_h * scale)), max(1, round(full_w * scale))
+    off_y, off_x = (max(size, work_h) - work_h) // 2, (max(size, work_w) - work_w) // 2
+    spare = (off_x, max(size, work_w) - work_w - off_x, off_y, max(size, work_h) - work_h - off_y)
+    scaled = canvas if (work_h, work_w) == (full_h, full_w) else resize_to(canvas, (work_h, work_w))
+    work = F.pad(scaled, spare, mode="replicate").clone()
+    # Known pixels at the working scale: the original's box, rounded inward (its edge pixels are redrawn, then
+    # composited back at full scale).
+    rows, cols = (~new_area[0, 0]).nonzero(as_tuple=True)
+    known = torch.zeros(work.shape[-2:], dtype=torch.bool, device=work.device)
+    y0, x0 = off_y + math.ceil(rows.min().item() * scale), off_x + math.ceil(cols.min().item() * scale)
+    y1, x1 = off_y + math.floor((rows.max().item() + 1) * scale), off_x + math.floor((cols.max().item() + 1) * scale)
+    known[y0:y1, x0:x1] = True
+    if not bool(known.any()):
+        raise ValueError(f"the image is too small to extend to {full_w}x{full_h}")
+    windows = plan_windows(known, size)
+    if len(windows) > max_windows:
+        raise ValueError(f"extending the image to {full_w}x{full_h} needs {len(windows)} windows of the model's "
+                         f"size (at most {max_windows}): extend by less, or in several calls")  # fmt: skip
+    ids = base_ids = None
+    batch = canvas.shape[0]
+    bar = tqdm(windows, desc="outpaint", disable=not pipe.progress_bar or len(windows) == 1, leave=False)
+    for y, x in bar:
+        todo = ~known[y : y + size, x : x + size]
+        mask = todo[None, None].expand(batch, -1, -1, -1)
+        window = work[..., y : y + size, x : x + size]
+        ids, base_ids = inpaint_tokens(pipe, window, mask, text, options, generator)
+        alpha = feathered_alpha(todo[None, None], feather_radius)
+        work[..., y : y + size, x : x + size] = composite(window, pipe.decode(ids, "pt"), alpha)
+        known[y : y + size, x : x + size] = True
+    drawn = work[..., off_y : off_y + work_h, off_x : off_x + work_w]
+    if (work_h, work_w) != (full_h, full_w):
+        drawn = resize_to(drawn, (full_h, full_w))
+    return drawn, ids, base_ids
+
+
+def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
