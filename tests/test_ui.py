@@ -74,6 +74,18 @@ def test_editing_calls_keep_sizes_and_check_masks(tiny_pipe, tmp_path):
         studio.edit(None, "a red circle")
 
 
+def test_an_int8_studio_generates_and_refuses_to_learn_in_one_line(tiny_text_encoder, tmp_path):
+    from musekit.pipeline import MusePipeline
+
+    pipe = MusePipeline.from_configs(tiny_text_encoder, vqgan="tiny", transformer="tiny", superres="tiny", seed=0)
+    pipe.progress_bar = False
+    studio = Studio(pipe.quantize("int8"), concept_dir=tmp_path)
+    assert len(studio.generate("a red circle", seed=1).images) == 1
+    image = Image.new("RGB", (16, 16), (200, 30, 30))
+    with pytest.raises(ValueError, match="^learning concepts needs the full-precision model[^\n]*--int8"):
+        studio.learn([image], "<emblem>", "square", steps=2)
+
+
 def test_learned_concept_is_saved_and_usable_by_its_token(concept_pipe, tmp_path):
     studio = Studio(concept_pipe, concept_dir=tmp_path / "concepts")
     images = [Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for image in concept_images()]
@@ -196,7 +208,9 @@ def test_cli_ui_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and "cannot write concepts to" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = musekit("ui", "--half", "fp16")
-    assert result.returncode == 2 and "unrecognized arguments: --half" in result.stderr
+    assert result.returncode == 2 and "--half is a GPU path" in result.stderr
+    result = musekit("ui", "--int8", "--half", "fp16")
+    assert result.returncode == 2 and "choose one fast path" in result.stderr
     no_gradio = "import sys; sys.modules['gradio'] = None; from musekit.cli.main import main; sys.exit(main(['ui']))"
     result = subprocess.run([sys.executable, "-c", no_gradio], capture_output=True, text=True, timeout=120, env=ENV)
     assert result.returncode == 2 and "pip install 'musekit[ui]'" in result.stderr

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from musekit.cli.common import CLIError, check_device_arguments, check_writable_folder, load_pipeline, positive_int
+from musekit.cli.common import (
+    CLIError,
+    add_device_arguments,
+    add_int8_argument,
+    check_device_arguments,
+    check_writable_folder,
+    load_pipeline,
+    place_pipeline,
+    positive_int,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -16,7 +25,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--concept-dir", default="outputs/concepts", metavar="DIR",
                    help="where concepts learned in the UI are written (default %(default)s)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    add_device_arguments(p)
+    add_int8_argument(p, "CPU fast path: int8 feed-forward linears (`--int8`) or every per-step linear (`--int8 "
+                      "all`); the Personalize tab then cannot learn concepts (it needs full precision)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -31,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"the web UI needs gradio ({err.name} is missing): pip install 'musekit[ui]'") from None
     from musekit.ui.studio import Studio
 
-    device, _, _ = check_device_arguments(args)
+    check_device_arguments(args)
     concept_dir = check_writable_folder(args.concept_dir, f"cannot write concepts to {args.concept_dir!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model).to(device)
+    pipe = place_pipeline(load_pipeline(args.model), args)
     try:
         serve(Studio(pipe, concept_dir=concept_dir), args.host, args.port)
     except OSError as err:  # e.g. the port is taken
