@@ -35,12 +35,8 @@ from musekit.pipeline import MusePipeline
 
 
 def outpaint(pipe, mode: str, image: torch.Tensor, prompt: str, pad: tuple[int, int, int, int], seed: int):
-    """``mode``: fit, window, refine (or refine@R: redraw share R), squash."""
+    """``mode``: window, fit (musekit's modes) or squash."""
     generator = torch.Generator().manual_seed(seed)
-    if mode.startswith("refine@"):
-        redraw = float(mode.split("@")[1])
-        return pipe.outpaint(image, prompt, pad=pad, mode="refine", redraw=redraw, generator=generator,
-                             output_type="pt").images  # fmt: skip
     if mode != "squash":
         return pipe.outpaint(image, prompt, pad=pad, mode=mode, generator=generator, output_type="pt").images
     left, top, right, bottom = pad

@@ -144,11 +144,35 @@ def test_outpaint_windows_cover_the_canvas_with_half_window_overlaps():
         starts = window_starts(length, 16)
         assert starts[0] == 0 and starts[-1] == length - 16
         assert all(0 < b - a <= 8 for a, b in zip(starts, starts[1:]))  # each overlaps the previous by >= half
-    known = torch.zeros(16, 48, dtype=torch.bool)
-    known[:, 16:32] = True  # the image in the middle of a canvas extended on both sides
-    windows = plan_windows(known, 16)
+    windows = plan_windows(16, 48, (0, 16, 16, 32), 16)  # the image in the middle of a canvas extended both ways
     assert (0, 16) not in windows  # nothing left to draw there
     assert windows == [(0, 8), (0, 24), (0, 0), (0, 32)]  # nearest the image first, then outward
+
+
+def test_outpaint_seams_between_windows_are_drawn_not_left_as_fill(tiny_pipe, monkeypatch):
+    """Only the seam with the original is feathered (with the initial fill there); pixels where a window meets an
+    earlier window's drawing are the drawing, never the fill. A decoder that draws a constant shows it."""
+    monkeypatch.setattr(tiny_pipe, "decode", lambda ids, output_type="pt": torch.full((ids.shape[0], 3, 16, 16), 0.9))
+    image = torch.full((1, 3, 16, 16), 0.2)
+    out = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 32, 0), mode="window", fill=0.5, output_type="pt").images
+    assert torch.equal(out[..., :16], image)
+    assert torch.allclose(out[0, 0, :, 16:19], torch.tensor([0.5 + 0.4 / 3, 0.5 + 0.8 / 3, 0.9]).expand(16, 3))
+    assert torch.allclose(out[..., 18:], torch.tensor(0.9))  # three windows, no band of fill at their seams
+    # a pad under one pixel at the working scale (a 32 px image on a 16 px model) is still drawn
+    big = torch.full((1, 3, 32, 32), 0.2)
+    out = tiny_pipe.outpaint(big, PROMPT, pad=(0, 0, 1, 0), mode="window", fill=0.5, output_type="pt")
+    assert out.ids is not None and out.images.shape == (1, 3, 32, 33)
+    assert (
+        torch.equal(out.images[..., :32], big) and (out.images[..., 32] > 0.51).all()
+    )  # the drawing shows (feathered)
+
+
+def test_outpaint_refuses_huge_requests_before_allocating(tiny_pipe):
+    tiny = torch.rand(1, 3, 2, 2, generator=seeded(0))  # at the model's scale (8x) the canvas would be 64k px wide
+    with pytest.raises(ValueError, match="windows of the model's size"):
+        tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 8000, 0), mode="window")
+    with pytest.raises(ValueError, match="max_windows must be a positive integer"):
+        tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 4, 0), max_windows=0)
 
 
 def test_outpaint_draws_at_the_model_scale_window_by_window(tiny_pipe, monkeypatch):

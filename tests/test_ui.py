@@ -70,6 +70,8 @@ def test_editing_calls_keep_sizes_and_check_masks(tiny_pipe, tmp_path):
         studio.inpaint(image, Image.new("L", (16, 16), 0), "a red circle")
     with pytest.raises(ValueError, match="at least one side"):
         studio.outpaint(image, "a red circle")
+    with pytest.raises(ValueError, match="mode must be one of window, fit"):
+        studio.outpaint(image, "a red circle", right=8, mode="stretch")
     with pytest.raises(ValueError, match="no image"):
         studio.edit(None, "a red circle")
 

@@ -82,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
     mask = read_image(args.mask, "mask") if args.op == "inpaint" else None
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet
-    if args.op == "outpaint" and args.mode == "window":
-        if max(image.size) != pipe.image_size:
-            print(f"musekit: note: the {image.width}x{image.height} input is processed at {pipe.image_size}px on "
-                  "its longer side")  # fmt: skip
+    if args.op == "outpaint":
+        left, top, right, bottom = args.pad
+        width, height = (image.width + left + right, image.height + top + bottom) if args.mode == "fit" else image.size
+        what = "extended image" if args.mode == "fit" else "input"
+        if max(width, height) != pipe.image_size:
+            print(f"musekit: note: the {width}x{height} {what} is drawn at {pipe.image_size}px on its longer side")
     elif image.size != (pipe.image_size, pipe.image_size):
         print(f"musekit: note: the {image.width}x{image.height} input is processed at {pipe.image_size}px")
     common = dict(

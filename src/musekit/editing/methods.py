@@ -36,10 +36,12 @@ class EditingMethods:
     def outpaint(self, image, prompt, pad: tuple[int, int, int, int], **kwargs) -> ImageOutput | tuple:
         """Extend ``image`` by ``pad`` = (left, top, right, bottom) pixels, keeping its aspect ratio.
 
-        ``mode="window"`` (default) keeps the image at the model's scale (its longer side becomes the model's size)
-        and draws the new area at full resolution in windows of the model's size, each overlapping what is already
-        drawn by at least half a window, nearest the image first (one window when the enlarged image fits the
-        model's square); the prompt guides every window, so an object it names may appear in several.
+        ``mode="window"`` (default) works at the scale where the image's longer side is the model's size, so the
+        new area gets the detail the image has at the model's size (a 128 px model extending a 128 px image by 128
+        px draws the new half at 128 px, not squeezed into half a window), in windows of the model's size, each
+        overlapping what is already drawn by at least half a window, nearest the image first (one window when the
+        enlarged image at that scale fits the model's square); the prompt guides every window, so an object it
+        names may appear in several.
         ``mode="fit"`` scales the enlarged canvas so that its longer side is the model's size and draws the new
         area in one pass: the model sees the whole scene, at a lower resolution when the canvas is larger than the
         model. The result has the enlarged size; the original pixels are unchanged.

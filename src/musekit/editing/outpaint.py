@@ -8,8 +8,8 @@ aspect ratio (measured in docs/BENCHMARKS.md, "Outpainting: window, fit and squa
 * ``"window"`` (default): the original keeps the model's scale (its longer side becomes the model's size), and
   windows of the model's size, each overlapping what is already drawn by at least half a window, are inpainted one
   after another, nearest the original first; each window's new pixels join the canvas that the next window sees.
-  The new area is drawn at full resolution, but each window sees only its part of the scene and the prompt guides
-  each, so an object the prompt names may be drawn in several windows.
+  The new area gets the detail the image has at the model's size, but each window sees only its part of the scene
+  and the prompt guides each, so an object the prompt names may be drawn in several windows.
 * ``"fit"``: the whole canvas is scaled so its longer side is the model's size and drawn in one window: the model
   sees the whole scene, as one Muse pass does, at a lower resolution when the canvas is larger than the model.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -49,15 +50,47 @@ def window_starts(length: int, window: int) -> list[int]:
     return [round(k * (length - window) / (count - 1)) for k in range(count)]
 
 
-def plan_windows(known: torch.Tensor, window: int) -> list[tuple[int, int]]:
-    """(top, left) of the windows over ``known`` (H, W) bool, both sides at least ``window``, that contain pixels
-    still to draw, nearest the known area's centre first."""
-    rows, cols = known.nonzero(as_tuple=True)
-    cy, cx = rows.float().mean().item(), cols.float().mean().item()
-    height, width = known.shape
+def plan_windows(height: int, width: int, box: tuple[int, int, int, int], window: int) -> list[tuple[int, int]]:
+    """(top, left) of the windows over a (``height``, ``width``) canvas, both at least ``window``, that contain
+    pixels outside ``box`` = (y0, x0, y1, x1), the area already known, nearest the box's centre first."""
+    y0, x0, y1, x1 = box
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
     windows = [(y, x) for y in window_starts(height, window) for x in window_starts(width, window)]
     windows.sort(key=lambda w: (w[0] + window / 2 - cy) ** 2 + (w[1] + window / 2 - cx) ** 2)
-    return [(y, x) for y, x in windows if not bool(known[y : y + window, x : x + window].all())]
+    return [(y, x) for y, x in windows if not (y0 <= y and y + window <= y1 and x0 <= x and x + window <= x1)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the canvas lies at the working scale: its scaled size, its offset in the working area (scratch extends
+    a side shorter than one window to one window), the original's box there, and the windows to draw."""
+
+    scaled: tuple[int, int]  # (height, width) of the canvas at the working scale
+    offset: tuple[int, int]  # (y, x) of the canvas in the working area
+    area: tuple[int, int]  # (height, width) of the working area
+    box: tuple[int, int, int, int]  # (y0, x0, y1, x1) of the original, known, in the working area
+    windows: list[tuple[int, int]]
+
+
+def plan_layout(size: int, full: tuple[int, int], image_box: tuple[int, int, int, int], scale: float) -> Layout:
+    """The working layout of a ``full`` (height, width) canvas whose original sits at ``image_box`` (top, left,
+    height, width), scaled by ``scale``, for windows of ``size``: arithmetic only, so that a request too large is
+    refused before any pixel is allocated. The original's box is rounded inward and, on each side that was padded,
+    kept at least one pixel from the canvas edge, so that even a pad under one working pixel is drawn."""
+    (full_h, full_w), (top, left, height, width) = full, image_box
+    work_h, work_w = max(1, round(full_h * scale)), max(1, round(full_w * scale))
+    area = (max(size, work_h), max(size, work_w))
+    off_y, off_x = (area[0] - work_h) // 2, (area[1] - work_w) // 2
+    y0, x0 = math.ceil(top * scale), math.ceil(left * scale)
+    y1, x1 = math.floor((top + height) * scale), math.floor((left + width) * scale)
+    y0, x0 = max(y0, 1) if top else y0, max(x0, 1) if left else x0
+    y1 = min(y1, work_h - 1) if top + height < full_h else y1
+    x1 = min(x1, work_w - 1) if left + width < full_w else x1
+    if y1 <= y0 or x1 <= x0:
+        raise ValueError(f"the {width}x{height} image is too small at the model's scale to extend to "
+                         f"{full_w}x{full_h}")  # fmt: skip
+    box = (off_y + y0, off_x + x0, off_y + y1, off_x + x1)
+    return Layout((work_h, work_w), (off_y, off_x), area, box, plan_windows(*area, box, size))
 
 
 def outpaint(
@@ -81,12 +114,20 @@ def outpaint(
         raise ValueError("pad is all zero: give at least one side to extend")
     if mode not in OUTPAINT_MODES:
         raise ValueError(f"mode must be one of {', '.join(OUTPAINT_MODES)}, got {mode!r}")
+    if isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1:
+        raise ValueError(f"max_windows must be a positive integer, got {max_windows!r}")
     prompts = pipe.check_prompts(prompt)
     options = SamplingOptions.resolve(pipe.config, **sampling)
     original = image_to_tensor(image).to(pipe.device)
     left, top, right, bottom = pad
     height, width = original.shape[-2:]
     full_h, full_w = height + top + bottom, width + left + right
+    # "window": the original's longer side at the model's size; "fit": the whole canvas's (one window)
+    scale = pipe.image_size / (max(height, width) if mode == "window" else max(full_h, full_w))
+    layout = plan_layout(pipe.image_size, (full_h, full_w), (top, left, height, width), scale)
+    if len(layout.windows) > max_windows:
+        raise ValueError(f"extending a {width}x{height} image by {pad} needs {len(layout.windows)} windows of the "
+                         f"model's size (at most {max_windows}): extend by less, or in several calls")  # fmt: skip
     # The new area starts as the image's edge continued outward (or a grey level): the tokenizer reads a little
     # across the seam, and the feathered seam blends with it.
     if fill is None:
@@ -100,10 +141,7 @@ def outpaint(
     repeat = len(prompts) * options.num_images_per_prompt
     text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
     canvas = canvas.expand(repeat, -1, -1, -1)
-    # "window": the original's longer side at the model's size; "fit": the whole canvas's (one window)
-    scale = pipe.image_size / (max(height, width) if mode == "window" else max(full_h, full_w))
-    drawn, ids, base_ids = draw_new_area(pipe, canvas, new_area, scale, text, options, generator, feather_radius,
-                                         max_windows)  # fmt: skip
+    drawn, ids, base_ids = draw_new_area(pipe, canvas, layout, text, options, generator, feather_radius)
     logger.info("outpainted %dx%d -> %dx%d (%s)", width, height, full_w, full_h, mode)
     images = None
     if options.output_type != "ids":
@@ -115,47 +153,35 @@ def outpaint(
 def draw_new_area(
     pipe: MusePipeline,
     canvas: torch.Tensor,
-    new_area: torch.Tensor,
-    scale: float,
+    layout: Layout,
     text,
     options: SamplingOptions,
     generator: torch.Generator | None,
     feather_radius: int,
-    max_windows: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw ``new_area`` (1, 1, H, W) of ``canvas`` (B, 3, H, W) with the canvas scaled by ``scale``, in windows of
-    the model's size. A side shorter than one window is extended by scratch area (drawn, then cut away), so every
-    window has the model's size. Returns (the drawn canvas at (H, W), the last window's final-stage and base ids).
-    """
+    """Draw the new area of ``canvas`` (B, 3, H, W) by ``layout``, window by window. Each window's new pixels are
+    blended in with a feathered edge only where they meet the original; where they meet an earlier window's
+    drawing (which the window saw and continued) the seam is hard, so no pixel keeps the initial fill. Returns (the
+    drawn canvas at (H, W), the last window's final-stage and base ids)."""
     size = pipe.image_size
     full_h, full_w = canvas.shape[-2:]
-    work_h, work_w = max(1, round(full_h * scale)), max(1, round(full_w * scale))
-    off_y, off_x = (max(size, work_h) - work_h) // 2, (max(size, work_w) - work_w) // 2
-    spare = (off_x, max(size, work_w) - work_w - off_x, off_y, max(size, work_h) - work_h - off_y)
+    (work_h, work_w), (off_y, off_x), (area_h, area_w) = layout.scaled, layout.offset, layout.area
     scaled = canvas if (work_h, work_w) == (full_h, full_w) else resize_to(canvas, (work_h, work_w))
+    spare = (off_x, area_w - work_w - off_x, off_y, area_h - work_h - off_y)
     work = F.pad(scaled, spare, mode="replicate").clone()
-    # Known pixels at the working scale: the original's box, rounded inward (its edge pixels are redrawn, then
-    # composited back at full scale).
-    rows, cols = (~new_area[0, 0]).nonzero(as_tuple=True)
-    known = torch.zeros(work.shape[-2:], dtype=torch.bool, device=work.device)
-    y0, x0 = off_y + math.ceil(rows.min().item() * scale), off_x + math.ceil(cols.min().item() * scale)
-    y1, x1 = off_y + math.floor((rows.max().item() + 1) * scale), off_x + math.floor((cols.max().item() + 1) * scale)
-    known[y0:y1, x0:x1] = True
-    if not bool(known.any()):
-        raise ValueError(f"the image is too small to extend to {full_w}x{full_h}")
-    windows = plan_windows(known, size)
-    if len(windows) > max_windows:
-        raise ValueError(f"extending the image to {full_w}x{full_h} needs {len(windows)} windows of the model's "
-                         f"size (at most {max_windows}): extend by less, or in several calls")  # fmt: skip
+    y0, x0, y1, x1 = layout.box
+    original = torch.zeros(area_h, area_w, dtype=torch.bool, device=work.device)
+    original[y0:y1, x0:x1] = True
+    known = original.clone()
     ids = base_ids = None
     batch = canvas.shape[0]
-    bar = tqdm(windows, desc="outpaint", disable=not pipe.progress_bar or len(windows) == 1, leave=False)
+    bar = tqdm(layout.windows, desc="outpaint", disable=not pipe.progress_bar or len(layout.windows) < 2, leave=False)
     for y, x in bar:
         todo = ~known[y : y + size, x : x + size]
         mask = todo[None, None].expand(batch, -1, -1, -1)
         window = work[..., y : y + size, x : x + size]
         ids, base_ids = inpaint_tokens(pipe, window, mask, text, options, generator)
-        alpha = feathered_alpha(todo[None, None], feather_radius)
+        alpha = feathered_alpha(~original[y : y + size, x : x + size][None, None], feather_radius) * todo
         work[..., y : y + size, x : x + size] = composite(window, pipe.decode(ids, "pt"), alpha)
         known[y : y + size, x : x + size] = True
     drawn = work[..., off_y : off_y + work_h, off_x : off_x + work_w]
