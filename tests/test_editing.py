@@ -171,6 +171,8 @@ def test_outpaint_refuses_huge_requests_before_allocating(tiny_pipe):
     tiny = torch.rand(1, 3, 2, 2, generator=seeded(0))  # at the model's scale (8x) the canvas would be 64k px wide
     with pytest.raises(ValueError, match="windows of the model's size"):
         tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 8000, 0), mode="window")
+    with pytest.raises(ValueError, match="needs at least 16008000 windows"):  # counted, not listed: 4001 x 4001 - 1
+        tiny_pipe.outpaint(tiny, PROMPT, pad=(2000, 2000, 2000, 2000), mode="window")
     with pytest.raises(ValueError, match="max_windows must be a positive integer"):
         tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 4, 0), max_windows=0)
 

@@ -41,12 +41,17 @@ logger = logging.getLogger(__name__)
 OUTPAINT_MODES = ("window", "fit")
 
 
+def window_count(length: int, window: int) -> int:
+    """How many windows ``window_starts`` places (computed without building them)."""
+    return 1 if length <= window else math.ceil((length - window) / (window / 2)) + 1
+
+
 def window_starts(length: int, window: int) -> list[int]:
     """Offsets of windows of ``window`` px that cover ``length`` px, consecutive windows overlapping by at least
     half a window (so each new window sees at least half a window already drawn)."""
-    if length <= window:
+    count = window_count(length, window)
+    if count == 1:
         return [0]
-    count = math.ceil((length - window) / (window / 2)) + 1
     return [round(k * (length - window) / (count - 1)) for k in range(count)]
 
 
@@ -72,14 +77,25 @@ class Layout:
     windows: list[tuple[int, int]]
 
 
-def plan_layout(size: int, full: tuple[int, int], image_box: tuple[int, int, int, int], scale: float) -> Layout:
+def plan_layout(size: int, full: tuple[int, int], image_box: tuple[int, int, int, int], scale: float,
+                max_windows: int) -> Layout:  # fmt: skip
     """The working layout of a ``full`` (height, width) canvas whose original sits at ``image_box`` (top, left,
-    height, width), scaled by ``scale``, for windows of ``size``: arithmetic only, so that a request too large is
-    refused before any pixel is allocated. The original's box is rounded inward and, on each side that was padded,
-    kept at least one pixel from the canvas edge, so that even a pad under one working pixel is drawn."""
+    height, width), scaled by ``scale``, for windows of ``size``: arithmetic only, so that a request needing more
+    than ``max_windows`` windows is refused (ValueError) before any pixel or window list is built. The original's
+    box is rounded inward and, on each side that was padded, kept at least one pixel from the canvas edge, so that
+    even a pad under one working pixel is drawn."""
     (full_h, full_w), (top, left, height, width) = full, image_box
     work_h, work_w = max(1, round(full_h * scale)), max(1, round(full_w * scale))
     area = (max(size, work_h), max(size, work_w))
+
+    def refuse(count: int, bound: str = "") -> ValueError:
+        return ValueError(f"extending the {width}x{height} image to {full_w}x{full_h} needs {bound}{count} "
+                          f"windows of the model's size (at most {max_windows}): extend by less, or in several "
+                          "calls")  # fmt: skip
+
+    # at most one window lies wholly inside the original (at most the model's size at the working scale)
+    if window_count(area[0], size) * window_count(area[1], size) - 1 > max_windows:
+        raise refuse(window_count(area[0], size) * window_count(area[1], size) - 1, "at least ")
     off_y, off_x = (area[0] - work_h) // 2, (area[1] - work_w) // 2
     y0, x0 = math.ceil(top * scale), math.ceil(left * scale)
     y1, x1 = math.floor((top + height) * scale), math.floor((left + width) * scale)
@@ -90,7 +106,10 @@ def plan_layout(size: int, full: tuple[int, int], image_box: tuple[int, int, int
         raise ValueError(f"the {width}x{height} image is too small at the model's scale to extend to "
                          f"{full_w}x{full_h}")  # fmt: skip
     box = (off_y + y0, off_x + x0, off_y + y1, off_x + x1)
-    return Layout((work_h, work_w), (off_y, off_x), area, box, plan_windows(*area, box, size))
+    windows = plan_windows(*area, box, size)
+    if len(windows) > max_windows:
+        raise refuse(len(windows))
+    return Layout((work_h, work_w), (off_y, off_x), area, box, windows)
 
 
 def outpaint(
@@ -124,10 +143,7 @@ def outpaint(
     full_h, full_w = height + top + bottom, width + left + right
     # "window": the original's longer side at the model's size; "fit": the whole canvas's (one window)
     scale = pipe.image_size / (max(height, width) if mode == "window" else max(full_h, full_w))
-    layout = plan_layout(pipe.image_size, (full_h, full_w), (top, left, height, width), scale)
-    if len(layout.windows) > max_windows:
-        raise ValueError(f"extending a {width}x{height} image by {pad} needs {len(layout.windows)} windows of the "
-                         f"model's size (at most {max_windows}): extend by less, or in several calls")  # fmt: skip
+    layout = plan_layout(pipe.image_size, (full_h, full_w), (top, left, height, width), scale, max_windows)
     # The new area starts as the image's edge continued outward (or a grey level): the tokenizer reads a little
     # across the seam, and the feathered seam blends with it.
     if fill is None:
