@@ -138,15 +138,23 @@ def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe, caplog):
         tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 0, 0))
 
 
-def test_outpaint_windows_cover_the_canvas_with_half_window_overlaps():
-    assert window_starts(16, 16) == [0] and window_starts(10, 16) == [0]
-    for length in (17, 20, 33, 48, 100):
-        starts = window_starts(length, 16)
-        assert starts[0] == 0 and starts[-1] == length - 16
-        assert all(0 < b - a <= 8 for a, b in zip(starts, starts[1:]))  # each overlaps the previous by >= half
+def test_outpaint_windows_go_outward_from_the_image_with_a_quarter_window_of_context():
+    assert window_starts(16, 16, (0, 16)) == [0] and window_starts(10, 16, (2, 8)) == [0]
+    assert window_starts(64, 16, (16, 32)) == [0, 4, 16, 28, 40, 48]  # over the image, then outward both ways
+    for length, known in ((20, (0, 16)), (33, (17, 33)), (48, (16, 32)), (100, (40, 56)), (100, (0, 16))):
+        starts = window_starts(length, 16, known)
+        covered = torch.zeros(length, dtype=torch.bool)
+        covered[known[0] : known[1]] = True
+        for start in starts:
+            assert 0 <= start <= length - 16
+            covered[start : start + 16] = True
+        assert covered.all()
+        right = [a for a in starts if a > known[0]]
+        assert not right or right[0] == min(known[1] - 4, length - 16)  # a quarter window of the image, or flush
+        assert all(b - a <= 12 for a, b in zip(right, right[1:]))  # each keeps >= a quarter of the one before
     windows = plan_windows(16, 48, (0, 16, 16, 32), 16)  # the image in the middle of a canvas extended both ways
     assert (0, 16) not in windows  # nothing left to draw there
-    assert windows == [(0, 8), (0, 24), (0, 0), (0, 32)]  # nearest the image first, then outward
+    assert windows == [(0, 4), (0, 28), (0, 0), (0, 32)]  # nearest the image first, then outward
 
 
 def test_outpaint_seams_between_windows_are_drawn_not_left_as_fill(tiny_pipe, monkeypatch):
@@ -171,7 +179,7 @@ def test_outpaint_refuses_huge_requests_before_allocating(tiny_pipe):
     tiny = torch.rand(1, 3, 2, 2, generator=seeded(0))  # at the model's scale (8x) the canvas would be 64k px wide
     with pytest.raises(ValueError, match="windows of the model's size"):
         tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 8000, 0), mode="window")
-    with pytest.raises(ValueError, match="needs at least 16008000 windows"):  # counted, not listed: 4001 x 4001 - 1
+    with pytest.raises(ValueError, match="needs at least 7123560 windows"):  # counted, not listed: 2669 x 2669 - 1
         tiny_pipe.outpaint(tiny, PROMPT, pad=(2000, 2000, 2000, 2000), mode="window")
     with pytest.raises(ValueError, match="max_windows must be a positive integer"):
         tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 4, 0), max_windows=0)

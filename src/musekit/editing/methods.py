@@ -38,8 +38,8 @@ class EditingMethods:
 
         ``mode="window"`` (default) works at the scale where the image's longer side is the model's size, so the
         new area gets the detail the image has at the model's size (a 128 px model extending a 128 px image by 128
-        px draws the new half at 128 px, not squeezed into half a window), in windows of the model's size, each
-        overlapping what is already drawn by at least half a window, nearest the image first (one window when the
+        px draws the new half at 128 px, not squeezed into half a window), in windows of the model's size placed
+        outward from the image, each keeping a quarter window of what is already drawn (one window when the
         enlarged image at that scale fits the model's square); the prompt guides every window, so an object it
         names may appear in several.
         ``mode="fit"`` scales the enlarged canvas so that its longer side is the model's size and draws the new
