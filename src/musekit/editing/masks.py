@@ -46,10 +46,12 @@ def mask_to_tensor(mask: Image.Image | torch.Tensor, size: tuple[int, int]) -> t
     return tensor > 0.5
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    if images.shape[-1] == size and images.shape[-2] == size:
+def resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of (B, C, H, W) to ``size`` (a side, or (height, width)); unchanged if equal."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(images.shape[-2:]) == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def fit_to_model(image: torch.Tensor, size: int) -> torch.Tensor:

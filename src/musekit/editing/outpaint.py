@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from musekit.editing.inpaint import inpaint_tokens, package
-from musekit.editing.masks import composite, feathered_alpha, image_to_tensor
+from musekit.editing.masks import composite, feathered_alpha, image_to_tensor, resize
 from musekit.sampling.options import SamplingOptions
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def draw_new_area(
     size = pipe.image_size
     full_h, full_w = canvas.shape[-2:]
     (work_h, work_w), (off_y, off_x), (area_h, area_w) = layout.scaled, layout.offset, layout.area
-    scaled = canvas if (work_h, work_w) == (full_h, full_w) else resize_to(canvas, (work_h, work_w))
+    scaled = resize(canvas, (work_h, work_w))
     spare = (off_x, area_w - work_w - off_x, off_y, area_h - work_h - off_y)
     work = F.pad(scaled, spare, mode="replicate").clone()
     y0, x0, y1, x1 = layout.box
@@ -219,10 +219,4 @@ def draw_new_area(
         work[..., y : y + size, x : x + size] = composite(window, pipe.decode(ids, "pt"), alpha)
         known[y : y + size, x : x + size] = True
     drawn = work[..., off_y : off_y + work_h, off_x : off_x + work_w]
-    if (work_h, work_w) != (full_h, full_w):
-        drawn = resize_to(drawn, (full_h, full_w))
-    return drawn, ids, base_ids
-
-
-def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return resize(drawn, (full_h, full_w)), ids, base_ids
