@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from musekit.io.metadata import read_record
 from musekit.ui.studio import Studio, check_image, check_int, mask_from_layers
 
 from .conftest import concept_images
@@ -152,6 +153,8 @@ def test_served_page_answers_gradio_client(concept_pipe, tmp_path):
         images, text = client.predict("a red circle", "", 3, 2, 2, 2.0, [], [], 0.8, 0.15, "local",
                                       api_name="/generate")  # fmt: skip
         assert len(images) == 2 and "seed 3" in text
+        record = read_record(images[1]["image"])  # the PNG the page serves keeps the settings (musekit info)
+        assert (record["prompt"], record["seed"], record["num"], record["index"]) == ("a red circle", 3, 2, 1)
         with pytest.raises(Exception, match="prompt is empty"):
             client.predict("", "", 0, 1, 2, 2.0, [], [], 0.8, 0.15, "local", api_name="/generate")
         with pytest.raises(Exception, match="seed is empty"):

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from musekit.io.images import make_grid, save_image
+    from musekit.io.metadata import attach, make_record
 
     if not args.prompt.strip():
         raise CLIError("prompt is empty: describe the result you want")
@@ -106,7 +107,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = pipe.img2img(image, args.prompt, strength=args.strength, guidance_scale=args.guidance, **common)
     picture = result.images[0] if len(result.images) == 1 else make_grid(result.images)
-    save_image(picture, out)
+    options = {"mask": args.mask} if args.op == "inpaint" else {}
+    if args.op == "outpaint":
+        options.update(pad=list(args.pad), mode=args.mode)
+    elif args.op == "edit":
+        options.update(source_prompt=args.source_prompt, iterations=args.iterations)
+    elif args.op == "img2img":
+        options.update(strength=args.strength)
+    record = make_record(
+        pipe, args.op, args.prompt, model=args.model, image=args.image, negative=args.negative, seed=args.seed,
+        steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, **options,
+    )  # fmt: skip
+    save_image(attach(picture, record), out)
     elapsed = time.perf_counter() - start
     print(f"wrote {out} ({picture.width}x{picture.height}, {elapsed:.2f} s)")
     return 0

@@ -12,6 +12,7 @@ from musekit.cli import (
     edit,
     evaluate,
     generate,
+    info,
     personalize,
     shards,
     train,
@@ -30,6 +31,7 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     generate.add_parser(sub)
     edit.add_parsers(sub)
+    info.add_parser(sub)
     personalize.add_parser(sub)
     train_checker.add_parser(sub)
     train.add_parsers(sub)

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     pipe = place_pipeline(load_pipeline(args.model), args)
     try:
-        serve(Studio(pipe, concept_dir=concept_dir), args.host, args.port)
+        serve(Studio(pipe, concept_dir=concept_dir, model=args.model), args.host, args.port)
     except OSError as err:  # e.g. the port is taken
         raise CLIError(f"cannot serve on {args.host}:{args.port} (try another --port): {err}") from None
     return 0

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from musekit.io.checkpoint import atomic_replace
+from musekit.io.metadata import KEY
 
 
 def tensor_to_numpy(images: torch.Tensor) -> np.ndarray:
@@ -75,7 +76,11 @@ def make_grid(images: list[Image.Image], columns: int | None = None, padding: in
 
 
 def save_image(image: Image.Image, path: str | Path) -> Path:
-    """Write a PNG atomically (temp file + rename); the parent folder is created."""
+    """Write a PNG atomically (temp file + rename); the parent folder is created. The settings record that
+    ``musekit.io.metadata.attach`` put in ``image.info`` goes into the PNG as a text chunk."""
     path = Path(path)
-    atomic_replace(path, lambda tmp: image.save(tmp, format="PNG"))
+    info = PngImagePlugin.PngInfo()
+    if isinstance(image.info.get(KEY), str):
+        info.add_itxt(KEY, image.info[KEY])
+    atomic_replace(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
     return path

@@ -17,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402  (the environment variable must be set first)
 
+from musekit.io.metadata import describe, read_record  # noqa: E402
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE  # noqa: E402
 from musekit.ui.studio import KEY_LOCKING, MAX_IMAGES, VARIANTS, Result, Studio, mask_from_layers  # noqa: E402
 
@@ -85,6 +86,18 @@ def summary_box() -> gr.Textbox:
     return gr.Textbox(label="summary", interactive=False, lines=1, max_lines=2)
 
 
+def generate_settings(record: dict) -> tuple:
+    """A generated PNG's record -> the Generate tab's (prompt, negative, seed, images, steps, guidance, concept
+    files, bias, temperature, key-locking); None leaves a field as it is. Recorded concept files that are not
+    there are left out."""
+    if record["command"] != "generate":
+        raise ValueError(f"this image was made by {record['command']}, not generate: its command line is shown above")
+    files = [f for f in record.get("concept") or [] if Path(f).is_file()]
+    return (record["prompt"], record.get("negative") or "", record.get("seed", 0), record.get("num", 1),
+            record.get("steps"), record.get("guidance"), files or None, record.get("bias"),
+            record.get("temperature"), record.get("key_locking"))  # fmt: skip
+
+
 def build_app(studio: Studio) -> gr.Blocks:
     """The page; ``app.launch()`` serves it."""
     size = studio.pipe.image_size
@@ -122,6 +135,17 @@ def build_app(studio: Studio) -> gr.Blocks:
         shutil.copyfile(path, download)
         return str(download), text, gr.update(choices=list(studio.learned), value=list(dict.fromkeys(ticks)))
 
+    @shows_errors
+    def read_settings(path):
+        if not path:
+            return "", gr.update(interactive=False)
+        return describe(read_record(path)), gr.update(interactive=True)
+
+    @shows_errors
+    def settings_to_generate(path):
+        updates = [gr.update(value=v) if v is not None else gr.update() for v in generate_settings(read_record(path))]
+        return (*updates, gr.Tabs(selected="generate"))
+
     def first_image(images):
         """Gallery value [(path, caption), ...] -> the first image into the editing tabs' inputs."""
         if not images:
@@ -132,111 +156,134 @@ def build_app(studio: Studio) -> gr.Blocks:
     theme = gr.themes.Soft(font=SYSTEM_FONTS, font_mono=["ui-monospace", "monospace"])
     with gr.Blocks(title="musekit", theme=theme, analytics_enabled=False) as app:
         gr.Markdown(intro)
-        with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    prompt = gr.Textbox(label="prompt", value=examples[0], lines=2)
-                    negative = gr.Textbox(label="negative prompt (what to steer away from)", placeholder="optional")
-                    with gr.Row():
-                        seed = gr.Number(label="seed", value=0, precision=0)
-                        count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
-                    with gr.Accordion("sampling", open=False):
-                        steps = gr.Slider(0, 48, value=0, step=1, label="base steps (0: the model's default)")
-                        guidance = gr.Slider(0.0, 8.0, value=studio.pipe.config.guidance_scale, step=0.5,
-                                             label="classifier-free guidance")  # fmt: skip
-                    with gr.Accordion("concepts (Perfusion)", open=False):
-                        learned = gr.Dropdown(list(studio.learned), value=[], multiselect=True, allow_custom_value=True,
-                                              label="learned in this session (their tokens)")  # fmt: skip
-                        uploaded = gr.File(label="concept files", file_count="multiple", file_types=[".safetensors"],
-                                           type="filepath")  # fmt: skip
-                        bias_label = "bias (lower: more like the concept; higher: more like the text)"
-                        bias = gr.Slider(0.3, 1.2, value=DEFAULT_BIAS, step=0.05, label=bias_label)
-                        temperature = gr.Slider(0.02, 0.5, value=DEFAULT_TEMPERATURE, step=0.01, label="temperature")
-                        locking = gr.Radio(list(KEY_LOCKING), value="local", label="key-locking")
-                    run = gr.Button("Generate", variant="primary")
-                    gr.Examples(examples, inputs=[prompt])
-                with gr.Column(scale=3):
-                    gallery = gr.Gallery(label="images", columns=4, height="auto", format="png")
-                    summary = summary_box()
-                    send = gr.Button("Edit the first image in the other tabs")
-            inputs = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
-            run.click(generate, inputs, [gallery, summary], api_name="generate")
-            prompt.submit(generate, inputs, [gallery, summary], api_name=False)
-        with gr.Tab("Inpaint"):
-            with gr.Row():
-                with gr.Column():
-                    editor = gr.ImageEditor(label=f"image: paint over what to repaint ({size} px)", type="pil",
-                                            brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
-                                            eraser=gr.Eraser(default_size=16), transforms=())  # fmt: skip
-                    inpaint_prompt = gr.Textbox(label="the prompt for the result (the whole scene)",
-                                                placeholder=f"e.g. {examples[0]}")  # fmt: skip
-                    inpaint_seed = gr.Number(label="seed", value=0, precision=0)
-                    inpaint_run = gr.Button("Inpaint", variant="primary")
-                with gr.Column():
-                    inpaint_out = gr.Image(label="result", type="pil", format="png")
-                    inpaint_summary = summary_box()
-            inpaint_run.click(inpaint, [editor, inpaint_prompt, inpaint_seed], [inpaint_out, inpaint_summary])
-        with gr.Tab("Outpaint"):
-            with gr.Row():
-                with gr.Column():
-                    outpaint_in = gr.Image(label="image", type="pil", image_mode="RGBA")
-                    outpaint_prompt = gr.Textbox(
-                        label="what the new area should show (or the picture's caption)",
-                        placeholder=f"e.g. {examples[0]}",
-                    )
-                    with gr.Row():
-                        sides = (("left", 0), ("top", 0), ("right", size // 2), ("bottom", 0))
-                        pads = [gr.Number(label=side, value=value, precision=0, minimum=0) for side, value in sides]
-                    with gr.Row():
-                        outpaint_seed = gr.Number(label="seed", value=0, precision=0)
-                        outpaint_mode = gr.Radio(
-                            ["window", "fit"], value="window", label="mode",
-                            info="window: the image's own scale, in model-size windows (sharp; a named object may "
-                            "repeat); fit: the whole picture in one pass, scaled to the model",
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        prompt = gr.Textbox(label="prompt", value=examples[0], lines=2)
+                        negative = gr.Textbox(label="negative prompt (what to steer away from)", placeholder="optional")
+                        with gr.Row():
+                            seed = gr.Number(label="seed", value=0, precision=0)
+                            count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
+                        with gr.Accordion("sampling", open=False):
+                            steps = gr.Slider(0, 64, value=0, step=1, label="base steps (0: the model's default)")
+                            guidance = gr.Slider(0.0, 8.0, value=studio.pipe.config.guidance_scale, step=0.5,
+                                                 label="classifier-free guidance")  # fmt: skip
+                        with gr.Accordion("concepts (Perfusion)", open=False):
+                            learned = gr.Dropdown(
+                                list(studio.learned), value=[], multiselect=True, allow_custom_value=True,
+                                label="learned in this session (their tokens)",
+                            )  # fmt: skip
+                            uploaded = gr.File(
+                                label="concept files", file_count="multiple", file_types=[".safetensors"],
+                                type="filepath",
+                            )  # fmt: skip
+                            bias_label = "bias (lower: more like the concept; higher: more like the text)"
+                            bias = gr.Slider(0.3, 1.2, value=DEFAULT_BIAS, step=0.05, label=bias_label)
+                            temperature = gr.Slider(
+                                0.02, 0.5, value=DEFAULT_TEMPERATURE, step=0.01, label="temperature"
+                            )
+                            locking = gr.Radio(list(KEY_LOCKING), value="local", label="key-locking")
+                        run = gr.Button("Generate", variant="primary")
+                        gr.Examples(examples, inputs=[prompt])
+                    with gr.Column(scale=3):
+                        gallery = gr.Gallery(label="images", columns=4, height="auto", format="png")
+                        summary = summary_box()
+                        send = gr.Button("Edit the first image in the other tabs")
+                inputs = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
+                run.click(generate, inputs, [gallery, summary], api_name="generate")
+                prompt.submit(generate, inputs, [gallery, summary], api_name=False)
+            with gr.Tab("Inpaint"):
+                with gr.Row():
+                    with gr.Column():
+                        editor = gr.ImageEditor(label=f"image: paint over what to repaint ({size} px)", type="pil",
+                                                brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
+                                                eraser=gr.Eraser(default_size=16), transforms=())  # fmt: skip
+                        inpaint_prompt = gr.Textbox(label="the prompt for the result (the whole scene)",
+                                                    placeholder=f"e.g. {examples[0]}")  # fmt: skip
+                        inpaint_seed = gr.Number(label="seed", value=0, precision=0)
+                        inpaint_run = gr.Button("Inpaint", variant="primary")
+                    with gr.Column():
+                        inpaint_out = gr.Image(label="result", type="pil", format="png")
+                        inpaint_summary = summary_box()
+                inpaint_run.click(inpaint, [editor, inpaint_prompt, inpaint_seed], [inpaint_out, inpaint_summary])
+            with gr.Tab("Outpaint"):
+                with gr.Row():
+                    with gr.Column():
+                        outpaint_in = gr.Image(label="image", type="pil", image_mode="RGBA")
+                        outpaint_prompt = gr.Textbox(
+                            label="what the new area should show (or the picture's caption)",
+                            placeholder=f"e.g. {examples[0]}",
+                        )
+                        with gr.Row():
+                            sides = (("left", 0), ("top", 0), ("right", size // 2), ("bottom", 0))
+                            pads = [gr.Number(label=side, value=value, precision=0, minimum=0) for side, value in sides]
+                        with gr.Row():
+                            outpaint_seed = gr.Number(label="seed", value=0, precision=0)
+                            outpaint_mode = gr.Radio(
+                                ["window", "fit"], value="window", label="mode",
+                                info="window: the image's own scale, in model-size windows (sharp; a named object may "
+                                "repeat); fit: the whole picture in one pass, scaled to the model",
+                            )  # fmt: skip
+                        outpaint_run = gr.Button("Outpaint", variant="primary")
+                    with gr.Column():
+                        outpaint_out = gr.Image(label="result", type="pil", format="png")
+                        outpaint_summary = summary_box()
+                outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed, outpaint_mode],
+                                   [outpaint_out, outpaint_summary])  # fmt: skip
+            with gr.Tab("Edit"):
+                with gr.Row():
+                    with gr.Column():
+                        edit_in = gr.Image(label="image", type="pil", image_mode="RGBA")
+                        edit_prompt = gr.Textbox(label="what the result should show", value=examples[0])
+                        edit_source = gr.Textbox(label="what the image shows now (optional: confines the edit)")
+                        with gr.Row():
+                            iterations = gr.Slider(10, 200, value=100, step=10, label="iterations")
+                            edit_seed = gr.Number(label="seed", value=0, precision=0)
+                        edit_run = gr.Button("Edit", variant="primary")
+                        with gr.Accordion("or image to image: re-generate a share of the tokens", open=False):
+                            strength = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
+                                                 label="strength (0 keeps the image, 1 regenerates it)")  # fmt: skip
+                            img2img_run = gr.Button("Image to image")
+                    with gr.Column():
+                        edit_out = gr.Image(label="result", type="pil", format="png")
+                        edit_summary = summary_box()
+                edit_run.click(
+                    edit, [edit_in, edit_prompt, edit_source, iterations, edit_seed], [edit_out, edit_summary]
+                )
+                img2img_run.click(img2img, [edit_in, edit_prompt, strength, edit_seed], [edit_out, edit_summary])
+            with gr.Tab("Personalize"):
+                with gr.Row():
+                    with gr.Column():
+                        files = gr.File(label="4-6 images of the concept", file_count="multiple", file_types=["image"],
+                                        type="filepath")  # fmt: skip
+                        with gr.Row():
+                            token = gr.Textbox(label="token", value="<emblem>")
+                            superclass = gr.Textbox(label="superclass (what it is)", value="red circle")
+                        with gr.Row():
+                            concept_steps = gr.Slider(0, 300, value=0, step=10, label="steps (0: the default)")
+                            variant = gr.Radio(list(VARIANTS), value="local", label="variant")
+                            concept_seed = gr.Number(label="seed", value=0, precision=0)
+                        learn_run = gr.Button("Learn the concept", variant="primary")
+                    with gr.Column():
+                        concept_file = gr.File(label="concept file")
+                        learn_summary = summary_box()
+                learn_run.click(learn, [files, token, superclass, concept_steps, variant, concept_seed, learned],
+                                [concept_file, learn_summary, learned])  # fmt: skip
+            with gr.Tab("Image settings"):
+                with gr.Row():
+                    with gr.Column():
+                        info_in = gr.Image(
+                            label="a PNG that musekit wrote (here or on the command line)", type="filepath",
+                            image_mode=None, sources=["upload", "clipboard"],
                         )  # fmt: skip
-                    outpaint_run = gr.Button("Outpaint", variant="primary")
-                with gr.Column():
-                    outpaint_out = gr.Image(label="result", type="pil", format="png")
-                    outpaint_summary = summary_box()
-            outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed, outpaint_mode],
-                               [outpaint_out, outpaint_summary])  # fmt: skip
-        with gr.Tab("Edit"):
-            with gr.Row():
-                with gr.Column():
-                    edit_in = gr.Image(label="image", type="pil", image_mode="RGBA")
-                    edit_prompt = gr.Textbox(label="what the result should show", value=examples[0])
-                    edit_source = gr.Textbox(label="what the image shows now (optional: confines the edit)")
-                    with gr.Row():
-                        iterations = gr.Slider(10, 200, value=100, step=10, label="iterations")
-                        edit_seed = gr.Number(label="seed", value=0, precision=0)
-                    edit_run = gr.Button("Edit", variant="primary")
-                    with gr.Accordion("or image to image: re-generate a share of the tokens", open=False):
-                        strength = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
-                                             label="strength (0 keeps the image, 1 regenerates it)")  # fmt: skip
-                        img2img_run = gr.Button("Image to image")
-                with gr.Column():
-                    edit_out = gr.Image(label="result", type="pil", format="png")
-                    edit_summary = summary_box()
-            edit_run.click(edit, [edit_in, edit_prompt, edit_source, iterations, edit_seed], [edit_out, edit_summary])
-            img2img_run.click(img2img, [edit_in, edit_prompt, strength, edit_seed], [edit_out, edit_summary])
-        with gr.Tab("Personalize"):
-            with gr.Row():
-                with gr.Column():
-                    files = gr.File(label="4-6 images of the concept", file_count="multiple", file_types=["image"],
-                                    type="filepath")  # fmt: skip
-                    with gr.Row():
-                        token = gr.Textbox(label="token", value="<emblem>")
-                        superclass = gr.Textbox(label="superclass (what it is)", value="red circle")
-                    with gr.Row():
-                        concept_steps = gr.Slider(0, 300, value=0, step=10, label="steps (0: the default)")
-                        variant = gr.Radio(list(VARIANTS), value="local", label="variant")
-                        concept_seed = gr.Number(label="seed", value=0, precision=0)
-                    learn_run = gr.Button("Learn the concept", variant="primary")
-                with gr.Column():
-                    concept_file = gr.File(label="concept file")
-                    learn_summary = summary_box()
-            learn_run.click(learn, [files, token, superclass, concept_steps, variant, concept_seed, learned],
-                            [concept_file, learn_summary, learned])  # fmt: skip
+                    with gr.Column():
+                        info_text = gr.Textbox(label="how it was made, and the command that makes it again",
+                                               lines=6, interactive=False)  # fmt: skip
+                        to_generate = gr.Button("Use these settings in Generate", interactive=False)
+                info_in.change(read_settings, [info_in], [info_text, to_generate], api_name=False)
+                generate_fields = [prompt, negative, seed, count, steps, guidance, uploaded, bias, temperature, locking]
+                to_generate.click(settings_to_generate, [info_in], [*generate_fields, tabs], api_name=False)
         send.click(first_image, [gallery], [editor, outpaint_in, edit_in], api_name=False, queue=False)
         # a reloaded page (or a second browser) lists every concept learned since the server started
         app.load(lambda: gr.update(choices=list(studio.learned)), None, learned, api_name=False, queue=False)

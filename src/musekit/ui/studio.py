@@ -21,6 +21,7 @@ from PIL import Image
 
 from musekit.editing.outpaint import OUTPAINT_MODES
 from musekit.io.images import check_image_size, flatten_alpha, read_image
+from musekit.io.metadata import attach, make_record, sampling_record
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 
 MAX_IMAGES = 8  # images per generate call
@@ -46,6 +47,7 @@ class Studio:
     pipe: object  # MusePipeline (kept untyped so importing this module stays light)
     concept_dir: Path = field(default_factory=lambda: Path("outputs/concepts"))
     learned: dict[str, Path] = field(default_factory=dict)  # token -> concept file learned in this session
+    model: str | None = None  # the model folder, for the settings record in each image (None: the bundled model)
 
     def __post_init__(self) -> None:
         self.concept_dir = Path(self.concept_dir)
@@ -71,10 +73,17 @@ class Studio:
         num_images = check_int("number of images", num_images, 1, MAX_IMAGES)
         steps = None if steps in (None, 0) else check_int("steps", steps, 1, 64)
         loaded = self.load_concepts(concepts)
+        files = [str(self.learned.get(str(item), item)) for item in concepts or ()]
+        record = dict(
+            negative=optional_text(negative_prompt), **sampling_record(self.pipe, steps, guidance=guidance_scale),
+            num=num_images, concept=files or None, bias=float(concept_bias) if files else None,
+            temperature=float(concept_temperature) if files else None, key_locking=key_locking if files else None,
+        )  # fmt: skip
         return self._run(
             "__call__",
             seed,
             prompt,
+            record=("generate", prompt, record),
             negative_prompt=optional_text(negative_prompt),
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
@@ -92,7 +101,9 @@ class Studio:
         mask = check_image(mask, "mask").convert("L").resize(image.size, Image.NEAREST)
         if not np.asarray(mask).any():
             raise ValueError("the mask is empty: paint over the area to repaint")
-        return self._run("inpaint", seed, image, mask, prompt, negative_prompt=optional_text(negative_prompt))
+        record = ("inpaint", prompt, {"negative": optional_text(negative_prompt)})
+        return self._run("inpaint", seed, image, mask, prompt, negative_prompt=optional_text(negative_prompt),
+                         record=record)  # fmt: skip
 
     def outpaint(self, image, prompt: str, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0,
                  seed: int = 0, mode: str = "window") -> Result:  # fmt: skip
@@ -108,30 +119,39 @@ class Studio:
         width, height = image.width + pad[0] + pad[2], image.height + pad[1] + pad[3]
         if max(width, height) > MAX_CANVAS_SIDE:
             raise ValueError(f"the extended image would be {width}x{height}: at most {MAX_CANVAS_SIDE} px a side")
-        return self._run("outpaint", seed, image, prompt, pad=pad, mode=mode)
+        record = ("outpaint", prompt, {"pad": list(pad), "mode": mode})
+        return self._run("outpaint", seed, image, prompt, pad=pad, mode=mode, record=record)
 
     def edit(self, image, prompt: str, source_prompt: str | None = "", iterations: int = 100,
              seed: int = 0) -> Result:  # fmt: skip
         """Mask-free edit toward ``prompt``; ``source_prompt`` (what the image shows) confines it to what changes."""
         prompt, image = check_prompt(prompt), check_image(image)
         iterations = check_int("iterations", iterations, 1, 1000)
+        record = ("edit", prompt, {"source_prompt": optional_text(source_prompt), "iterations": iterations})
         return self._run("edit", seed, image, prompt, iterations=iterations,
-                          source_prompt=optional_text(source_prompt))  # fmt: skip
+                         source_prompt=optional_text(source_prompt), record=record)  # fmt: skip
 
     def img2img(self, image, prompt: str, strength: float = 0.5, seed: int = 0) -> Result:
         """Re-generate a share of the image's tokens under ``prompt`` (0 keeps the image, 1 regenerates it)."""
         prompt, image = check_prompt(prompt), check_image(image)
         if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength!r}")
-        return self._run("img2img", seed, image, prompt, strength=float(strength))
+        return self._run("img2img", seed, image, prompt, strength=float(strength),
+                         record=("img2img", prompt, {"strength": float(strength)}))  # fmt: skip
 
-    def _run(self, method: str, seed, *args, **kwargs) -> Result:
-        """``pipe.<method>(*args, generator=seeded, **kwargs)`` under the lock, timed."""
+    def _run(self, method: str, seed, *args, record: tuple[str, str, dict], **kwargs) -> Result:
+        """``pipe.<method>(*args, generator=seeded, **kwargs)`` under the lock, timed; each image carries the
+        settings ``record`` = (command, prompt, options) (``musekit.io.metadata``), which its PNG download keeps."""
         seed = check_seed(seed)
         start = time.perf_counter()
         with self._lock:
             out = getattr(self.pipe, method)(*args, generator=torch.Generator().manual_seed(seed), **kwargs)
-        return Result(list(out.images), summary(out.images, start, seed))
+        command, prompt, options = record
+        base = make_record(self.pipe, command, prompt, model=self.model, seed=seed, **options)
+        images = list(out.images)
+        for index, image in enumerate(images):
+            attach(image, base, index=index if len(images) > 1 else None)
+        return Result(images, summary(images, start, seed))
 
     # --- personalization --------------------------------------------------------------------------------------
     def learn(self, images: Sequence, token: str, superclass: str, steps: int | None = None, variant: str = "local",

@@ -1,0 +1,148 @@
+"""Settings records in the PNGs musekit writes: written, read back, turned into a command line, and re-run."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from musekit.cli.main import main
+from musekit.io.images import save_image
+from musekit.io.metadata import KEY, attach, command_line, describe, make_record, read_record, sampling_record
+
+
+def test_record_survives_saving_and_reading(tiny_pipe, tmp_path):
+    record = make_record(tiny_pipe, "generate", "un cercle rouge « vif »", seed=3, num=2, concept=["a b.safetensors"])
+    image = attach(Image.new("RGB", (16, 16), (200, 0, 0)), record, index=1)
+    path = save_image(image, tmp_path / "out.png")
+    back = read_record(path)
+    assert back == {**record, "index": 1, "size": [16, 16]}
+    assert back["model_fingerprint"] == record["model_fingerprint"] and back["device"] == "cpu"
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))  # the pixels are untouched
+
+
+def test_sampling_record_fills_the_models_defaults(tiny_pipe):
+    config = tiny_pipe.config
+    assert sampling_record(tiny_pipe) == {
+        "steps": config.num_inference_steps, "sr_steps": config.sr_inference_steps,
+        "guidance": config.guidance_scale, "guidance_schedule": config.guidance_schedule,
+        "sr_strength": config.sr_strength,
+    }  # fmt: skip
+    assert sampling_record(tiny_pipe, steps=7, guidance=1.5)["steps"] == 7
+
+
+def test_command_line_quotes_and_repeats():
+    record = {
+        "command": "generate", "prompt": "a red circle's edge", "seed": 3, "negative": None, "concept": ["a.st", "b c"],
+        "int8": "all", "device": "cpu", "half": None, "size": [16, 16], "model_fingerprint": "x", "index": 2,
+    }  # fmt: skip
+    line = command_line(record)
+    assert line == "musekit generate 'a red circle'\"'\"'s edge' --seed 3 --concept a.st --concept 'b c' --int8 all"
+    outpaint = {"command": "outpaint", "prompt": "sky", "image": None, "pad": [0, 0, 32, 0], "mode": "fit"}
+    assert command_line(outpaint) == "musekit outpaint IMAGE sky --pad 0,0,32,0 --mode fit"
+    assert "again: musekit generate" in describe(record)
+
+
+def png_with(tmp_path, text):
+    info = PngImagePlugin.PngInfo()
+    if text is not None:
+        info.add_itxt(KEY, text)
+    path = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "holds no musekit settings"),
+        ("{not json", "not valid JSON"),
+        (json.dumps({"command": "paint", "prompt": "x"}), "not a record musekit can read"),
+        (json.dumps([1, 2]), "not a record musekit can read"),
+        (json.dumps({"schema": 99, "command": "generate", "prompt": "x", "musekit": "9.0"}), "newer musekit"),
+    ],
+)
+def test_unreadable_records_fail_in_one_line(tmp_path, text, message):
+    with pytest.raises(ValueError, match="^[^\n]*$") as err:
+        read_record(png_with(tmp_path, text))
+    assert message in str(err.value)
+
+
+def test_generate_from_an_image_makes_it_again(tiny_model_dir, tmp_path, capsys):
+    first, again, other = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    model = ["--model", str(tiny_model_dir), "--quiet"]
+    assert main(["generate", "a red circle", "--seed", "5", "--steps", "3", "--out", str(first), *model]) == 0
+    record = read_record(first)
+    assert (record["prompt"], record["seed"], record["steps"], record["model"]) == (
+        "a red circle", 5, 3, str(tiny_model_dir))  # fmt: skip
+    assert main(["generate", "--from", str(first), "--out", str(again), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+    assert read_record(again) == record
+    # a flag given beside --from changes just that setting
+    assert main(["generate", "--from", str(first), "--seed", "6", "--out", str(other), "--quiet"]) == 0
+    changed = read_record(other)
+    assert changed["seed"] == 6 and {k: v for k, v in changed.items() if k != "seed"} == {
+        k: v for k, v in record.items() if k != "seed"}  # fmt: skip
+    assert main(["info", str(first)]) == 0
+    out = capsys.readouterr().out
+    assert "generate: a red circle" in out and "again: musekit generate 'a red circle' --seed 5 --steps 3" in out
+
+
+def test_one_image_of_a_batch_is_made_again_alone(tiny_pipe, tiny_model_dir, tmp_path):
+    from musekit.ui.studio import Studio
+
+    studio = Studio(tiny_pipe, concept_dir=tmp_path, model=str(tiny_model_dir))
+    batch = studio.generate("a red circle", seed=2, num_images=3, steps=2)
+    third = save_image(batch.images[2], tmp_path / "third.png")
+    assert read_record(third)["index"] == 2 and read_record(third)["num"] == 3
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(third), "--out", str(again), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(batch.images[2]))
+
+
+def test_editing_outputs_carry_their_command(tiny_model_dir, tmp_path, capsys):
+    scene, mask, out = tmp_path / "scene.png", tmp_path / "mask.png", tmp_path / "inpainted.png"
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(scene)
+    Image.new("L", (16, 16), 255).save(mask)
+    args = ["inpaint", str(scene), "a red circle", "--mask", str(mask), "--model", str(tiny_model_dir)]
+    assert main([*args, "--seed", "4", "--out", str(out), "--quiet"]) == 0
+    record = read_record(out)
+    assert (record["command"], record["image"], record["mask"], record["seed"]) == ("inpaint", str(scene), str(mask), 4)
+    assert command_line(record).startswith(f"musekit inpaint {scene} 'a red circle' --seed 4")
+    capsys.readouterr()
+    assert main(["generate", "--from", str(out)]) == 2
+    assert "was made by `musekit inpaint`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["generate"], "give a prompt, or --from IMAGE"),
+        (["generate", "--from", "missing.png"], "image not found"),
+        (["info", "missing.png"], "image not found"),
+    ],
+)
+def test_bad_settings_input_is_one_line(args, needle, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_generate_from_an_image_with_a_lost_concept_file(tiny_model_dir, tmp_path, capsys):
+    record = {"schema": 1, "command": "generate", "prompt": "a <x>", "seed": 0, "concept": ["gone.safetensors"]}
+    path = tmp_path / "c.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(KEY, json.dumps(record))
+    Image.new("RGB", (16, 16)).save(path, pnginfo=info)
+    assert main(["generate", "--from", str(path), "--model", str(tiny_model_dir)]) == 2
+    assert "concept file gone.safetensors (recorded in" in capsys.readouterr().err
+
+
+def test_ui_settings_fill_the_generate_tab(tiny_pipe, tmp_path):
+    pytest.importorskip("gradio")
+    from musekit.ui.app import generate_settings
+
+    record = make_record(tiny_pipe, "generate", "a red circle", seed=9, num=2, steps=3, guidance=1.5)
+    assert generate_settings(record) == ("a red circle", "", 9, 2, 3, 1.5, None, None, None, None)
+    with pytest.raises(ValueError, match="made by inpaint"):
+        generate_settings(make_record(tiny_pipe, "inpaint", "x"))
