@@ -119,3 +119,30 @@ def test_int8_flag_takes_an_optional_scope():
     assert parse() is None and INT8_KINDS[parse("--int8")] == "int8"
     assert INT8_KINDS[parse("--int8", "all")] == "int8-all"
     assert parser.parse_args(["eval", "shapes", "--int8", "all"]).int8 == "all"
+
+
+def test_generate_a_prompt_file_and_each_image(tiny_model_dir, tmp_path, capsys):
+    import numpy as np
+
+    from musekit.cli.main import main
+    from musekit.io.metadata import read_record
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# two scenes\na red circle\n\n  a blue square  \n", encoding="utf-8")
+    out = tmp_path / "run" / "img.png"
+    args = ["generate", "--prompts", str(prompts), "--num", "2", "--each", "--seed", "7"]
+    assert main([*args, "--model", str(tiny_model_dir), "--out", str(out), "--quiet"]) == 0
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == sorted(f"img-00{k}{n}.png" for k in (1, 2) for n in ("", "-1", "-2"))
+    assert [read_record(out.parent / f"img-00{k}.png")["prompt"] for k in (1, 2)] == ["a red circle", "a blue square"]
+    single = read_record(out.parent / "img-002-2.png")
+    assert (single["prompt"], single["seed"], single["num"], single["index"]) == ("a blue square", 7, 2, 1)
+    # each prompt is made as if alone: the file equals a plain run of that prompt
+    alone = tmp_path / "alone.png"
+    assert main(["generate", "a blue square", "--num", "2", "--seed", "7", "--model", str(tiny_model_dir),
+                 "--out", str(alone), "--quiet"]) == 0  # fmt: skip
+    assert np.array_equal(np.asarray(Image.open(alone)), np.asarray(Image.open(out.parent / "img-002.png")))
+    capsys.readouterr()
+    for bad, needle in (([str(prompts), "a cat"], "not several"), (["missing.txt"], "prompt file not found")):
+        assert main(["generate", "--prompts", *bad[:1], *bad[1:], "--model", str(tiny_model_dir)]) == 2
+        assert needle in capsys.readouterr().err

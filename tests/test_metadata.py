@@ -117,7 +117,7 @@ def test_editing_outputs_carry_their_command(tiny_model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["generate"], "give a prompt, or --from IMAGE"),
+        (["generate"], "give a prompt, --prompts FILE, or --from IMAGE"),
         (["generate", "--from", "missing.png"], "image not found"),
         (["info", "missing.png"], "image not found"),
     ],

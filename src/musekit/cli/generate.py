@@ -58,6 +58,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--key-locking", choices=["local", "global"], default=None,
                    help="concept key-locking (default local)")  # fmt: skip
     p.add_argument("--num", type=positive_int, default=None, help="number of images (written as one grid; default 1)")
+    p.add_argument(
+        "--each", action="store_true", help="with --num: also write each image, as PATH-1.png, PATH-2.png, ..."
+    )
+    p.add_argument(
+        "--prompts", default=None, metavar="FILE",
+        help="a text file of prompts, one a line (# comments): each to PATH-001.png, ... with the same seed",
+    )  # fmt: skip
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument("--out", default="outputs/musekit.png", metavar="PATH", help="output PNG path")
     p.add_argument("--top-k", type=positive_int, default=None, help="sample token values among the k most likely")
@@ -112,58 +119,101 @@ def settings_from(args: argparse.Namespace) -> dict | None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.prompt is None:
-        raise CLIError("give a prompt, or --from IMAGE to take one from a PNG musekit wrote")
+        raise CLIError("give a prompt, --prompts FILE, or --from IMAGE to take one from a PNG musekit wrote")
     return record
 
 
+def read_prompts(path: str) -> list[str]:
+    """The prompts of a text file: one a line; blank lines and lines starting with # are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise CLIError(f"prompt file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CLIError(f"cannot read prompt file {path}: {err}") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise CLIError(f"prompt file {path} has no prompts (one a line; # starts a comment)")
+    return prompts
+
+
+def jobs_of(args: argparse.Namespace, out: Path) -> list[tuple[str, Path]]:
+    """(prompt, output path) of each image or grid to make: the prompt to ``out``, or with ``--prompts`` each
+    line to ``<out>-001.png``, ``<out>-002.png``, ..."""
+    if args.prompts is None:
+        if not args.prompt.strip():
+            raise CLIError("prompt is empty: describe the image you want, e.g. 'a red circle on a blue background'")
+        return [(args.prompt, out)]
+    prompts = read_prompts(args.prompts)
+    digits = max(3, len(str(len(prompts))))
+    return [(prompt, out.with_name(f"{out.stem}-{k:0{digits}d}.png")) for k, prompt in enumerate(prompts, 1)]
+
+
 def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from musekit.io.images import make_grid, save_image
     from musekit.io.metadata import attach, make_record, sampling_record
 
+    if args.prompts is not None and (args.prompt is not None or args.from_image is not None):
+        raise CLIError("give a prompt, --prompts FILE or --from IMAGE, not several")
+    if args.prompts is not None:
+        args.prompt = ""  # each line is one
     record = settings_from(args)
-    if not args.prompt.strip():
-        raise ValueError("prompt is empty: describe the image you want, e.g. 'a red circle on a blue background'")
     out = check_output_path(args.out)
+    jobs = jobs_of(args, out)
     check_device_arguments(args)  # bad flags fail before the model loads
     pipe = load_pipeline(args.model)
-    pipe.progress_bar = not args.quiet
+    pipe.progress_bar = not args.quiet and len(jobs) == 1
     place_pipeline(pipe, args)
-    new = make_record(
-        pipe, "generate", args.prompt, model=args.model, negative=args.negative, seed=args.seed,
+    settings = dict(
+        model=args.model, negative=args.negative, seed=args.seed,
         **sampling_record(pipe, args.steps, args.sr_steps, args.guidance, args.guidance_schedule, args.sr_strength),
         choice_temperature=args.choice_temperature, top_k=args.top_k, num=args.num, concept=args.concept or None,
         bias=args.bias if args.concept else None, temperature=args.temperature if args.concept else None,
         key_locking=args.key_locking if args.concept else None,
     )  # fmt: skip
     if record is not None:
-        notes = differences(record, new)
+        notes = differences(record, make_record(pipe, "generate", args.prompt, **settings))
         if notes:
             print(f"musekit: note: {args.from_image} was made with {notes}: the result can differ")
-    start = time.perf_counter()
-    result = pipe(
-        args.prompt,
-        negative_prompt=args.negative,
-        num_inference_steps=args.steps,
-        sr_inference_steps=args.sr_steps,
-        guidance_scale=args.guidance,
-        guidance_schedule=args.guidance_schedule,
-        temperature=args.choice_temperature,
-        top_k=args.top_k,
-        sr_strength=args.sr_strength,
-        num_images_per_prompt=args.num,
-        generator=torch.Generator().manual_seed(args.seed),
-        concepts=args.concept or None,
-        concept_bias=args.bias,
-        concept_temperature=args.temperature,
-        key_locking=args.key_locking,
-    )
-    elapsed = time.perf_counter() - start
-    if args.index is not None and args.index < len(result.images):
-        image = attach(result.images[args.index], new, index=args.index)
-    else:
-        image = attach(result.images[0] if len(result.images) == 1 else make_grid(result.images), new)
-    save_image(image, out)
-    print(f"wrote {out} ({image.width}x{image.height}, {len(result.images)} image(s), {elapsed:.2f} s)")
+    say = print if len(jobs) == 1 else tqdm.write  # a line per file, under the progress bar
+    for prompt, path in tqdm(jobs, desc="prompts", disable=args.quiet or len(jobs) == 1):
+        start = time.perf_counter()
+        result = pipe(
+            prompt,
+            negative_prompt=args.negative,
+            num_inference_steps=args.steps,
+            sr_inference_steps=args.sr_steps,
+            guidance_scale=args.guidance,
+            guidance_schedule=args.guidance_schedule,
+            temperature=args.choice_temperature,
+            top_k=args.top_k,
+            sr_strength=args.sr_strength,
+            num_images_per_prompt=args.num,
+            generator=torch.Generator().manual_seed(args.seed),  # each prompt as if made alone: --from re-makes it
+            concepts=args.concept or None,
+            concept_bias=args.bias,
+            concept_temperature=args.temperature,
+            key_locking=args.key_locking,
+        )
+        elapsed = time.perf_counter() - start
+        new = make_record(pipe, "generate", prompt, **settings)
+        images = result.images
+        if args.index is not None and args.index < len(images):
+            image = attach(images[args.index], new, index=args.index)
+        else:
+            image = attach(images[0] if len(images) == 1 else make_grid(images), new)
+        save_image(image, path)
+        written = [path]
+        if args.each and len(images) > 1:
+            for index, single in enumerate(images):
+                written.append(
+                    save_image(attach(single, new, index=index), path.with_name(f"{path.stem}-{index + 1}.png"))
+                )
+        count = f"image {args.index + 1} of {len(images)}" if args.index is not None else f"{len(images)} image(s)"
+        also = f"; each image also as {written[1].name} ... {written[-1].name}" if len(written) > 1 else ""
+        say(f"wrote {path} ({image.width}x{image.height}, {count}, {elapsed:.2f} s{also})")
     return 0
 
 
