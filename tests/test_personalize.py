@@ -283,6 +283,17 @@ def test_personalize_and_generate_cli(tiny_model_dir, tmp_path):
     result = run("generate", "a <mystar> at the top", "--concept", str(concept), "--bias", "0.6", "--temperature",
                  "0.2", "--key-locking", "global", "--model", str(tiny_model_dir), "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # "put <mystar> here": the editing commands take concepts too, and record them
+    from musekit.io.metadata import read_record
+
+    mask, inpainted = tmp_path / "m.png", tmp_path / "i.png"
+    Image.new("L", (16, 16), 255).save(mask)
+    edit = ["inpaint", str(out), "a <mystar> at the top", "--mask", str(mask), "--model", str(tiny_model_dir)]
+    result = run(*edit, "--concept", str(concept), "--bias", "0.7", "--out", str(inpainted))
+    assert result.returncode == 0, result.stderr
+    assert (read_record(inpainted)["concept"], read_record(inpainted)["bias"]) == ([str(concept)], 0.7)
+    bad = run(*edit, "--concept", str(tmp_path / "gone.safetensors"), "--out", str(inpainted))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "gone.safetensors" in bad.stderr
     bad = run("personalize", str(tmp_path / "c0.png"), "--token", "emblem", "--superclass", "star",
               "--model", str(tiny_model_dir), "--out", str(tmp_path / "x.safetensors"))  # fmt: skip
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "<name>" in bad.stderr

@@ -1,6 +1,7 @@
 """The web UI: what it does (``Studio``, no gradio), the page served for real and driven by gradio's client, and
 `musekit ui`'s errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,12 +11,16 @@ import pytest
 from PIL import Image
 
 from musekit.io.metadata import read_record
-from musekit.ui.studio import Studio, check_image, check_int, mask_from_layers
+from musekit.ui.studio import ConceptChoice, Studio, check_image, check_int, mask_from_layers
 
 from .conftest import concept_images
 from .test_cli import ENV, musekit
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before any test imports gradio: no calls home
+
+
+def read_record_of(image):
+    return json.loads(image.info["musekit"])
 
 
 def pixels(images):
@@ -97,6 +102,18 @@ def test_learned_concept_is_saved_and_usable_by_its_token(concept_pipe, tmp_path
     assert "<emblem>" in summary and "KB" in summary
     result = studio.generate("a <emblem> on a blue background", concepts=["<emblem>"], steps=2)
     assert len(result.images) == 1
+    assert read_record_of(result.images[0])["concept"] == [str(path)]  # the file, so the record is re-runnable
+    # "put <emblem> here": the editing calls take the same concepts, and their records say so
+    mask = Image.new("L", result.images[0].size, 0)
+    mask.paste(255, (0, 0, 8, 8))
+    choice = ConceptChoice(["<emblem>"], bias=0.9)
+    inpainted = studio.inpaint(result.images[0], mask, "a <emblem> at the top left", seed=1, concepts=choice)
+    record = read_record_of(inpainted.images[0])
+    assert (record["command"], record["concept"], record["bias"]) == ("inpaint", [str(path)], 0.9)
+    edited = studio.img2img(result.images[0], "a <emblem>", strength=0.5, concepts=choice)
+    assert read_record_of(edited.images[0])["key_locking"] == "local"
+    with pytest.raises(ValueError, match="does not use the concept"):
+        studio.inpaint(result.images[0], mask, "a red circle", concepts=choice)
     with pytest.raises(ValueError, match="does not use the concept"):
         studio.generate("a red circle", concepts=[str(path)])
     with pytest.raises(ValueError, match="key_locking must be one of"):
@@ -166,9 +183,10 @@ def test_served_page_answers_gradio_client(concept_pipe, tmp_path):
         layer.paste((255, 0, 255, 255), (0, 0, 8, 8))
         layer.save(stroke)
         editor = {"background": handle(str(scene)), "layers": [handle(str(stroke))], "composite": None}
-        result, text = client.predict(editor, "a red circle", 1, api_name="/inpaint")
+        no_concepts = ([], [], 0.8, 0.15, "local")  # the Generate tab's concept inputs, which editing uses too
+        result, text = client.predict(editor, "a red circle", 1, *no_concepts, api_name="/inpaint")
         assert Image.open(result).size == (16, 16) and "seed 1" in text
-        result, text = client.predict(handle(str(scene)), "a red circle", 0.5, 2, api_name="/img2img")
+        result, text = client.predict(handle(str(scene)), "a red circle", 0.5, 2, *no_concepts, api_name="/img2img")
         assert Image.open(result).size == (16, 16) and "seed 2" in text
         # learn a concept: the file comes back, the Generate tab's checklist offers it ticked
         shots = []
@@ -184,6 +202,9 @@ def test_served_page_answers_gradio_client(concept_pipe, tmp_path):
         images, _ = fresh.predict("a <emblem>", "", 0, 1, 2, 2.0, ["<emblem>"], [], 0.8, 0.15, "local",
                                   api_name="/generate")  # fmt: skip
         assert len(images) == 1
+        result, _ = fresh.predict(editor, "a <emblem> at the top left", 1, ["<emblem>"], [], 0.8, 0.15, "local",
+                                  api_name="/inpaint")  # fmt: skip
+        assert read_record(result)["concept"] == [str(tmp_path / "concepts" / "emblem.safetensors")]
         assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
             "/generate", "/inpaint", "/outpaint", "/edit", "/img2img", "/learn"}  # fmt: skip
         with pytest.raises(Exception, match="concept token must look like &lt;name&gt;"):

@@ -81,6 +81,32 @@ def load_pipeline(model: str | None):
     return MusePipeline.from_configs(vqgan="shapes-f4", transformer="shapes", superres="shapes", seed=0)
 
 
+def add_concept_arguments(parser) -> None:
+    """``--concept FILE`` (repeat), ``--bias``, ``--temperature``, ``--key-locking``; unset options stay None (the
+    library's defaults apply); read them with ``concept_options``."""
+    from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
+
+    parser.add_argument("--concept", action="append", default=[], metavar="FILE",
+                        help="a Perfusion concept file whose token the prompt writes (repeat for several)")  # fmt: skip
+    bias = f"concept gate bias (default {DEFAULT_BIAS}): lower = more concept, higher = more text"
+    parser.add_argument("--bias", type=float, default=None, help=bias)
+    parser.add_argument("--temperature", type=non_negative_float, default=None,
+                        help=f"concept gate temperature (default {DEFAULT_TEMPERATURE})")  # fmt: skip
+    parser.add_argument("--key-locking", choices=["local", "global"], default=None,
+                        help="concept key-locking (default local)")  # fmt: skip
+
+
+def concept_options(args) -> dict:
+    """The pipeline keyword arguments of ``add_concept_arguments``' flags (none without ``--concept``)."""
+    if not args.concept:
+        return {}
+    names = {"bias": "concept_bias", "temperature": "concept_temperature", "key_locking": "key_locking"}
+    return {
+        "concepts": list(args.concept),
+        **{names[k]: getattr(args, k) for k in names if getattr(args, k) is not None},
+    }
+
+
 INT8_KINDS = {"ff": "int8", "all": "int8-all"}  # `--int8 [ff|all]` -> MusePipeline.quantize kind
 
 

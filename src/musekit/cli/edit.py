@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from musekit.cli.common import CLIError, check_output_path, load_pipeline, non_negative_float, positive_int
+from musekit.cli.common import (
+    CLIError,
+    add_concept_arguments,
+    check_output_path,
+    concept_options,
+    load_pipeline,
+    non_negative_float,
+    positive_int,
+)
 
 
 def read_image(path: str, what: str = "image"):
@@ -36,15 +44,16 @@ def strength(text: str) -> float:
 
 def _common(p, default_out: str) -> None:
     p.add_argument("image", help="input image file")
-    p.add_argument("prompt", help="what the result should show")
-    p.add_argument("--negative", default=None, metavar="TEXT")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=positive_int, default=None)
-    p.add_argument("--sr-steps", type=positive_int, default=None)
-    p.add_argument("--guidance", type=non_negative_float, default=None)
-    p.add_argument("--model", default=None, metavar="DIR")
-    p.add_argument("--out", default=default_out, metavar="PATH")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("prompt", help="what the result should show (a concept's token puts the concept there)")
+    p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result); default 0")
+    p.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
+    p.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
+    p.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
+    add_concept_arguments(p)
+    p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
+    p.add_argument("--out", default=default_out, metavar="PATH", help="output PNG path")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_parsers(subparsers) -> None:
@@ -93,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"musekit: note: the {image.width}x{image.height} input is processed at {pipe.image_size}px")
     common = dict(
         negative_prompt=args.negative, generator=torch.Generator().manual_seed(args.seed),
-        num_inference_steps=args.steps, sr_inference_steps=args.sr_steps,
+        num_inference_steps=args.steps, sr_inference_steps=args.sr_steps, **concept_options(args),
     )  # fmt: skip
     start = time.perf_counter()
     if args.op == "inpaint":
@@ -116,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         options.update(strength=args.strength)
     record = make_record(
         pipe, args.op, args.prompt, model=args.model, image=args.image, negative=args.negative, seed=args.seed,
-        steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, **options,
+        steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, **options, concept=args.concept or None,
+        bias=args.bias, temperature=args.temperature, key_locking=args.key_locking,
     )  # fmt: skip
     save_image(attach(picture, record), out)
     elapsed = time.perf_counter() - start

@@ -14,6 +14,7 @@ import torch
 
 from musekit.cli.common import (
     CLIError,
+    add_concept_arguments,
     add_device_arguments,
     add_int8_argument,
     check_device_arguments,
@@ -46,17 +47,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--choice-temperature", type=non_negative_float, default=None,
                    help="Gumbel choice temperature of the re-masking (annealed to 0)")  # fmt: skip
-    p.add_argument("--concept", action="append", default=[], metavar="FILE", help="a Perfusion concept file (repeat)")
-    p.add_argument(
-        "--bias",
-        type=float,
-        default=None,
-        help=f"concept gate bias (default {DEFAULT_BIAS}): lower = more concept, higher = more text",
-    )
-    p.add_argument("--temperature", type=non_negative_float, default=None,
-                   help=f"concept gate temperature (default {DEFAULT_TEMPERATURE})")  # fmt: skip
-    p.add_argument("--key-locking", choices=["local", "global"], default=None,
-                   help="concept key-locking (default local)")  # fmt: skip
+    add_concept_arguments(p)
     p.add_argument("--num", type=positive_int, default=None, help="number of images (written as one grid; default 1)")
     p.add_argument(
         "--each", action="store_true", help="with --num: also write each image, as PATH-1.png, PATH-2.png, ..."

@@ -19,7 +19,15 @@ import gradio as gr  # noqa: E402  (the environment variable must be set first)
 
 from musekit.io.metadata import describe, read_record  # noqa: E402
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE  # noqa: E402
-from musekit.ui.studio import KEY_LOCKING, MAX_IMAGES, VARIANTS, Result, Studio, mask_from_layers  # noqa: E402
+from musekit.ui.studio import (  # noqa: E402
+    KEY_LOCKING,
+    MAX_IMAGES,
+    VARIANTS,
+    ConceptChoice,
+    Result,
+    Studio,
+    mask_from_layers,
+)
 
 SHAPES_PROMPTS = [
     "a large red circle in the center on a blue background",
@@ -32,6 +40,10 @@ OPEN_PROMPTS = [  # for a model trained on real images (an aMUSEd checkpoint)
     "a watercolor painting of a lighthouse at sunset",
     "a cup of coffee on a wooden table, studio lighting",
 ]
+CONCEPT_NOTE = (
+    "Concepts picked in **Generate**, under *concepts (Perfusion)*, apply here too: write a concept's token in the "
+    "prompt to put it in the picture."
+)
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 PROGRESS = gr.Progress(track_tqdm=True)  # each handler's progress bar follows the pipeline's tqdm bars
 INTRO = (
@@ -110,21 +122,26 @@ def build_app(studio: Studio) -> gr.Blocks:
         result = studio.generate(prompt, negative, seed, count, steps, guidance, concepts, bias, temperature, locking)
         return result.images, result.summary
 
-    @shows_errors
-    def inpaint(editor, prompt, seed, progress=PROGRESS):
-        return first(studio.inpaint(editor["background"] if editor else None, mask_from_layers(editor), prompt, seed))
+    def choice(learned, uploaded, bias, temperature, locking) -> ConceptChoice:
+        """The Generate tab's concepts, which the editing tabs use too."""
+        return ConceptChoice(list(learned or []) + list(uploaded or []), bias, temperature, locking)
 
     @shows_errors
-    def outpaint(image, prompt, left, top, right, bottom, seed, mode, progress=PROGRESS):
-        return first(studio.outpaint(image, prompt, left, top, right, bottom, seed, mode))
+    def inpaint(editor, prompt, seed, *concepts, progress=PROGRESS):
+        background, mask = (editor["background"] if editor else None), mask_from_layers(editor)
+        return first(studio.inpaint(background, mask, prompt, seed, concepts=choice(*concepts)))
 
     @shows_errors
-    def edit(image, prompt, source, iterations, seed, progress=PROGRESS):
-        return first(studio.edit(image, prompt, source, iterations, seed))
+    def outpaint(image, prompt, left, top, right, bottom, seed, mode, *concepts, progress=PROGRESS):
+        return first(studio.outpaint(image, prompt, left, top, right, bottom, seed, mode, concepts=choice(*concepts)))
 
     @shows_errors
-    def img2img(image, prompt, strength, seed, progress=PROGRESS):
-        return first(studio.img2img(image, prompt, strength, seed))
+    def edit(image, prompt, source, iterations, seed, *concepts, progress=PROGRESS):
+        return first(studio.edit(image, prompt, source, iterations, seed, concepts=choice(*concepts)))
+
+    @shows_errors
+    def img2img(image, prompt, strength, seed, *concepts, progress=PROGRESS):
+        return first(studio.img2img(image, prompt, strength, seed, concepts=choice(*concepts)))
 
     @shows_errors
     def learn(files, token, superclass, steps, variant, seed, ticked, progress=PROGRESS):
@@ -190,10 +207,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                         gallery = gr.Gallery(label="images", columns=4, height="auto", format="png")
                         summary = summary_box()
                         send = gr.Button("Edit the first image in the other tabs")
-                inputs = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
+                concept_inputs = [learned, uploaded, bias, temperature, locking]  # the editing tabs use them too
+                inputs = [prompt, negative, seed, count, steps, guidance, *concept_inputs]
                 run.click(generate, inputs, [gallery, summary], api_name="generate")
                 prompt.submit(generate, inputs, [gallery, summary], api_name=False)
             with gr.Tab("Inpaint"):
+                gr.Markdown(CONCEPT_NOTE)
                 with gr.Row():
                     with gr.Column():
                         editor = gr.ImageEditor(label=f"image: paint over what to repaint ({size} px)", type="pil",
@@ -206,8 +225,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                     with gr.Column():
                         inpaint_out = gr.Image(label="result", type="pil", format="png")
                         inpaint_summary = summary_box()
-                inpaint_run.click(inpaint, [editor, inpaint_prompt, inpaint_seed], [inpaint_out, inpaint_summary])
+                inpaint_run.click(inpaint, [editor, inpaint_prompt, inpaint_seed, *concept_inputs],
+                                  [inpaint_out, inpaint_summary])  # fmt: skip
             with gr.Tab("Outpaint"):
+                gr.Markdown(CONCEPT_NOTE)
                 with gr.Row():
                     with gr.Column():
                         outpaint_in = gr.Image(label="image", type="pil", image_mode="RGBA")
@@ -229,9 +250,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                     with gr.Column():
                         outpaint_out = gr.Image(label="result", type="pil", format="png")
                         outpaint_summary = summary_box()
-                outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed, outpaint_mode],
-                                   [outpaint_out, outpaint_summary])  # fmt: skip
+                outpaint_run.click(outpaint, [outpaint_in, outpaint_prompt, *pads, outpaint_seed, outpaint_mode,
+                                              *concept_inputs], [outpaint_out, outpaint_summary])  # fmt: skip
             with gr.Tab("Edit"):
+                gr.Markdown(CONCEPT_NOTE)
                 with gr.Row():
                     with gr.Column():
                         edit_in = gr.Image(label="image", type="pil", image_mode="RGBA")
@@ -248,10 +270,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                     with gr.Column():
                         edit_out = gr.Image(label="result", type="pil", format="png")
                         edit_summary = summary_box()
-                edit_run.click(
-                    edit, [edit_in, edit_prompt, edit_source, iterations, edit_seed], [edit_out, edit_summary]
-                )
-                img2img_run.click(img2img, [edit_in, edit_prompt, strength, edit_seed], [edit_out, edit_summary])
+                edit_run.click(edit, [edit_in, edit_prompt, edit_source, iterations, edit_seed, *concept_inputs],
+                               [edit_out, edit_summary])  # fmt: skip
+                img2img_run.click(img2img, [edit_in, edit_prompt, strength, edit_seed, *concept_inputs],
+                                  [edit_out, edit_summary])  # fmt: skip
             with gr.Tab("Personalize"):
                 with gr.Row():
                     with gr.Column():

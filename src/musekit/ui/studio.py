@@ -40,6 +40,17 @@ class Result:
     summary: str
 
 
+@dataclass(frozen=True)
+class ConceptChoice:
+    """The concepts of a call: concept files, or tokens of concepts learned in this session, with the gate's
+    settings at inference (the prompt writes each concept's token)."""
+
+    items: Sequence[str | Path] = ()
+    bias: float = DEFAULT_BIAS
+    temperature: float = DEFAULT_TEMPERATURE
+    key_locking: str = "local"
+
+
 @dataclass
 class Studio:
     """One pipeline shared by every request; calls run one at a time (a lock), each with its own generator."""
@@ -72,30 +83,36 @@ class Studio:
         prompt = check_prompt(prompt)
         num_images = check_int("number of images", num_images, 1, MAX_IMAGES)
         steps = None if steps in (None, 0) else check_int("steps", steps, 1, 64)
-        loaded = self.load_concepts(concepts)
-        files = [str(self.learned.get(str(item), item)) for item in concepts or ()]
-        record = dict(
-            negative=optional_text(negative_prompt), **sampling_record(self.pipe, steps, guidance=guidance_scale),
-            num=num_images, concept=files or None, bias=float(concept_bias) if files else None,
-            temperature=float(concept_temperature) if files else None, key_locking=key_locking if files else None,
-        )  # fmt: skip
+        sampling = sampling_record(self.pipe, steps, guidance=guidance_scale)
+        record = dict(negative=optional_text(negative_prompt), **sampling, num=num_images)
         return self._run(
             "__call__",
             seed,
             prompt,
             record=("generate", prompt, record),
+            concepts=ConceptChoice(concepts, concept_bias, concept_temperature, key_locking),
             negative_prompt=optional_text(negative_prompt),
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             num_images_per_prompt=num_images,
-            concepts=loaded or None,
-            concept_bias=float(concept_bias),
-            concept_temperature=float(concept_temperature),
-            key_locking=key_locking,
         )
 
+    def _concepts(self, choice: ConceptChoice | None) -> tuple[dict, dict]:
+        """(the pipeline's concept keyword arguments, the settings record's concept fields) of ``choice``; both
+        empty without concepts. The pipeline checks the options (and that the prompt writes each token)."""
+        loaded, files = self.load_concepts(choice.items if choice else ())
+        if not loaded:
+            return {}, {}
+        bias, temperature = float(choice.bias), float(choice.temperature)
+        options = dict(concepts=loaded, concept_bias=bias, concept_temperature=temperature,
+                       key_locking=choice.key_locking)  # fmt: skip
+        return options, dict(concept=[str(f) for f in files], bias=bias, temperature=temperature,
+                             key_locking=choice.key_locking)  # fmt: skip
+
     # --- editing ----------------------------------------------------------------------------------------------
-    def inpaint(self, image, mask, prompt: str, seed: int = 0, negative_prompt: str | None = "") -> Result:
+    # Each editing call takes ``concepts`` (a ``ConceptChoice``) as generate does: "put <token> here".
+    def inpaint(self, image, mask, prompt: str, seed: int = 0, negative_prompt: str | None = "",
+                concepts: ConceptChoice | None = None) -> Result:  # fmt: skip
         """Repaint the white (painted) area of ``mask``; the rest of ``image`` is kept."""
         prompt, image = check_prompt(prompt), check_image(image)
         mask = check_image(mask, "mask").convert("L").resize(image.size, Image.NEAREST)
@@ -103,10 +120,10 @@ class Studio:
             raise ValueError("the mask is empty: paint over the area to repaint")
         record = ("inpaint", prompt, {"negative": optional_text(negative_prompt)})
         return self._run("inpaint", seed, image, mask, prompt, negative_prompt=optional_text(negative_prompt),
-                         record=record)  # fmt: skip
+                         record=record, concepts=concepts)  # fmt: skip
 
     def outpaint(self, image, prompt: str, left: int = 0, top: int = 0, right: int = 0, bottom: int = 0,
-                 seed: int = 0, mode: str = "window") -> Result:  # fmt: skip
+                 seed: int = 0, mode: str = "window", concepts: ConceptChoice | None = None) -> Result:  # fmt: skip
         """Extend ``image`` by the given pixels on each side, drawn to match ``prompt`` (``mode``: see
         ``MusePipeline.outpaint``)."""
         prompt, image = check_prompt(prompt), check_image(image)
@@ -120,34 +137,39 @@ class Studio:
         if max(width, height) > MAX_CANVAS_SIDE:
             raise ValueError(f"the extended image would be {width}x{height}: at most {MAX_CANVAS_SIDE} px a side")
         record = ("outpaint", prompt, {"pad": list(pad), "mode": mode})
-        return self._run("outpaint", seed, image, prompt, pad=pad, mode=mode, record=record)
+        return self._run("outpaint", seed, image, prompt, pad=pad, mode=mode, record=record, concepts=concepts)
 
     def edit(self, image, prompt: str, source_prompt: str | None = "", iterations: int = 100,
-             seed: int = 0) -> Result:  # fmt: skip
+             seed: int = 0, concepts: ConceptChoice | None = None) -> Result:  # fmt: skip
         """Mask-free edit toward ``prompt``; ``source_prompt`` (what the image shows) confines it to what changes."""
         prompt, image = check_prompt(prompt), check_image(image)
         iterations = check_int("iterations", iterations, 1, 1000)
         record = ("edit", prompt, {"source_prompt": optional_text(source_prompt), "iterations": iterations})
         return self._run("edit", seed, image, prompt, iterations=iterations,
-                         source_prompt=optional_text(source_prompt), record=record)  # fmt: skip
+                         source_prompt=optional_text(source_prompt), record=record, concepts=concepts)  # fmt: skip
 
-    def img2img(self, image, prompt: str, strength: float = 0.5, seed: int = 0) -> Result:
+    def img2img(self, image, prompt: str, strength: float = 0.5, seed: int = 0,
+                concepts: ConceptChoice | None = None) -> Result:  # fmt: skip
         """Re-generate a share of the image's tokens under ``prompt`` (0 keeps the image, 1 regenerates it)."""
         prompt, image = check_prompt(prompt), check_image(image)
         if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength!r}")
         return self._run("img2img", seed, image, prompt, strength=float(strength),
-                         record=("img2img", prompt, {"strength": float(strength)}))  # fmt: skip
+                         record=("img2img", prompt, {"strength": float(strength)}), concepts=concepts)  # fmt: skip
 
-    def _run(self, method: str, seed, *args, record: tuple[str, str, dict], **kwargs) -> Result:
-        """``pipe.<method>(*args, generator=seeded, **kwargs)`` under the lock, timed; each image carries the
-        settings ``record`` = (command, prompt, options) (``musekit.io.metadata``), which its PNG download keeps."""
+    def _run(self, method: str, seed, *args, record: tuple[str, str, dict], concepts: ConceptChoice | None = None,
+             **kwargs) -> Result:  # fmt: skip
+        """``pipe.<method>(*args, generator=seeded, **kwargs)`` with ``concepts`` applied, under the lock, timed;
+        each image carries the settings ``record`` = (command, prompt, options) (``musekit.io.metadata``), which its
+        PNG download keeps."""
         seed = check_seed(seed)
+        concept_kwargs, concept_record = self._concepts(concepts)
         start = time.perf_counter()
         with self._lock:
-            out = getattr(self.pipe, method)(*args, generator=torch.Generator().manual_seed(seed), **kwargs)
+            out = getattr(self.pipe, method)(*args, generator=torch.Generator().manual_seed(seed), **kwargs,
+                                             **concept_kwargs)  # fmt: skip
         command, prompt, options = record
-        base = make_record(self.pipe, command, prompt, model=self.model, seed=seed, **options)
+        base = make_record(self.pipe, command, prompt, model=self.model, seed=seed, **options, **concept_record)
         images = list(out.images)
         for index, image in enumerate(images):
             attach(image, base, index=index if len(images) > 1 else None)
@@ -185,8 +207,9 @@ class Studio:
         kb = path.stat().st_size / 1024
         return path, f"learned {token} ({superclass}, {variant}) in {seconds:.1f} s: {path} ({kb:.1f} KB)"
 
-    def load_concepts(self, concepts: Sequence[str | Path]) -> list:
-        """Tokens learned in this session or concept file paths -> ``Concept`` objects, in order, each file once."""
+    def load_concepts(self, concepts: Sequence[str | Path]) -> tuple[list, list[Path]]:
+        """Tokens learned in this session or concept file paths -> (``Concept`` objects, their files), in order,
+        each file once."""
         from musekit.personalize.concept import Concept
 
         files: list[Path] = []
@@ -196,7 +219,7 @@ class Studio:
                 raise ValueError(f"concept file not found: {item}")
             if path not in files:
                 files.append(path)
-        return [Concept.load(path) for path in files]
+        return [Concept.load(path) for path in files], files
 
 
 MAX_CANVAS_SIDE = 2048  # outpainting's extended image, at most this many pixels a side
