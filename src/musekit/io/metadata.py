@@ -141,10 +141,25 @@ def command_line(record: dict) -> str:
 
 
 def describe(record: dict) -> str:
-    """A few readable lines: what made the image, with which settings, and the command that makes it again."""
-    lines = [f"{record['command']}: {record['prompt']}"]
-    skip = {"prompt", "command", "schema"}
-    settings = [f"{key}={json.dumps(value)}" for key, value in record.items() if key not in skip and value is not None]
-    lines.append("  " + ", ".join(settings))
-    lines.append("again: " + command_line(record))
+    """A few readable lines: what made the image, with which settings, on which model, and the command that makes
+    it again."""
+    command = record["command"]
+    skip = {"prompt", *FACTS, *MACHINE_OPTIONS, "model"}
+    settings = [f"{k} {v if isinstance(v, str | int | float) else json.dumps(v)}" for k, v in record.items()
+                if k not in skip and v is not None and k not in POSITIONALS[command]]  # fmt: skip
+    inputs = [f"{name} {record[name]}" for name in POSITIONALS[command] if name != "prompt" and record.get(name)]
+    machine = ", ".join(f"--{k} {record[k]}" for k in ("int8", "half") if record.get(k)) or "fp32"
+    model = record.get("model") or "the bundled model"
+    fingerprint, device = record.get("model_fingerprint", "?"), record.get("device", "cpu")
+    facts = f"model: {model} (fingerprint {fingerprint}), {machine} on {device}"
+    if "size" in record:
+        facts += f", {record['size'][0]}x{record['size'][1]}"
+    facts += f", musekit {record.get('musekit', '?')}"
+    lines = [f"{command}: {record['prompt']}"]
+    if inputs:
+        lines.append("  " + ", ".join(inputs))
+    lines += ["  " + ", ".join(settings), "  " + facts, "again: " + command_line(record)]
+    if record.get("index") is not None:
+        lines.append(f"(image {record['index'] + 1} of {record.get('num', '?')} made together; "
+                     "`musekit generate --from` this file makes it alone)")  # fmt: skip
     return "\n".join(lines)

@@ -204,7 +204,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         run = gr.Button("Generate", variant="primary")
                         gr.Examples(examples, inputs=[prompt])
                     with gr.Column(scale=3):
-                        gallery = gr.Gallery(label="images", columns=4, height="auto", format="png")
+                        gallery = gr.Gallery(label="images", columns=4, height="auto", format="png", interactive=False)
                         summary = summary_box()
                         send = gr.Button("Edit the first image in the other tabs")
                 concept_inputs = [learned, uploaded, bias, temperature, locking]  # the editing tabs use them too
