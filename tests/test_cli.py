@@ -146,3 +146,17 @@ def test_generate_a_prompt_file_and_each_image(tiny_model_dir, tmp_path, capsys)
     for bad, needle in (([str(prompts), "a cat"], "not several"), (["missing.txt"], "prompt file not found")):
         assert main(["generate", "--prompts", *bad[:1], *bad[1:], "--model", str(tiny_model_dir)]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_the_bundled_model_names_words_it_never_saw(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from musekit.cli.main import main
+    from musekit.pipeline import DEFAULT_MODEL_DIR, MusePipeline
+
+    args = ["generate", "a crimson circle", "--out", str(tmp_path / "a.png"), "--quiet", "--steps", "1"]
+    assert main([*args, "--model", str(tiny_model_dir)]) == 0  # another model: its words are its own business
+    assert "never saw" not in capsys.readouterr().err
+    loaded = MusePipeline.from_pretrained(tiny_model_dir)
+    loaded.source_folder = DEFAULT_MODEL_DIR  # stands in for the bundled model (a tiny one, for speed)
+    monkeypatch.setattr("musekit.cli.generate.load_pipeline", lambda model: loaded)
+    assert main(args) == 0
+    assert "the bundled model never saw 'crimson' in training" in capsys.readouterr().err

@@ -146,3 +146,19 @@ def test_ui_settings_fill_the_generate_tab(tiny_pipe, tmp_path):
     assert generate_settings(record) == ("a red circle", "", 9, 2, 3, 1.5, None, None, None, None)
     with pytest.raises(ValueError, match="made by inpaint"):
         generate_settings(make_record(tiny_pipe, "inpaint", "x"))
+
+
+def test_info_on_a_concept_file_checks_the_model(tiny_model_dir, tmp_path, capsys):
+    import torch
+
+    from musekit.personalize.concept import Concept
+
+    concept = Concept(token="<c>", superclass="red star", variant="global", embedding=torch.zeros(2, 32),
+                      target_inputs={}, value_outputs={}, fingerprint="elsewhere")  # fmt: skip
+    path = concept.save(tmp_path / "c.safetensors")
+    assert main(["info", str(path), "--model", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "concept <c> (Perfusion, global key-locking)" in out and "2 placeholder(s)" in out
+    assert f"does not work with {tiny_model_dir}" in out and "learn it again there" in out
+    assert main(["info", str(path), "--json", "--no-check"]) == 0
+    assert json.loads(capsys.readouterr().out)["superclass"] == "red star"

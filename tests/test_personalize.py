@@ -92,7 +92,7 @@ def test_every_entry_point_defaults_to_the_same_gate():
     import argparse
     import inspect
 
-    from musekit.cli.generate import add_parser
+    from musekit.cli.generate import add_parser, settings_from
     from musekit.eval.personalize_eval import PersonalizeEvalSettings
     from musekit.personalize.methods import PersonalizationMethods
     from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE, ConceptTarget
@@ -108,7 +108,11 @@ def test_every_entry_point_defaults_to_the_same_gate():
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["generate", "a <emblem>"])
+    settings_from(args)  # unset flags take the defaults here (they stay None until then, for --from)
     assert (args.bias, args.temperature) == (DEFAULT_BIAS, DEFAULT_TEMPERATURE)
+    from musekit.ui.studio import ConceptChoice
+
+    assert (ConceptChoice().bias, ConceptChoice().temperature) == (DEFAULT_BIAS, DEFAULT_TEMPERATURE)
 
 
 def test_two_concepts_in_one_prompt(concept_pipe, concept):
@@ -283,6 +287,9 @@ def test_personalize_and_generate_cli(tiny_model_dir, tmp_path):
     result = run("generate", "a <mystar> at the top", "--concept", str(concept), "--bias", "0.6", "--temperature",
                  "0.2", "--key-locking", "global", "--model", str(tiny_model_dir), "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
+    info = run("info", str(concept), "--model", str(tiny_model_dir))
+    assert info.returncode == 0 and "concept <mystar> (Perfusion, local key-locking)" in info.stdout
+    assert f"works with {tiny_model_dir}" in info.stdout and "superclass 'star'" in info.stdout
     # "put <mystar> here": the editing commands take concepts too, and record them
     from musekit.io.metadata import read_record
 

@@ -133,3 +133,16 @@ def test_eval_harness_on_tiny_components(tiny_pipe):
     assert set(report["heldout"]["shape_by_size"]) <= {"small", "large"} and "shape_by_size" not in report["heldout2"]
     assert report["seconds_per_image"] > 0 and report["fsd"] >= 0
     assert "psnr_final" in report["tokenizer"] and grid.shape[1:] == (3, 16, 16)
+
+
+def test_unknown_words_are_those_no_training_caption_uses():
+    from musekit.data.shapes import ShapesWorld, caption, unknown_words, vocabulary
+
+    rng = np.random.default_rng(0)
+    world = ShapesWorld(0)
+    for index in range(200):  # every training caption is inside the vocabulary
+        assert unknown_words(caption(world.example("train", index).scene, rng)) == []
+    words = unknown_words("A Crimson ring, a <emblem> and a crimson box in the centre")
+    assert words == ["crimson", "ring", "and", "box", "centre"]
+    assert {"red", "triangle", "checkered", "above", "upper"} <= vocabulary()
+    assert not {"crimson", "scarlet", "azure", "ring", "box"} & vocabulary()  # the paraphrase words stay unseen

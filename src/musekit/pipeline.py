@@ -190,6 +190,12 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
         return self
 
     @property
+    def is_bundled(self) -> bool:
+        """Whether this is the bundled shapes-world model (loaded from the package's own folder)."""
+        folder = self.source_folder
+        return folder is not None and Path(folder).resolve() == DEFAULT_MODEL_DIR.resolve()
+
+    @property
     def base_image_size(self) -> int:
         return self.transformer.config.grid_size * self.vqgan.downsample_factor
 

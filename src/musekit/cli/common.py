@@ -107,6 +107,19 @@ def concept_options(args) -> dict:
     }
 
 
+def note_unknown_words(pipe, prompt: str) -> None:
+    """Tell the user (stderr) which words of ``prompt`` the bundled shapes-world model never saw in training."""
+    if not pipe.is_bundled:
+        return
+    from musekit.data.shapes import unknown_words
+
+    words = unknown_words(prompt)
+    if words:
+        print(f"musekit: note: the bundled model never saw {', '.join(repr(w) for w in words)} in training and "
+              "may ignore them: it draws shapes, colours, sizes, positions and backgrounds (see the README)",
+              file=sys.stderr)  # fmt: skip
+
+
 INT8_KINDS = {"ff": "int8", "all": "int8-all"}  # `--int8 [ff|all]` -> MusePipeline.quantize kind
 
 

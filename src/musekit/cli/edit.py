@@ -12,6 +12,7 @@ from musekit.cli.common import (
     concept_options,
     load_pipeline,
     non_negative_float,
+    note_unknown_words,
     positive_int,
 )
 
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     mask = read_image(args.mask, "mask") if args.op == "inpaint" else None
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet
+    note_unknown_words(pipe, args.prompt)
     if args.op == "outpaint":
         left, top, right, bottom = args.pad
         width, height = (image.width + left + right, image.height + top + bottom) if args.mode == "fit" else image.size

@@ -21,6 +21,7 @@ from musekit.cli.common import (
     check_output_path,
     load_pipeline,
     non_negative_float,
+    note_unknown_words,
     place_pipeline,
     positive_int,
 )
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"musekit: note: {args.from_image} was made with {notes}: the result can differ")
     say = print if len(jobs) == 1 else tqdm.write  # a line per file, under the progress bar
     for prompt, path in tqdm(jobs, desc="prompts", disable=args.quiet or len(jobs) == 1):
+        note_unknown_words(pipe, prompt)
         start = time.perf_counter()
         result = pipe(
             prompt,

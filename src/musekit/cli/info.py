@@ -1,28 +1,73 @@
-"""`musekit info IMAGE`: how a PNG that musekit wrote was made, and the command that makes it again."""
+"""`musekit info FILE...`: how a PNG that musekit wrote was made (and the command that makes it again), or what a
+concept file holds and whether the model takes it."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("info", help="show how a musekit PNG was made", description=__doc__)
-    p.add_argument("image", nargs="+", help="PNG files written by musekit")
-    p.add_argument("--json", action="store_true", help="print each image's settings record as JSON")
+    p = subparsers.add_parser("info", help="show how a musekit PNG was made, or what a concept file holds",
+                              description=__doc__)  # fmt: skip
+    p.add_argument("files", nargs="+", metavar="FILE", help="PNG files or concept files (.safetensors) musekit wrote")
+    p.add_argument("--json", action="store_true", help="print each file's record (or concept metadata) as JSON")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="check concept files against this model (default: the bundled model)")  # fmt: skip
+    p.add_argument("--no-check", action="store_true", help="do not load a model to check concept files")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from musekit.io.metadata import describe, read_record
+    from musekit.personalize.concept import Concept
 
-    records = [(path, read_record(path)) for path in args.image]  # every file checked before anything is printed
-    for number, (path, record) in enumerate(records):
+    # every file is read before anything is printed: one bad file, one line, nothing else
+    items = [(path, Concept.load(path) if Path(path).suffix == ".safetensors" else read_record(path))
+             for path in args.files]  # fmt: skip
+    fingerprint = None
+    if not args.no_check and any(isinstance(item, Concept) for _, item in items):
+        from musekit.cli.common import load_pipeline
+        from musekit.personalize.concept import model_fingerprint
+
+        fingerprint = model_fingerprint(load_pipeline(args.model))
+    for number, (path, item) in enumerate(items):
         if args.json:
-            print(json.dumps(record, indent=None if len(records) > 1 else 2))
+            data = concept_summary(item, path) if isinstance(item, Concept) else item
+            print(json.dumps(data, indent=None if len(items) > 1 else 2))
             continue
         if number:
             print()
         print(f"{path}:")
-        print(describe(record))
+        print(describe_concept(item, path, fingerprint, args.model) if isinstance(item, Concept) else describe(item))
     return 0
+
+
+def concept_summary(concept, path) -> dict:
+    """The facts of a concept file, for ``--json``."""
+    return {
+        "token": concept.token, "superclass": concept.superclass, "method": concept.method,
+        "variant": concept.variant, "placeholders": concept.pieces, "train_beta": concept.train_beta,
+        "train_tau": concept.train_tau, "fingerprint": concept.fingerprint,
+        "layers": {stage: int(v.shape[0]) for stage, v in concept.value_outputs.items()},
+        "bytes": Path(path).stat().st_size,
+    }  # fmt: skip
+
+
+def describe_concept(concept, path, fingerprint: str | None, model: str | None) -> str:
+    facts = concept_summary(concept, path)
+    kind = f"Perfusion, {concept.variant} key-locking" if concept.method == "perfusion" else concept.method
+    layers = ", ".join(f"{stage} {count} layers" for stage, count in facts["layers"].items()) or "no layer edits"
+    lines = [
+        f"concept {concept.token} ({kind})",
+        f"  superclass {concept.superclass!r} ({concept.pieces} placeholder(s)); trained at bias {concept.train_beta},"
+        f" temperature {concept.train_tau}",
+        f"  {layers}; {facts['bytes'] / 1024:.1f} KB; for the model with fingerprint {concept.fingerprint}",
+    ]
+    if fingerprint is not None:
+        where = model or "the bundled model"
+        lines.append(f"  works with {where}" if fingerprint == concept.fingerprint else
+                     f"  does not work with {where} (fingerprint {fingerprint}): learn it again there")  # fmt: skip
+    lines.append(f"use: musekit generate 'a {concept.token} ...' --concept {path}")
+    return "\n".join(lines)

@@ -191,6 +191,25 @@ def _position(row: str, col: str) -> str:
     return name if name else "center"
 
 
+def vocabulary() -> frozenset[str]:
+    """Every word of the training captions: templates, synonyms, and the attributes' names."""
+    texts = [*_ONE_TEMPLATES, *(t for group in _TWO_TEMPLATES.values() for t in group), *COLORS, *SHAPES,
+             *BACKGROUNDS, *SIZES, *POSITIONS, *RELATIONS, "an", "in the center"]  # fmt: skip
+    texts += [w for group in (*_TRAIN_SYNONYMS.values(), *_POSITION_PHRASES.values()) for w in group]
+    words = re.findall(r"[a-z]+", re.sub(r"\{[a-z0-9]+\}", " ", " ".join(texts).lower()))
+    return frozenset(words)
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of ``prompt`` that no training caption uses, in order, once each (concept tokens such as
+    ``<emblem>`` are not words). A model trained on the shapes world can only guess at them."""
+    known, seen = vocabulary(), []
+    for word in re.findall(r"<[^>]*>|[a-z]+", prompt.lower()):
+        if not word.startswith("<") and word not in known and word not in seen:
+            seen.append(word)
+    return seen
+
+
 def caption(scene: Scene, rng: np.random.Generator) -> str:
     """A random training caption of ``scene`` (templates and synonyms)."""
     if scene.relation is None:

@@ -57,16 +57,8 @@ SHAPES_INTRO = (
 )
 
 
-def is_bundled(pipe) -> bool:
-    """Whether ``pipe`` is the bundled shapes-world model (its prompts and intro then fit)."""
-    from musekit.pipeline import DEFAULT_MODEL_DIR
-
-    folder = getattr(pipe, "source_folder", None)
-    return folder is not None and Path(folder).resolve() == DEFAULT_MODEL_DIR.resolve()
-
-
 def intro_and_examples(pipe) -> tuple[str, list[str]]:
-    if is_bundled(pipe):
+    if pipe.is_bundled:
         return INTRO.format(model=SHAPES_INTRO), SHAPES_PROMPTS
     folder = getattr(pipe, "source_folder", None)
     model = f"Model: `{folder}`." if folder is not None else "Model: built in memory."

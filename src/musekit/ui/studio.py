@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from musekit.data.shapes import unknown_words
 from musekit.editing.outpaint import OUTPAINT_MODES
 from musekit.io.images import check_image_size, flatten_alpha, read_image
 from musekit.io.metadata import attach, make_record, sampling_record
@@ -173,7 +174,10 @@ class Studio:
         images = list(out.images)
         for index, image in enumerate(images):
             attach(image, base, index=index if len(images) > 1 else None)
-        return Result(images, summary(images, start, seed))
+        text = summary(images, start, seed)
+        if self.pipe.is_bundled and unknown_words(prompt):
+            text += f"; words the bundled model never saw in training: {', '.join(unknown_words(prompt))}"
+        return Result(images, text)
 
     # --- personalization --------------------------------------------------------------------------------------
     def learn(self, images: Sequence, token: str, superclass: str, steps: int | None = None, variant: str = "local",
