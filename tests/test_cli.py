@@ -61,6 +61,8 @@ def test_console_script_is_installed():
         (["generate", "a cat", "--out", "/proc/forbidden/x.png"], "cannot write"),
         (["generate", "a cat", "--out", "picture.jpg"], ".png"),
         (["generate", "a cat", "--bogus"], "unrecognized arguments"),
+        (["generate", "a cat", "--seed", "-1"], "a seed is from 0 to"),
+        (["generate", "a cat", "--seed", str(2**64)], "a seed is from 0 to"),
         (["frobnicate"], "invalid choice"),
         (["encode-shards", "--tokenizer", "t", "--out", "o", "--jitter", "2"], "--jitter must be in [0, 1]"),
     ],
@@ -160,3 +162,14 @@ def test_the_bundled_model_names_words_it_never_saw(tiny_model_dir, tmp_path, ca
     monkeypatch.setattr("musekit.cli.generate.load_pipeline", lambda model: loaded)
     assert main(args) == 0
     assert "the bundled model never saw 'crimson' in training" in capsys.readouterr().err
+
+
+def test_a_random_seed_is_printed_and_recorded(tiny_model_dir, tmp_path, capsys):
+    from musekit.cli.main import main
+    from musekit.io.metadata import read_record
+
+    out = tmp_path / "r.png"
+    assert main(["generate", "a red circle", "--seed", "random", "--model", str(tiny_model_dir), "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    seed = read_record(out)["seed"]
+    assert isinstance(seed, int) and f"seed {seed}," in capsys.readouterr().out

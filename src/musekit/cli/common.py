@@ -40,6 +40,24 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+MAX_SEED = 2**63 - 1
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: a whole number from 0 to 2**63 - 1, or ``random`` (drawn here, then recorded and printed)."""
+    if text.strip().lower() == "random":
+        import secrets
+
+        return secrets.randbelow(2**32)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'random', got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is from 0 to {MAX_SEED} (or 'random'), got {value}")
+    return value
+
+
 def check_output_path(path: str) -> Path:
     """Fail early (before any work) when the PNG cannot be written."""
     out = Path(path)

@@ -14,6 +14,7 @@ from musekit.cli.common import (
     non_negative_float,
     note_unknown_words,
     positive_int,
+    seed_value,
 )
 
 
@@ -47,7 +48,8 @@ def _common(p, default_out: str) -> None:
     p.add_argument("image", help="input image file")
     p.add_argument("prompt", help="what the result should show (a concept's token puts the concept there)")
     p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result); default 0")
+    p.add_argument("--seed", type=seed_value, default=0,
+                   help="random seed (same seed, same result; 'random' draws one); default 0")  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
     p.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
     p.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
@@ -132,5 +134,5 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     save_image(attach(picture, record), out)
     elapsed = time.perf_counter() - start
-    print(f"wrote {out} ({picture.width}x{picture.height}, {elapsed:.2f} s)")
+    print(f"wrote {out} ({picture.width}x{picture.height}, seed {args.seed}, {elapsed:.2f} s)")
     return 0

@@ -24,6 +24,7 @@ from musekit.cli.common import (
     note_unknown_words,
     place_pipeline,
     positive_int,
+    seed_value,
 )
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 
@@ -39,7 +40,8 @@ def add_parser(subparsers) -> None:
         help="take the prompt and settings from a PNG musekit wrote (flags given here override them)",
     )  # fmt: skip
     p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same image); default 0")
+    p.add_argument("--seed", type=seed_value, default=None,
+                   help="random seed (same seed, same image; 'random' draws one); default 0")  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
     p.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
     p.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
@@ -206,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 )
         count = f"image {args.index + 1} of {len(images)}" if args.index is not None else f"{len(images)} image(s)"
         also = f"; each image also as {written[1].name} ... {written[-1].name}" if len(written) > 1 else ""
-        say(f"wrote {path} ({image.width}x{image.height}, {count}, {elapsed:.2f} s{also})")
+        say(f"wrote {path} ({image.width}x{image.height}, {count}, seed {args.seed}, {elapsed:.2f} s{also})")
     return 0
 
 
