@@ -130,7 +130,7 @@ def test_generate_a_prompt_file_and_each_image(tiny_model_dir, tmp_path, capsys)
     from musekit.io.metadata import read_record
 
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("# two scenes\na red circle\n\n  a blue square  \n", encoding="utf-8")
+    prompts.write_text("# two scenes\na red circle\n\n  a blue square  \n", encoding="utf-8-sig")  # a BOM too
     out = tmp_path / "run" / "img.png"
     args = ["generate", "--prompts", str(prompts), "--num", "2", "--each", "--seed", "7"]
     assert main([*args, "--model", str(tiny_model_dir), "--out", str(out), "--quiet"]) == 0

@@ -138,14 +138,103 @@ def test_generate_from_an_image_with_a_lost_concept_file(tiny_model_dir, tmp_pat
     assert "concept file gone.safetensors (recorded in" in capsys.readouterr().err
 
 
-def test_ui_settings_fill_the_generate_tab(tiny_pipe, tmp_path):
+def test_ui_settings_fill_every_generate_field(tiny_pipe, tmp_path):
     pytest.importorskip("gradio")
-    from musekit.ui.app import generate_settings
+    from musekit.ui.app import GENERATE_FIELDS, generate_settings
+    from musekit.ui.studio import Studio
 
-    record = make_record(tiny_pipe, "generate", "a red circle", seed=9, num=2, steps=3, guidance=1.5)
-    assert generate_settings(record) == ("a red circle", "", 9, 2, 3, 1.5, None, None, None, None)
+    studio = Studio(tiny_pipe, concept_dir=tmp_path)
+    record = make_record(tiny_pipe, "generate", "a red circle", seed=9, num=2, **sampling_record(tiny_pipe, steps=3))
+    values, notes = generate_settings(record, studio)
+    assert set(values) == set(GENERATE_FIELDS) and notes == []
+    assert (values["prompt"], values["seed"], values["num"], values["steps"]) == ("a red circle", 9, 2, 3)
+    assert (values["learned"], values["uploaded"], values["key_locking"]) == ([], None, "local")  # nothing stale
+    # what the tab cannot hold is named, not dropped silently
+    odd = dict(record, num=16, guidance=12.0, top_k=5, concept=[str(tmp_path / "gone.safetensors")], bias=0.8,
+               model_fingerprint="elsewhere")  # fmt: skip
+    values, notes = generate_settings(odd, studio)
+    assert (values["num"], values["guidance"]) == (8, 8.0)
+    text = "; ".join(notes)
+    for needle in ("num 16 is outside", "guidance 12.0 is outside", "top_k 5", "gone.safetensors is not on this",
+                   "another model"):  # fmt: skip
+        assert needle in text
     with pytest.raises(ValueError, match="made by inpaint"):
-        generate_settings(make_record(tiny_pipe, "inpaint", "x"))
+        generate_settings(make_record(tiny_pipe, "inpaint", "x"), studio)
+
+
+def test_prompts_that_look_like_flags_survive_a_re_run(tiny_model_dir, tmp_path):
+    first, again = tmp_path / "a.png", tmp_path / "b.png"
+    model = ["--model", str(tiny_model_dir), "--quiet"]
+    assert main(["generate", "--out", str(first), "--negative=-h", *model, "--", "-h a red circle"]) == 0
+    record = read_record(first)
+    assert (record["prompt"], record["negative"]) == ("-h a red circle", "-h")
+    assert command_line(record).startswith("musekit generate --negative=-h --seed 0")
+    assert main(["generate", "--from", str(first), "--out", str(again), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+
+
+def test_paths_are_recorded_absolute_so_a_re_run_works_from_anywhere(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a red circle", "--model", "model", "--out", "w/r.png", "--quiet"]) == 0
+    assert read_record("w/r.png")["model"] == str(tmp_path / "model")
+    monkeypatch.chdir(tmp_path / "w")
+    assert main(["generate", "--from", "r.png", "--out", "again.png", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prompt": None}, "no prompt"),
+        ({"size": {}}, "size {}"),
+        ({"index": 7, "num": 3}, "index 7 of 3"),
+        ({"index": "x", "num": 3}, "index 'x'"),
+        ({"schema": "1"}, "schema '1'"),
+        ({"seed": [1, 2]}, "seed [1, 2]"),
+        ({"concept": "a.safetensors"}, "concept 'a.safetensors'"),
+    ],
+)
+def test_tampered_records_fail_in_one_line(tmp_path, change, message, capsys):
+    record = {"schema": 1, "command": "generate", "prompt": "a red circle", "seed": 0, **change}
+    path = png_with(tmp_path, json.dumps(record))
+    for args in (["info", str(path)], ["generate", "--from", str(path)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "not a record musekit can read" in err
+
+
+def test_recorded_flags_that_do_not_parse_name_the_image(tmp_path, capsys):
+    path = png_with(tmp_path, json.dumps({"schema": 1, "command": "generate", "prompt": "x", "seed": 1.5}))
+    assert main(["generate", "--from", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{path}: its recorded settings are not valid" in err and "--seed" in err
+
+
+def test_from_with_another_num_or_each_says_what_it_does(tiny_model_dir, tmp_path, capsys):
+    model = ["--model", str(tiny_model_dir), "--quiet"]
+    grid = tmp_path / "g.png"
+    assert main(["generate", "a red circle", "--num", "3", "--each", "--out", str(grid), *model]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--from", str(tmp_path / "g-2.png"), "--num", "1", "--out", str(tmp_path / "x.png"),
+                 "--quiet"]) == 0  # fmt: skip
+    assert "is image 2 of 3 made together; with --num 1" in capsys.readouterr().err
+    assert main(["generate", "a red circle", "--each", "--out", str(tmp_path / "y.png"), *model]) == 0
+    assert "--each writes the images of --num 2 or more" in capsys.readouterr().err
+
+
+def test_editing_records_print_commands_that_parse(tiny_pipe):
+    import shlex
+
+    from musekit.cli.main import build_parser
+
+    record = make_record(tiny_pipe, "inpaint", "a red circle", seed=1)  # an upload in the UI: no files
+    line = command_line(record)
+    assert line.startswith("musekit inpaint IMAGE 'a red circle'") and "--mask MASK" in line
+    args = build_parser().parse_args(shlex.split(line)[1:])
+    assert (args.image, args.mask, args.seed) == ("IMAGE", "MASK", 1)
+    assert "--device" not in command_line(dict(record, device="cuda", int8="all"))  # editing has no such flags
 
 
 def test_info_on_a_concept_file_checks_the_model(tiny_model_dir, tmp_path, capsys):

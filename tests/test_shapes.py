@@ -144,5 +144,6 @@ def test_unknown_words_are_those_no_training_caption_uses():
         assert unknown_words(caption(world.example("train", index).scene, rng)) == []
     words = unknown_words("A Crimson ring, a <emblem> and a crimson box in the centre")
     assert words == ["crimson", "ring", "and", "box", "centre"]
+    assert unknown_words("a naïve café circle 3d") == ["naïve", "café", "d"]
     assert {"red", "triangle", "checkered", "above", "upper"} <= vocabulary()
     assert not {"crimson", "scarlet", "azure", "ring", "box"} & vocabulary()  # the paraphrase words stay unseen

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -114,6 +115,9 @@ def test_learned_concept_is_saved_and_usable_by_its_token(concept_pipe, tmp_path
     assert read_record_of(edited.images[0])["key_locking"] == "local"
     with pytest.raises(ValueError, match="does not use the concept"):
         studio.inpaint(result.images[0], mask, "a red circle", concepts=choice)
+    # the UI's editing tabs pass the Generate tab's concepts with only_in_prompt: unused ones are left out
+    plain = studio.inpaint(result.images[0], mask, "a red circle", concepts=replace(choice, only_in_prompt=True))
+    assert "concept" not in read_record_of(plain.images[0])
     with pytest.raises(ValueError, match="does not use the concept"):
         studio.generate("a red circle", concepts=[str(path)])
     with pytest.raises(ValueError, match="key_locking must be one of"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -13,11 +14,26 @@ class CLIError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as one line instead of usage + error."""
+    """argparse that reports bad arguments as one line instead of usage + error; while ``raising_errors`` is on
+    (reading arguments that came from a file, not the user) it raises ``CLIError`` instead."""
+
+    raise_errors = False
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if ArgumentParser.raise_errors:
+            raise CLIError(message)
         sys.stderr.write(f"musekit: error: {message} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+
+@contextlib.contextmanager
+def raising_errors():
+    """Parse arguments with errors raised as ``CLIError`` (see ``ArgumentParser``)."""
+    before, ArgumentParser.raise_errors = ArgumentParser.raise_errors, True
+    try:
+        yield
+    finally:
+        ArgumentParser.raise_errors = before
 
 
 def positive_int(text: str) -> int:
@@ -136,6 +152,20 @@ def note_unknown_words(pipe, prompt: str) -> None:
         print(f"musekit: note: the bundled model never saw {', '.join(repr(w) for w in words)} in training and "
               "may ignore them: it draws shapes, colours, sizes, positions and backgrounds (see the README)",
               file=sys.stderr)  # fmt: skip
+
+
+def concept_record(args) -> dict:
+    """The settings record's concept fields of those flags, the defaults filled in (empty without ``--concept``)."""
+    from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
+
+    if not args.concept:
+        return {}
+    return {
+        "concept": list(args.concept),
+        "bias": DEFAULT_BIAS if args.bias is None else args.bias,
+        "temperature": DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
+        "key_locking": args.key_locking or "local",
+    }
 
 
 INT8_KINDS = {"ff": "int8", "all": "int8-all"}  # `--int8 [ff|all]` -> MusePipeline.quantize kind

@@ -10,6 +10,7 @@ from musekit.cli.common import (
     add_concept_arguments,
     check_output_path,
     concept_options,
+    concept_record,
     load_pipeline,
     non_negative_float,
     note_unknown_words,
@@ -129,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
         options.update(strength=args.strength)
     record = make_record(
         pipe, args.op, args.prompt, model=args.model, image=args.image, negative=args.negative, seed=args.seed,
-        steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, **options, concept=args.concept or None,
-        bias=args.bias, temperature=args.temperature, key_locking=args.key_locking,
+        steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, **options, **concept_record(args),
     )  # fmt: skip
     save_image(attach(picture, record), out)
     elapsed = time.perf_counter() - start

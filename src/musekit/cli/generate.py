@@ -7,6 +7,7 @@ makes that image again, and flags given beside --from change just those settings
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from musekit.cli.common import (
     add_int8_argument,
     check_device_arguments,
     check_output_path,
+    concept_record,
     load_pipeline,
     non_negative_float,
     note_unknown_words,
@@ -89,6 +91,7 @@ def settings_from(args: argparse.Namespace) -> dict | None:
     read back through this command's own parser, so its values are checked as typed flags are."""
     import shlex
 
+    from musekit.cli.common import raising_errors
     from musekit.cli.main import build_parser
     from musekit.io.metadata import command_line, read_record
 
@@ -100,14 +103,24 @@ def settings_from(args: argparse.Namespace) -> dict | None:
                 f"{args.from_image} was made by `musekit {record['command']}`, which needs its input images: "
                 "`musekit info` prints its command line"
             )
-        recorded = build_parser().parse_args(shlex.split(command_line(record))[1:])
-        if args.num is None and record.get("index") is not None:
-            args.index = int(record["index"])  # one image of a batch: make the batch, keep that image
+        try:
+            with raising_errors():
+                recorded = build_parser().parse_args(shlex.split(command_line(record))[1:])
+        except CLIError as err:
+            raise CLIError(f"{args.from_image}: its recorded settings are not valid: {err}") from None
+        if record.get("index") is not None:
+            if args.num is None:
+                args.index = record["index"]  # one image of a batch: make the batch, keep that image
+            else:
+                print(f"musekit: note: {args.from_image} is image {record['index'] + 1} of {record['num']} made "
+                      f"together; with --num {args.num} the images differ from it (leave out --num to make it "
+                      "again)", file=sys.stderr)  # fmt: skip
+        given_concepts = bool(args.concept)
         for key in RECORDED:
             if getattr(args, key) in (None, []):
                 setattr(args, key, getattr(recorded, key))
         missing = [path for path in args.concept if not Path(path).is_file()]
-        if missing:
+        if missing and not given_concepts:
             raise CLIError(f"concept file {missing[0]} (recorded in {args.from_image}) not found: pass --concept FILE")
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
@@ -120,7 +133,7 @@ def settings_from(args: argparse.Namespace) -> dict | None:
 def read_prompts(path: str) -> list[str]:
     """The prompts of a text file: one a line; blank lines and lines starting with # are skipped."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise CLIError(f"prompt file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -156,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
     record = settings_from(args)
     out = check_output_path(args.out)
     jobs = jobs_of(args, out)
+    if args.each and args.num < 2 and args.index is None:
+        print("musekit: note: --each writes the images of --num 2 or more one by one: with one image it adds nothing",
+              file=sys.stderr)  # fmt: skip
     check_device_arguments(args)  # bad flags fail before the model loads
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet and len(jobs) == 1
@@ -163,14 +179,12 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(
         model=args.model, negative=args.negative, seed=args.seed,
         **sampling_record(pipe, args.steps, args.sr_steps, args.guidance, args.guidance_schedule, args.sr_strength),
-        choice_temperature=args.choice_temperature, top_k=args.top_k, num=args.num, concept=args.concept or None,
-        bias=args.bias if args.concept else None, temperature=args.temperature if args.concept else None,
-        key_locking=args.key_locking if args.concept else None,
+        choice_temperature=args.choice_temperature, top_k=args.top_k, num=args.num, **concept_record(args),
     )  # fmt: skip
     if record is not None:
         notes = differences(record, make_record(pipe, "generate", args.prompt, **settings))
         if notes:
-            print(f"musekit: note: {args.from_image} was made with {notes}: the result can differ")
+            print(f"musekit: note: {args.from_image} was made with {notes}: the result can differ", file=sys.stderr)
     say = print if len(jobs) == 1 else tqdm.write  # a line per file, under the progress bar
     for prompt, path in tqdm(jobs, desc="prompts", disable=args.quiet or len(jobs) == 1):
         note_unknown_words(pipe, prompt)

@@ -204,7 +204,7 @@ def unknown_words(prompt: str) -> list[str]:
     """The words of ``prompt`` that no training caption uses, in order, once each (concept tokens such as
     ``<emblem>`` are not words). A model trained on the shapes world can only guess at them."""
     known, seen = vocabulary(), []
-    for word in re.findall(r"<[^>]*>|[a-z]+", prompt.lower()):
+    for word in re.findall(r"<[^>]*>|[^\W\d_]+", prompt.lower()):  # words of letters, in any script
         if not word.startswith("<") and word not in known and word not in seen:
             seen.append(word)
     return seen

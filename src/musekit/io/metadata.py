@@ -3,18 +3,20 @@
 Every PNG that ``musekit generate``, the editing commands and the web UI write carries a text chunk ``musekit``: a
 JSON record of the command, the prompt and every setting (for ``generate``, the model's sampling defaults resolved,
 so that a later change of defaults does not change what the record means), the model folder and a fingerprint of
-its weights.
+all its weights.
 ``musekit info IMAGE`` prints it with the command line that makes the image again, and ``musekit generate --from
 IMAGE`` re-runs it. Editors that rewrite a PNG may drop the chunk; the pixels are never touched.
 
 A record (``SCHEMA`` 1) is a flat JSON object: ``schema``, ``musekit`` (version), ``command`` (``generate``,
 ``inpaint``, ``outpaint``, ``edit`` or ``img2img``), ``prompt``, then the command's options under their
 command-line names (``seed``, ``steps``, ``guidance``, ...; ``null`` for "not set"), and ``model`` /
-``model_fingerprint``. A picture that is one image of a batch also has ``index``.
+``model_fingerprint``. A picture that is one image of a batch also has ``index``. File paths (model, concepts,
+inputs) are recorded absolute, so a record re-runs from any folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from pathlib import Path
@@ -34,8 +36,11 @@ POSITIONALS = {
 }
 # Keys that are facts about the image, not options of the command.
 FACTS = ("schema", "musekit", "command", "model_fingerprint", "index", "size")
-# Options recorded for information that a re-run does not take from the record (they name this machine's setup).
+# Options recorded for information that a re-run does not take from the record (they name this machine's setup);
+# only `generate` has them as flags.
 MACHINE_OPTIONS = ("int8", "device", "half")
+PATH_OPTIONS = ("model", "image", "mask")  # recorded absolute; and "concept", a list
+SCALARS = (str, int, float, bool, type(None))
 
 
 def sampling_record(pipe, steps=None, sr_steps=None, guidance=None, guidance_schedule=None, sr_strength=None) -> dict:
@@ -64,18 +69,42 @@ def machine_record(pipe) -> dict:
     }
 
 
+def weights_fingerprint(pipe) -> str:
+    """A short hash of every weight of ``pipe`` (each tensor's first 4 KB and its sum), computed once per pipeline
+    (about 10 ms; the weights a pipeline was loaded with, whatever ``quantize`` or ``to`` did to it since)."""
+    cached = getattr(pipe, "_weights_fingerprint", None)
+    if cached is None:
+        digest = hashlib.sha256()
+        for name, module in sorted(pipe.modules().items()):
+            for key, tensor in module.state_dict().items():
+                digest.update(f"{name}.{key}{tuple(tensor.shape)}".encode())
+                flat = tensor.detach().reshape(-1)[:1024].float().cpu()
+                digest.update(flat.numpy().tobytes())
+                digest.update(f"{float(tensor.detach().double().sum()):.6e}".encode())
+        cached = pipe._weights_fingerprint = digest.hexdigest()[:16]
+    return cached
+
+
+def absolute(path) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
 def make_record(pipe, command: str, prompt: str, model: str | None = None, **options) -> dict:
     """A record of one call of ``command`` (see the module doc): ``options`` under their command-line names, then
-    the model and how it runs (``machine_record``)."""
+    the model and how it runs (``machine_record``). Paths are made absolute."""
     from musekit import __version__
-    from musekit.personalize.concept import model_fingerprint
 
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}; records describe one of {COMMANDS}")
     record = {"schema": SCHEMA, "musekit": __version__, "command": command, "prompt": prompt}
     record.update(options)
-    record["model"] = None if model is None else str(model)
-    record["model_fingerprint"] = model_fingerprint(pipe)
+    for key in PATH_OPTIONS:
+        if key in record:
+            record[key] = absolute(record[key])
+    if record.get("concept"):
+        record["concept"] = [absolute(path) for path in record["concept"]]
+    record["model"] = absolute(model)
+    record["model_fingerprint"] = weights_fingerprint(pipe)
     record.update(machine_record(pipe))
     return record
 
@@ -91,7 +120,8 @@ def attach(image: Image.Image, record: dict, index: int | None = None) -> Image.
 
 
 def read_record(path: str | Path) -> dict:
-    """The record in the PNG at ``path``; ``ValueError`` (one line) when it cannot be read or has none."""
+    """The record in the PNG at ``path``, checked; ``ValueError`` (one line) when it cannot be read, has none, or
+    holds values no musekit record has."""
     from musekit.io.images import read_image
 
     image = read_image(path)
@@ -105,39 +135,72 @@ def read_record(path: str | Path) -> dict:
         record = json.loads(text)
     except json.JSONDecodeError:
         raise ValueError(f"{path}: its musekit settings are not valid JSON") from None
-    if not isinstance(record, dict) or record.get("command") not in COMMANDS or "prompt" not in record:
-        raise ValueError(f"{path}: its musekit settings are not a record musekit can read")
+    problem = record_problem(record)
+    if problem:
+        raise ValueError(f"{path}: its musekit settings are not a record musekit can read ({problem})")
     if record.get("schema", SCHEMA) > SCHEMA:
         raise ValueError(f"{path} was written by a newer musekit ({record.get('musekit')}): update musekit to read it")
     return record
 
 
+def record_problem(record) -> str | None:
+    """What makes ``record`` unreadable, or None. The option values themselves are checked again when a re-run
+    parses them as flags."""
+    if not isinstance(record, dict):
+        return "not an object"
+    if record.get("command") not in COMMANDS:
+        return f"unknown command {record.get('command')!r}"
+    if not isinstance(record.get("prompt"), str):
+        return "no prompt"
+    schema, index, num, size = record.get("schema", SCHEMA), record.get("index"), record.get("num"), record.get("size")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        return f"schema {schema!r}"
+    if index is not None and not (isinstance(index, int) and isinstance(num, int) and 0 <= index < num):
+        return f"index {index!r} of {num!r} images"
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        return f"size {size!r}"
+    for key, value in record.items():
+        values = value if isinstance(value, list) and key in ("concept", "pad", "size") else [value]
+        if not all(isinstance(v, SCALARS) for v in values) or (key == "concept" and value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, str) for v in value))):  # fmt: skip
+            return f"{key} {value!r}"
+    return None
+
+
 def command_line(record: dict) -> str:
     """The shell command that makes the image of ``record`` again (inputs that were uploads, not files, are
-    written as placeholders in capitals)."""
+    written as placeholders in capitals). Flags come first when a positional starts with "-" (then after ``--``)."""
     command = record["command"]
-    words = ["musekit", command]
+    positionals = []
     for name in POSITIONALS[command]:
         value = record.get(name)
-        words.append(name.upper() if value is None else str(value))
+        positionals.append(name.upper() if value is None else str(value))
+    flags = []
     for key, value in record.items():
         if key in FACTS or key in POSITIONALS[command] or value is None or value is False or key in MACHINE_OPTIONS:
             continue
         flag = "--" + key.replace("_", "-")
         if key == "concept":
             for path in value:
-                words += [flag, str(path)]
+                flags += [flag, str(path)]
         elif key == "pad":
-            words += [flag, ",".join(map(str, value))]
+            flags += [flag, ",".join(map(str, value))]
         elif value is True:
-            words.append(flag)
+            flags.append(flag)
+        elif str(value).startswith("-"):  # "--negative=-h": a value that looks like a flag stays a value
+            flags.append(f"{flag}={value}")
         else:
-            words += [flag, str(value)]
-    for key in MACHINE_OPTIONS:
-        value = record.get(key)
-        if value and not (key == "device" and value == "cpu"):
-            words += [f"--{key}"] if value is True else [f"--{key}", str(value)]
-    return shlex.join(words)
+            flags += [flag, str(value)]
+    if command == "inpaint" and record.get("mask") is None:
+        flags += ["--mask", "MASK"]
+    if command == "generate":  # the editing commands have no machine flags
+        for key in MACHINE_OPTIONS:
+            value = record.get(key)
+            if value and not (key == "device" and value == "cpu"):
+                flags += [f"--{key}", str(value)]
+    if any(p.startswith("-") for p in positionals):
+        return shlex.join(["musekit", command, *flags, "--", *positionals])
+    return shlex.join(["musekit", command, *positionals, *flags])
 
 
 def describe(record: dict) -> str:

@@ -17,7 +17,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402  (the environment variable must be set first)
 
-from musekit.io.metadata import describe, read_record  # noqa: E402
+from musekit.io.metadata import (  # noqa: E402
+    describe,
+    machine_record,
+    read_record,
+    sampling_record,
+    weights_fingerprint,
+)
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE  # noqa: E402
 from musekit.ui.studio import (  # noqa: E402
     KEY_LOCKING,
@@ -90,16 +96,58 @@ def summary_box() -> gr.Textbox:
     return gr.Textbox(label="summary", interactive=False, lines=1, max_lines=2)
 
 
-def generate_settings(record: dict) -> tuple:
-    """A generated PNG's record -> the Generate tab's (prompt, negative, seed, images, steps, guidance, concept
-    files, bias, temperature, key-locking); None leaves a field as it is. Recorded concept files that are not
-    there are left out."""
+# the Generate tab's sliders (steps 0: the model's default; Studio.generate allows 1-64 steps)
+RANGES = {"num": (1, MAX_IMAGES), "steps": (0, 64), "guidance": (0.0, 8.0), "bias": (0.3, 1.2),
+          "temperature": (0.02, 0.5)}  # fmt: skip
+NOT_IN_TAB = ("sr_steps", "sr_strength", "guidance_schedule", "top_k", "choice_temperature")
+GENERATE_FIELDS = ("prompt", "negative", "seed", "num", "steps", "guidance", "learned", "uploaded", "bias",
+                   "temperature", "key_locking")  # fmt: skip
+
+
+def generate_settings(record: dict, studio: Studio) -> tuple[dict, list[str]]:
+    """A generated PNG's record -> (the Generate tab's values by ``GENERATE_FIELDS``, notes on what the tab cannot
+    carry over). Every field gets a value (concepts none, the gate's defaults) so nothing stale stays; the
+    record's concept files are offered under their tokens (``Studio.register``); values outside the sliders are
+    clamped, with a note."""
     if record["command"] != "generate":
         raise ValueError(f"this image was made by {record['command']}, not generate: its command line is shown above")
-    files = [f for f in record.get("concept") or [] if Path(f).is_file()]
-    return (record["prompt"], record.get("negative") or "", record.get("seed", 0), record.get("num", 1),
-            record.get("steps"), record.get("guidance"), files or None, record.get("bias"),
-            record.get("temperature"), record.get("key_locking"))  # fmt: skip
+    notes, tokens = [], []
+    for path in record.get("concept") or []:
+        if Path(path).is_file():
+            tokens.append(studio.register(path))
+        else:
+            notes.append(f"the concept file {path} is not on this machine")
+
+    def given(key, default):
+        return default if record.get(key) is None else record[key]
+
+    values = {
+        "prompt": record["prompt"], "negative": given("negative", ""), "seed": given("seed", 0), "num": given("num", 1),
+        "steps": given("steps", 0), "guidance": given("guidance", studio.pipe.config.guidance_scale),
+        "learned": tokens, "uploaded": None, "bias": given("bias", DEFAULT_BIAS),
+        "temperature": given("temperature", DEFAULT_TEMPERATURE), "key_locking": given("key_locking", "local"),
+    }  # fmt: skip
+    for key, (low, high) in RANGES.items():
+        value = values[key]
+        if not low <= value <= high:
+            values[key] = min(max(value, low), high)
+            notes.append(f"{key} {value} is outside this page's range: {values[key]} instead")
+    if values["seed"] > 2**53:
+        notes.append(f"seed {values['seed']} is too large for the page's number box: use the command line")
+    defaults = sampling_record(studio.pipe)
+    for key in NOT_IN_TAB:
+        if record.get(key) is not None and record[key] != defaults.get(key):
+            default = defaults.get(key)
+            notes.append(f"{key} {record[key]} (" + ("this page leaves it unset" if default is None else
+                                                    f"this page uses the model's {default}") + ")")  # fmt: skip
+    if record.get("model_fingerprint") != weights_fingerprint(studio.pipe):
+        notes.append(f"it was made with another model ({record.get('model') or 'the bundled model'})")
+    machine = machine_record(studio.pipe)
+    for key in ("int8", "half"):
+        if (record.get(key) or None) != machine[key]:
+            notes.append(f"it was made with --{key} {record.get(key) or 'unset'}, this page runs with "
+                         f"{machine[key] or 'no --' + key}")  # fmt: skip
+    return values, notes
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -115,8 +163,9 @@ def build_app(studio: Studio) -> gr.Blocks:
         return result.images, result.summary
 
     def choice(learned, uploaded, bias, temperature, locking) -> ConceptChoice:
-        """The Generate tab's concepts, which the editing tabs use too."""
-        return ConceptChoice(list(learned or []) + list(uploaded or []), bias, temperature, locking)
+        """The Generate tab's concepts, which the editing tabs use too: those whose token the prompt writes."""
+        return ConceptChoice(list(learned or []) + list(uploaded or []), bias, temperature, locking,
+                             only_in_prompt=True)  # fmt: skip
 
     @shows_errors
     def inpaint(editor, prompt, seed, *concepts, progress=PROGRESS):
@@ -144,16 +193,25 @@ def build_app(studio: Studio) -> gr.Blocks:
         shutil.copyfile(path, download)
         return str(download), text, gr.update(choices=list(studio.learned), value=list(dict.fromkeys(ticks)))
 
-    @shows_errors
     def read_settings(path):
+        """The settings of an uploaded PNG, or why there are none (shown in the same box, so nothing stale stays)."""
         if not path:
             return "", gr.update(interactive=False)
-        return describe(read_record(path)), gr.update(interactive=True)
+        try:
+            record = read_record(path)
+        except (ValueError, OSError) as err:
+            return str(err).splitlines()[0], gr.update(interactive=False)
+        return describe(record), gr.update(interactive=record["command"] == "generate")
 
     @shows_errors
     def settings_to_generate(path):
-        updates = [gr.update(value=v) if v is not None else gr.update() for v in generate_settings(read_record(path))]
-        return (*updates, gr.Tabs(selected="generate"))
+        record = read_record(path)
+        values, notes = generate_settings(record, studio)
+        updates = {key: gr.update(value=value) for key, value in values.items()}
+        updates["learned"] = gr.update(choices=list(studio.learned), value=values["learned"])
+        text = describe(record) + ("\n\nNot carried over: " + "; ".join(notes) if notes else
+                                   "\n\nEvery setting is in the Generate tab now.")  # fmt: skip
+        return (*(updates[key] for key in GENERATE_FIELDS), text, gr.Tabs(selected="generate"))
 
     def first_image(images):
         """Gallery value [(path, caption), ...] -> the first image into the editing tabs' inputs."""
@@ -173,11 +231,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                         negative = gr.Textbox(label="negative prompt (what to steer away from)", placeholder="optional")
                         with gr.Row():
                             seed = gr.Number(label="seed", value=0, precision=0)
-                            count = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
+                            count = gr.Slider(*RANGES["num"], value=4, step=1, label="images")
                         with gr.Accordion("sampling", open=False):
-                            steps = gr.Slider(0, 64, value=0, step=1, label="base steps (0: the model's default)")
-                            guidance = gr.Slider(0.0, 8.0, value=studio.pipe.config.guidance_scale, step=0.5,
-                                                 label="classifier-free guidance")  # fmt: skip
+                            steps = gr.Slider(*RANGES["steps"], value=0, step=1,
+                                              label="base steps (0: the model's default)")  # fmt: skip
+                            guidance = gr.Slider(*RANGES["guidance"], value=studio.pipe.config.guidance_scale,
+                                                 step=0.05, label="classifier-free guidance")  # fmt: skip
                         with gr.Accordion("concepts (Perfusion)", open=False):
                             learned = gr.Dropdown(
                                 list(studio.learned), value=[], multiselect=True, allow_custom_value=True,
@@ -188,10 +247,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                                 type="filepath",
                             )  # fmt: skip
                             bias_label = "bias (lower: more like the concept; higher: more like the text)"
-                            bias = gr.Slider(0.3, 1.2, value=DEFAULT_BIAS, step=0.05, label=bias_label)
-                            temperature = gr.Slider(
-                                0.02, 0.5, value=DEFAULT_TEMPERATURE, step=0.01, label="temperature"
-                            )
+                            bias = gr.Slider(*RANGES["bias"], value=DEFAULT_BIAS, step=0.05, label=bias_label)
+                            temperature = gr.Slider(*RANGES["temperature"], value=DEFAULT_TEMPERATURE, step=0.01,
+                                                    label="temperature")  # fmt: skip
                             locking = gr.Radio(list(KEY_LOCKING), value="local", label="key-locking")
                         run = gr.Button("Generate", variant="primary")
                         gr.Examples(examples, inputs=[prompt])
@@ -296,8 +354,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                                                lines=6, interactive=False)  # fmt: skip
                         to_generate = gr.Button("Use these settings in Generate", interactive=False)
                 info_in.change(read_settings, [info_in], [info_text, to_generate], api_name=False)
-                generate_fields = [prompt, negative, seed, count, steps, guidance, uploaded, bias, temperature, locking]
-                to_generate.click(settings_to_generate, [info_in], [*generate_fields, tabs], api_name=False)
+                fields = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
+                to_generate.click(settings_to_generate, [info_in], [*fields, info_text, tabs], api_name=False)
         send.click(first_image, [gallery], [editor, outpaint_in, edit_in], api_name=False, queue=False)
         # a reloaded page (or a second browser) lists every concept learned since the server started
         app.load(lambda: gr.update(choices=list(studio.learned)), None, learned, api_name=False, queue=False)

@@ -50,6 +50,7 @@ class ConceptChoice:
     bias: float = DEFAULT_BIAS
     temperature: float = DEFAULT_TEMPERATURE
     key_locking: str = "local"
+    only_in_prompt: bool = False  # apply only the concepts whose token the prompt writes (the UI's editing tabs)
 
 
 @dataclass
@@ -98,10 +99,14 @@ class Studio:
             num_images_per_prompt=num_images,
         )
 
-    def _concepts(self, choice: ConceptChoice | None) -> tuple[dict, dict]:
-        """(the pipeline's concept keyword arguments, the settings record's concept fields) of ``choice``; both
-        empty without concepts. The pipeline checks the options (and that the prompt writes each token)."""
+    def _concepts(self, choice: ConceptChoice | None, prompt: str) -> tuple[dict, dict]:
+        """(the pipeline's concept keyword arguments, the settings record's concept fields) of ``choice`` for
+        ``prompt``; both empty without concepts. The pipeline checks the options (and that the prompt writes each
+        token)."""
         loaded, files = self.load_concepts(choice.items if choice else ())
+        if choice is not None and choice.only_in_prompt:
+            kept = [(c, f) for c, f in zip(loaded, files) if c.token in prompt]
+            loaded, files = [c for c, _ in kept], [f for _, f in kept]
         if not loaded:
             return {}, {}
         bias, temperature = float(choice.bias), float(choice.temperature)
@@ -164,7 +169,7 @@ class Studio:
         each image carries the settings ``record`` = (command, prompt, options) (``musekit.io.metadata``), which its
         PNG download keeps."""
         seed = check_seed(seed)
-        concept_kwargs, concept_record = self._concepts(concepts)
+        concept_kwargs, concept_record = self._concepts(concepts, record[1])
         start = time.perf_counter()
         with self._lock:
             out = getattr(self.pipe, method)(*args, generator=torch.Generator().manual_seed(seed), **kwargs,
@@ -210,6 +215,15 @@ class Studio:
         self.learned[token] = path
         kb = path.stat().st_size / 1024
         return path, f"learned {token} ({superclass}, {variant}) in {seconds:.1f} s: {path} ({kb:.1f} KB)"
+
+    def register(self, path: str | Path) -> str:
+        """Offer the concept file at ``path`` under its token, as if learned in this session (a concept learned or
+        registered before under the same token is replaced); returns the token."""
+        from musekit.personalize.concept import Concept
+
+        concept = Concept.load(path)
+        self.learned[concept.token] = Path(path)
+        return concept.token
 
     def load_concepts(self, concepts: Sequence[str | Path]) -> tuple[list, list[Path]]:
         """Tokens learned in this session or concept file paths -> (``Concept`` objects, their files), in order,
