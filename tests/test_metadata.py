@@ -111,7 +111,39 @@ def test_editing_outputs_carry_their_command(tiny_model_dir, tmp_path, capsys):
     assert command_line(record).startswith(f"musekit inpaint {scene} 'a red circle' --seed 4")
     capsys.readouterr()
     assert main(["generate", "--from", str(out)]) == 2
-    assert "was made by `musekit inpaint`" in capsys.readouterr().err
+    assert f"was made by `musekit inpaint`: re-run it with `musekit inpaint --from {out}`" in capsys.readouterr().err
+    # the editing commands re-run from their records too, pixel for pixel; flags beside --from change just those
+    again, other = tmp_path / "again.png", tmp_path / "other.png"
+    assert main(["inpaint", "--from", str(out), "--out", str(again), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+    assert main(["inpaint", "--from", str(out), "--seed", "5", "--out", str(other), "--quiet"]) == 0
+    assert {k: v for k, v in read_record(other).items() if k != "seed"} == {
+        k: v for k, v in record.items() if k != "seed"}  # fmt: skip
+    mask.unlink()
+    assert main(["inpaint", "--from", str(out), "--out", str(other)]) == 2
+    assert f"the mask {mask} (recorded in {out}) is not there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["inpaint", "x.png", "a cat"], "--mask is required"),
+        (["outpaint", "x.png", "a cat"], "--pad is required"),
+        (["img2img", "x.png", "a cat"], "--strength is required"),
+        (["edit"], "give an input image and a prompt"),
+    ],
+)
+def test_editing_commands_say_what_is_missing(args, needle, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_a_ui_upload_record_asks_for_its_input(tiny_pipe, tmp_path, capsys):
+    record = make_record(tiny_pipe, "img2img", "a red circle", strength=0.5, seed=2)  # made from an upload
+    path = save_image(attach(Image.new("RGB", (16, 16)), record), tmp_path / "ui.png")
+    assert main(["img2img", "--from", str(path)]) == 2
+    assert "made from an image uploaded to the web UI: give the image file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

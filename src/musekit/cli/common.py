@@ -74,6 +74,50 @@ def seed_value(text: str) -> int:
     return value
 
 
+def fill_from_record(args: argparse.Namespace, command: str, keys: tuple[str, ...]) -> dict | None:
+    """``--from IMAGE``: read the PNG's settings record (which must be ``command``'s), read its command line back
+    through musekit's own parser (so its values are checked as typed flags are), and set each of ``keys`` that
+    the user did not give. Returns the record, or None without ``--from``."""
+    import shlex
+
+    from musekit.cli.main import build_parser
+    from musekit.io.metadata import command_line, read_record
+
+    path = args.from_image
+    if path is None:
+        return None
+    record = read_record(path)
+    if record["command"] != command:
+        raise CLIError(f"{path} was made by `musekit {record['command']}`: re-run it with "
+                       f"`musekit {record['command']} --from {path}`")  # fmt: skip
+    try:
+        with raising_errors():
+            recorded = build_parser().parse_args(shlex.split(command_line(record))[1:])
+    except CLIError as err:
+        raise CLIError(f"{path}: its recorded settings are not valid: {err}") from None
+    given_concepts = bool(getattr(args, "concept", None))
+    for key in keys:
+        if getattr(args, key) in (None, []):
+            if key in ("image", "mask") and record.get(key) is None:  # an upload in the web UI: no file to name
+                raise CLIError(f"{path} was made from an image uploaded to the web UI: give the {key} file "
+                               f"({'--mask MASK' if key == 'mask' else 'the first argument'})")  # fmt: skip
+            setattr(args, key, getattr(recorded, key))
+            if key in ("image", "mask") and not Path(getattr(args, key)).is_file():
+                raise CLIError(f"the {key} {getattr(args, key)} (recorded in {path}) is not there: give it again")
+    if not given_concepts:
+        missing = [concept for concept in getattr(args, "concept", None) or [] if not Path(concept).is_file()]
+        if missing:
+            raise CLIError(f"concept file {missing[0]} (recorded in {path}) not found: pass --concept FILE")
+    return record
+
+
+def add_from_argument(parser, what: str) -> None:
+    parser.add_argument(
+        "--from", dest="from_image", default=None, metavar="IMAGE",
+        help=f"take {what} and every setting from a PNG musekit wrote (flags given here override them)",
+    )  # fmt: skip
+
+
 def check_output_path(path: str) -> Path:
     """Fail early (before any work) when the PNG cannot be written."""
     out = Path(path)

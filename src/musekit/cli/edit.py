@@ -8,9 +8,11 @@ import time
 from musekit.cli.common import (
     CLIError,
     add_concept_arguments,
+    add_from_argument,
     check_output_path,
     concept_options,
     concept_record,
+    fill_from_record,
     load_pipeline,
     non_negative_float,
     note_unknown_words,
@@ -46,10 +48,12 @@ def strength(text: str) -> float:
 
 
 def _common(p, default_out: str) -> None:
-    p.add_argument("image", help="input image file")
-    p.add_argument("prompt", help="what the result should show (a concept's token puts the concept there)")
+    p.add_argument("image", nargs="?", default=None, help="input image file (optional with --from)")
+    p.add_argument("prompt", nargs="?", default=None,
+                   help="what the result should show (a concept's token puts the concept there)")  # fmt: skip
+    add_from_argument(p, "the input, the prompt")
     p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
-    p.add_argument("--seed", type=seed_value, default=0,
+    p.add_argument("--seed", type=seed_value, default=None,
                    help="random seed (same seed, same result; 'random' draws one); default 0")  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
     p.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
@@ -63,24 +67,50 @@ def _common(p, default_out: str) -> None:
 def add_parsers(subparsers) -> None:
     p = subparsers.add_parser("inpaint", help="repaint the white area of a mask", description=__doc__)
     _common(p, "outputs/inpaint.png")
-    p.add_argument("--mask", required=True, metavar="MASK", help="grayscale mask of the image's size: white = repaint")
+    p.add_argument("--mask", default=None, metavar="MASK",
+                   help="grayscale mask of the image's size: white = repaint (required)")  # fmt: skip
     p.set_defaults(func=run, op="inpaint")
     p = subparsers.add_parser("outpaint", help="extend an image beyond its borders", description=__doc__)
     _common(p, "outputs/outpaint.png")
-    p.add_argument("--pad", type=parse_pad, required=True, metavar="L,T,R,B", help="pixels to add on each side")
-    p.add_argument("--mode", choices=("window", "fit"), default="window",
+    p.add_argument("--pad", type=parse_pad, default=None, metavar="L,T,R,B",
+                   help="pixels to add on each side (required)")  # fmt: skip
+    p.add_argument("--mode", choices=("window", "fit"), default=None,
                    help="window (default): at the image's own scale, in model-size windows (sharp; a named object "
                    "may repeat); fit: the whole enlarged image in one pass, scaled to the model")  # fmt: skip
     p.set_defaults(func=run, op="outpaint")
     p = subparsers.add_parser("edit", help="mask-free edit toward a new prompt", description=__doc__)
     _common(p, "outputs/edit.png")
     p.add_argument("--source-prompt", default=None, metavar="TEXT", help="describes the input: confines the edit")
-    p.add_argument("--iterations", type=positive_int, default=100)
+    p.add_argument("--iterations", type=positive_int, default=None, help="resampling rounds (default 100)")
     p.set_defaults(func=run, op="edit")
     p = subparsers.add_parser("img2img", help="re-generate part of an image's tokens", description=__doc__)
     _common(p, "outputs/img2img.png")
-    p.add_argument("--strength", type=strength, required=True, help="0 keeps the image, 1 regenerates it fully")
+    p.add_argument("--strength", type=strength, default=None,
+                   help="0 keeps the image, 1 regenerates it fully (required)")  # fmt: skip
     p.set_defaults(func=run, op="img2img")
+
+
+# Each command's options that --from takes from a record, the defaults of the optional ones, and the required ones.
+SHARED = ("image", "prompt", "negative", "seed", "steps", "sr_steps", "guidance", "concept", "bias", "temperature",
+          "key_locking", "model")  # fmt: skip
+OWN = {"inpaint": ("mask",), "outpaint": ("pad", "mode"), "edit": ("source_prompt", "iterations"),
+       "img2img": ("strength",)}  # fmt: skip
+DEFAULTS = {"seed": 0, "mode": "window", "iterations": 100}
+REQUIRED = {"inpaint": ("mask",), "outpaint": ("pad",), "img2img": ("strength",)}
+
+
+def settings_from(args: argparse.Namespace) -> dict | None:
+    """Fill the options not given from ``--from IMAGE``'s record, then the defaults; check the required ones."""
+    record = fill_from_record(args, args.op, SHARED + OWN[args.op])
+    for key, value in DEFAULTS.items():
+        if getattr(args, key, 0) is None:
+            setattr(args, key, value)
+    if args.image is None or args.prompt is None:
+        raise CLIError(f"give an input image and a prompt (or --from IMAGE): musekit {args.op} IMAGE PROMPT ...")
+    for key in REQUIRED.get(args.op, ()):
+        if getattr(args, key) is None:
+            raise CLIError(f"--{key} is required (or --from IMAGE, to take it from a PNG musekit {args.op} wrote)")
+    return record
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from musekit.io.images import make_grid, save_image
     from musekit.io.metadata import attach, make_record
 
+    settings_from(args)
     if not args.prompt.strip():
         raise CLIError("prompt is empty: describe the result you want")
     out = check_output_path(args.out)

@@ -17,10 +17,12 @@ from musekit.cli.common import (
     CLIError,
     add_concept_arguments,
     add_device_arguments,
+    add_from_argument,
     add_int8_argument,
     check_device_arguments,
     check_output_path,
     concept_record,
+    fill_from_record,
     load_pipeline,
     non_negative_float,
     note_unknown_words,
@@ -37,10 +39,7 @@ def add_parser(subparsers) -> None:
         "prompt", nargs="?", default=None,
         help="what to draw, e.g. 'a large red circle in the center on a blue background' (optional with --from)",
     )  # fmt: skip
-    p.add_argument(
-        "--from", dest="from_image", default=None, metavar="IMAGE",
-        help="take the prompt and settings from a PNG musekit wrote (flags given here override them)",
-    )  # fmt: skip
+    add_from_argument(p, "the prompt")
     p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
     p.add_argument("--seed", type=seed_value, default=None,
                    help="random seed (same seed, same image; 'random' draws one); default 0")  # fmt: skip
@@ -87,41 +86,17 @@ DEFAULTS = {"seed": 0, "num": 1, "bias": DEFAULT_BIAS, "temperature": DEFAULT_TE
 
 
 def settings_from(args: argparse.Namespace) -> dict | None:
-    """Fill the flags not given from ``--from IMAGE``'s record (returned), then from ``DEFAULTS``. The record is
-    read back through this command's own parser, so its values are checked as typed flags are."""
-    import shlex
-
-    from musekit.cli.common import raising_errors
-    from musekit.cli.main import build_parser
-    from musekit.io.metadata import command_line, read_record
-
-    record, args.index = None, None
-    if args.from_image is not None:
-        record = read_record(args.from_image)
-        if record["command"] != "generate":
-            raise CLIError(
-                f"{args.from_image} was made by `musekit {record['command']}`, which needs its input images: "
-                "`musekit info` prints its command line"
-            )
-        try:
-            with raising_errors():
-                recorded = build_parser().parse_args(shlex.split(command_line(record))[1:])
-        except CLIError as err:
-            raise CLIError(f"{args.from_image}: its recorded settings are not valid: {err}") from None
-        if record.get("index") is not None:
-            if args.num is None:
-                args.index = record["index"]  # one image of a batch: make the batch, keep that image
-            else:
-                print(f"musekit: note: {args.from_image} is image {record['index'] + 1} of {record['num']} made "
-                      f"together; with --num {args.num} the images differ from it (leave out --num to make it "
-                      "again)", file=sys.stderr)  # fmt: skip
-        given_concepts = bool(args.concept)
-        for key in RECORDED:
-            if getattr(args, key) in (None, []):
-                setattr(args, key, getattr(recorded, key))
-        missing = [path for path in args.concept if not Path(path).is_file()]
-        if missing and not given_concepts:
-            raise CLIError(f"concept file {missing[0]} (recorded in {args.from_image}) not found: pass --concept FILE")
+    """Fill the flags not given from ``--from IMAGE``'s record (returned), then from ``DEFAULTS``."""
+    given_num = args.num
+    record = fill_from_record(args, "generate", RECORDED)
+    args.index = None
+    if record is not None and record.get("index") is not None:
+        if given_num is None:
+            args.index = record["index"]  # one image of a batch: make the batch, keep that image
+        else:
+            print(f"musekit: note: {args.from_image} is image {record['index'] + 1} of {record['num']} made "
+                  f"together; with --num {given_num} the images differ from it (leave out --num to make it "
+                  "again)", file=sys.stderr)  # fmt: skip
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
