@@ -111,6 +111,16 @@ def fill_from_record(args: argparse.Namespace, command: str, keys: tuple[str, ..
     return record
 
 
+def add_sampling_arguments(parser, result: str) -> None:
+    """``--negative``, ``--seed``, ``--steps``, ``--sr-steps``, ``--guidance`` (unset: None, for ``--from``)."""
+    parser.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
+    parser.add_argument("--seed", type=seed_value, default=None,
+                        help=f"random seed (same seed, same {result}; 'random' draws one); default 0")  # fmt: skip
+    parser.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
+    parser.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
+    parser.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
+
+
 def add_from_argument(parser, what: str) -> None:
     parser.add_argument(
         "--from", dest="from_image", default=None, metavar="IMAGE",

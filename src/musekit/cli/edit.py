@@ -9,6 +9,7 @@ from musekit.cli.common import (
     CLIError,
     add_concept_arguments,
     add_from_argument,
+    add_sampling_arguments,
     check_output_path,
     concept_options,
     concept_record,
@@ -17,7 +18,6 @@ from musekit.cli.common import (
     non_negative_float,
     note_unknown_words,
     positive_int,
-    seed_value,
 )
 
 
@@ -52,12 +52,7 @@ def _common(p, default_out: str) -> None:
     p.add_argument("prompt", nargs="?", default=None,
                    help="what the result should show (a concept's token puts the concept there)")  # fmt: skip
     add_from_argument(p, "the input, the prompt")
-    p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
-    p.add_argument("--seed", type=seed_value, default=None,
-                   help="random seed (same seed, same result; 'random' draws one); default 0")  # fmt: skip
-    p.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
-    p.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
-    p.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
+    add_sampling_arguments(p, "result")
     add_concept_arguments(p)
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument("--out", default=default_out, metavar="PATH", help="output PNG path")

@@ -19,6 +19,7 @@ from musekit.cli.common import (
     add_device_arguments,
     add_from_argument,
     add_int8_argument,
+    add_sampling_arguments,
     check_device_arguments,
     check_output_path,
     concept_record,
@@ -28,7 +29,6 @@ from musekit.cli.common import (
     note_unknown_words,
     place_pipeline,
     positive_int,
-    seed_value,
 )
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 
@@ -40,12 +40,7 @@ def add_parser(subparsers) -> None:
         help="what to draw, e.g. 'a large red circle in the center on a blue background' (optional with --from)",
     )  # fmt: skip
     add_from_argument(p, "the prompt")
-    p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
-    p.add_argument("--seed", type=seed_value, default=None,
-                   help="random seed (same seed, same image; 'random' draws one); default 0")  # fmt: skip
-    p.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
-    p.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
-    p.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
+    add_sampling_arguments(p, "image")
     p.add_argument(
         "--guidance-schedule", choices=["constant", "linear"], default=None, help="constant or linearly ramped"
     )
