@@ -104,3 +104,11 @@ def test_encoding_up_to_the_longest_prompt_matches_full_padding(tiny_text_encode
     hidden = hidden * mask.unsqueeze(-1)
     assert fast.hidden_states.shape == hidden.shape
     assert torch.allclose(fast.hidden_states, hidden, atol=1e-5)
+
+
+def test_a_truncated_prompt_is_named_briefly(tiny_text_encoder, caplog):
+    long = " ".join(["a red circle"] * 200)
+    with caplog.at_level("WARNING"):
+        tiny_text_encoder.encode([long, "a red circle"])
+    warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(warnings) == 1 and "16 tokens" in warnings[0] and len(warnings[0]) < 200

@@ -123,9 +123,11 @@ class TextEncoder(nn.Module):
             return_tensors="pt",
         )
         untruncated = self.tokenizer(prompts, truncation=False)["input_ids"]
-        for prompt, ids in zip(prompts, untruncated):
+        for ids in untruncated:
             if len(ids) > self.config.max_length:
-                logger.warning("prompt truncated to %d tokens: %r", self.config.max_length, prompt)
+                kept = self.tokenizer.decode(ids[: self.config.max_length], skip_special_tokens=True)
+                logger.warning("prompt truncated to the text encoder's %d tokens; it ends at ...%r",
+                               self.config.max_length, kept[-40:])  # fmt: skip
         return batch["input_ids"], batch["attention_mask"]
 
     @torch.no_grad()
