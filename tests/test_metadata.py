@@ -226,6 +226,11 @@ def test_paths_are_recorded_absolute_so_a_re_run_works_from_anywhere(tiny_model_
         ({"schema": "1"}, "schema '1'"),
         ({"seed": [1, 2]}, "seed [1, 2]"),
         ({"concept": "a.safetensors"}, "concept 'a.safetensors'"),
+        ({"help": True}, "unknown setting 'help'"),
+        ({"index": True, "num": 2}, "index True"),
+        ({"seed": -3}, "seed -3"),
+        ({"steps": "abc"}, "steps 'abc'"),
+        ({"guidance": True}, "guidance True"),
     ],
 )
 def test_tampered_records_fail_in_one_line(tmp_path, change, message, capsys):
@@ -238,10 +243,12 @@ def test_tampered_records_fail_in_one_line(tmp_path, change, message, capsys):
 
 
 def test_recorded_flags_that_do_not_parse_name_the_image(tmp_path, capsys):
-    path = png_with(tmp_path, json.dumps({"schema": 1, "command": "generate", "prompt": "x", "seed": 1.5}))
+    record = {"schema": 1, "command": "generate", "prompt": "x", "guidance_schedule": "zigzag"}
+    path = png_with(tmp_path, json.dumps(record))
     assert main(["generate", "--from", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"{path}: its recorded settings are not valid" in err and "--seed" in err
+    assert len(err.splitlines()) == 1 and f"{path}: its recorded settings are not valid" in err
+    assert "--guidance-schedule" in err and "zigzag" in err
 
 
 def test_from_with_another_num_or_each_says_what_it_does(tiny_model_dir, tmp_path, capsys):
@@ -283,3 +290,50 @@ def test_info_on_a_concept_file_checks_the_model(tiny_model_dir, tmp_path, capsy
     assert f"does not work with {tiny_model_dir}" in out and "learn it again there" in out
     assert main(["info", str(path), "--json", "--no-check"]) == 0
     assert json.loads(capsys.readouterr().out)["superclass"] == "red star"
+
+
+def test_every_editing_command_re_runs_from_its_record(tiny_model_dir, tmp_path, capsys):
+    scene = tmp_path / "scene.png"
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(scene)
+    base = [str(scene), "a red circle", "--model", str(tiny_model_dir), "--quiet"]
+    for command, extra in (("outpaint", ["--pad", "0,0,8,0", "--mode", "fit"]),
+                           ("edit", ["--iterations", "3", "--source-prompt", "a blue square"]),
+                           ("img2img", ["--strength", "0.6"])):  # fmt: skip
+        first, again, other = (tmp_path / f"{command}-{n}.png" for n in "abc")
+        assert main([command, *base, *extra, "--seed", "3", "--out", str(first)]) == 0
+        assert main([command, "--from", str(first), "--out", str(again), "--quiet"]) == 0
+        assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again))), command
+        # a lone positional beside --from is the new prompt
+        assert main([command, "--from", str(first), "a green star", "--out", str(other), "--quiet"]) == 0
+        assert read_record(other)["prompt"] == "a green star" and read_record(other)["image"] == str(scene)
+    record = read_record(tmp_path / "img2img-a.png")
+    assert {"steps", "sr_steps", "guidance"} <= {k for k, v in record.items() if v is not None}  # defaults resolved
+
+
+def test_quantizing_keeps_the_fingerprint_of_the_loaded_weights(tiny_pipe):
+    from musekit.io.metadata import weights_fingerprint
+
+    fresh = make_record(tiny_pipe, "generate", "x")["model_fingerprint"]
+    tiny_pipe._weights_fingerprint = None  # forget it: quantize must take it from the weights as they are now
+    assert weights_fingerprint(tiny_pipe) == fresh
+    tiny_pipe._weights_fingerprint = None
+    quantized = make_record(tiny_pipe.quantize("int8-all"), "generate", "x")
+    assert quantized["model_fingerprint"] == fresh and quantized["int8"] == "all"
+
+
+def test_a_recorded_concept_file_may_take_over_a_token(concept_pipe, tmp_path):
+    pytest.importorskip("gradio")
+    from musekit.ui.app import generate_settings
+    from musekit.ui.studio import Studio
+
+    from .conftest import concept_images
+
+    studio = Studio(concept_pipe, concept_dir=tmp_path / "learned")
+    pictures = [Image.fromarray((i.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for i in concept_images()]
+    learned, _ = studio.learn(pictures, "<emblem>", "square", steps=1)
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(learned.read_bytes())
+    record = make_record(concept_pipe, "generate", "a <emblem>", concept=[str(other), str(other)])
+    values, notes = generate_settings(record, studio)
+    assert values["learned"] == ["<emblem>"] and studio.learned["<emblem>"] == other
+    assert any(f"<emblem> now names {other} (it named {learned})" in note for note in notes)

@@ -112,3 +112,5 @@ def test_a_truncated_prompt_is_named_briefly(tiny_text_encoder, caplog):
         tiny_text_encoder.encode([long, "a red circle"])
     warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(warnings) == 1 and "16 tokens" in warnings[0] and len(warnings[0]) < 200
+    kept = tiny_text_encoder.tokenizer.decode(tiny_text_encoder.tokenize([long])[0][0], skip_special_tokens=True)
+    assert warnings[0].endswith(repr(kept[-40:]))  # the text that is kept, the end token not counted

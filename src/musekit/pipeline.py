@@ -171,8 +171,10 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
             >>> pipe = MusePipeline.from_pretrained().quantize("int8")
             >>> gpu = MusePipeline.from_pretrained(device="cuda").quantize("fp16")
         """
+        from musekit.io.metadata import weights_fingerprint
         from musekit.models.quantize import quantize_pipeline
 
+        weights_fingerprint(self)  # the settings records name the weights as loaded, not as quantized
         return quantize_pipeline(self, kind, compile)
 
     def _require_full_precision(self, what: str) -> None:

@@ -93,7 +93,7 @@ def fill_from_record(args: argparse.Namespace, command: str, keys: tuple[str, ..
     try:
         with raising_errors():
             recorded = build_parser().parse_args(shlex.split(command_line(record))[1:])
-    except CLIError as err:
+    except (CLIError, SystemExit) as err:  # SystemExit: a flag that prints and exits, should one get through
         raise CLIError(f"{path}: its recorded settings are not valid: {err}") from None
     given_concepts = bool(getattr(args, "concept", None))
     for key in keys:
@@ -119,6 +119,30 @@ def add_sampling_arguments(parser, result: str) -> None:
     parser.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
     parser.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
     parser.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
+
+
+def differences(old: dict, new: dict) -> str:
+    """What a re-run changes beyond the flags the user gave: another model, or another precision."""
+    from musekit.io.metadata import MACHINE_OPTIONS
+
+    notes = []
+    if old.get("model_fingerprint") != new["model_fingerprint"]:
+        notes.append("another model")
+    for key in MACHINE_OPTIONS:
+        before, now = old.get(key) or None, new.get(key) or None
+        if key == "device":
+            before, now = before or "cpu", now or "cpu"
+        if before != now:
+            flags = [f"--{key} {value}" if value else f"no --{key}" for value in (before, now)]
+            notes.append(f"{flags[0]} (this run: {flags[1]})")
+    return ", ".join(notes)
+
+
+def note_differences(path, old: dict | None, new: dict) -> None:
+    """Tell the user (stderr) when a ``--from`` re-run uses another model or precision than ``path`` was made with."""
+    notes = differences(old, new) if old is not None else ""
+    if notes:
+        print(f"musekit: note: {path} was made with {notes}: the result can differ", file=sys.stderr)
 
 
 def add_from_argument(parser, what: str) -> None:

@@ -16,6 +16,7 @@ from musekit.cli.common import (
     fill_from_record,
     load_pipeline,
     non_negative_float,
+    note_differences,
     note_unknown_words,
     positive_int,
 )
@@ -95,7 +96,10 @@ REQUIRED = {"inpaint": ("mask",), "outpaint": ("pad",), "img2img": ("strength",)
 
 
 def settings_from(args: argparse.Namespace) -> dict | None:
-    """Fill the options not given from ``--from IMAGE``'s record, then the defaults; check the required ones."""
+    """Fill the options not given from ``--from IMAGE``'s record, then the defaults; check the required ones. With
+    ``--from``, a lone positional is the new prompt (``musekit img2img --from out.png "a blue circle"``)."""
+    if args.from_image is not None and args.image is not None and args.prompt is None:
+        args.prompt, args.image = args.image, None
     record = fill_from_record(args, args.op, SHARED + OWN[args.op])
     for key, value in DEFAULTS.items():
         if getattr(args, key, 0) is None:
@@ -112,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from musekit.io.images import make_grid, save_image
-    from musekit.io.metadata import attach, make_record
+    from musekit.io.metadata import attach, make_record, sampling_record
 
-    settings_from(args)
+    previous = settings_from(args)
     if not args.prompt.strip():
         raise CLIError("prompt is empty: describe the result you want")
     out = check_output_path(args.out)
@@ -123,6 +127,19 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet
     note_unknown_words(pipe, args.prompt)
+    options = {"mask": args.mask} if args.op == "inpaint" else {}
+    if args.op == "outpaint":
+        options.update(pad=list(args.pad), mode=args.mode)
+    elif args.op == "edit":
+        options.update(source_prompt=args.source_prompt, iterations=args.iterations)
+    elif args.op == "img2img":
+        options.update(strength=args.strength)
+    sampling = sampling_record(pipe, args.steps, args.sr_steps, args.guidance)  # the model's defaults filled in
+    record = make_record(
+        pipe, args.op, args.prompt, model=args.model, image=args.image, negative=args.negative, seed=args.seed,
+        **{key: sampling.get(key) for key in ("steps", "sr_steps", "guidance")}, **options, **concept_record(args),
+    )  # fmt: skip
+    note_differences(args.from_image, previous, record)
     if args.op == "outpaint":
         left, top, right, bottom = args.pad
         width, height = (image.width + left + right, image.height + top + bottom) if args.mode == "fit" else image.size
@@ -147,17 +164,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = pipe.img2img(image, args.prompt, strength=args.strength, guidance_scale=args.guidance, **common)
     picture = result.images[0] if len(result.images) == 1 else make_grid(result.images)
-    options = {"mask": args.mask} if args.op == "inpaint" else {}
-    if args.op == "outpaint":
-        options.update(pad=list(args.pad), mode=args.mode)
-    elif args.op == "edit":
-        options.update(source_prompt=args.source_prompt, iterations=args.iterations)
-    elif args.op == "img2img":
-        options.update(strength=args.strength)
-    record = make_record(
-        pipe, args.op, args.prompt, model=args.model, image=args.image, negative=args.negative, seed=args.seed,
-        steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, **options, **concept_record(args),
-    )  # fmt: skip
     save_image(attach(picture, record), out)
     elapsed = time.perf_counter() - start
     print(f"wrote {out} ({picture.width}x{picture.height}, seed {args.seed}, {elapsed:.2f} s)")

@@ -26,6 +26,7 @@ from musekit.cli.common import (
     fill_from_record,
     load_pipeline,
     non_negative_float,
+    note_differences,
     note_unknown_words,
     place_pipeline,
     positive_int,
@@ -88,7 +89,7 @@ def settings_from(args: argparse.Namespace) -> dict | None:
     if record is not None and record.get("index") is not None:
         if given_num is None:
             args.index = record["index"]  # one image of a batch: make the batch, keep that image
-        else:
+        elif given_num != record["num"]:
             print(f"musekit: note: {args.from_image} is image {record['index'] + 1} of {record['num']} made "
                   f"together; with --num {given_num} the images differ from it (leave out --num to make it "
                   "again)", file=sys.stderr)  # fmt: skip
@@ -151,10 +152,7 @@ def run(args: argparse.Namespace) -> int:
         **sampling_record(pipe, args.steps, args.sr_steps, args.guidance, args.guidance_schedule, args.sr_strength),
         choice_temperature=args.choice_temperature, top_k=args.top_k, num=args.num, **concept_record(args),
     )  # fmt: skip
-    if record is not None:
-        notes = differences(record, make_record(pipe, "generate", args.prompt, **settings))
-        if notes:
-            print(f"musekit: note: {args.from_image} was made with {notes}: the result can differ", file=sys.stderr)
+    note_differences(args.from_image, record, make_record(pipe, "generate", args.prompt, **settings))
     say = print if len(jobs) == 1 else tqdm.write  # a line per file, under the progress bar
     for prompt, path in tqdm(jobs, desc="prompts", disable=args.quiet or len(jobs) == 1):
         note_unknown_words(pipe, prompt)
@@ -194,20 +192,3 @@ def run(args: argparse.Namespace) -> int:
         also = f"; each image also as {written[1].name} ... {written[-1].name}" if len(written) > 1 else ""
         say(f"wrote {path} ({image.width}x{image.height}, {count}, seed {args.seed}, {elapsed:.2f} s{also})")
     return 0
-
-
-def differences(old: dict, new: dict) -> str:
-    """What a re-run changes beyond the flags the user gave: another model, or another precision."""
-    from musekit.io.metadata import MACHINE_OPTIONS
-
-    notes = []
-    if old.get("model_fingerprint") != new["model_fingerprint"]:
-        notes.append("another model")
-    for key in MACHINE_OPTIONS:
-        before, now = old.get(key) or None, new.get(key) or None
-        if key == "device":
-            before, now = before or "cpu", now or "cpu"
-        if before != now:
-            flags = [f"--{key} {value}" if value else f"no --{key}" for value in (before, now)]
-            notes.append(f"{flags[0]} (this run: {flags[1]})")
-    return ", ".join(notes)

@@ -70,8 +70,9 @@ def machine_record(pipe) -> dict:
 
 
 def weights_fingerprint(pipe) -> str:
-    """A short hash of every weight of ``pipe`` (each tensor's first 4 KB and its sum), computed once per pipeline
-    (about 10 ms; the weights a pipeline was loaded with, whatever ``quantize`` or ``to`` did to it since)."""
+    """A short hash of every weight of ``pipe`` (each tensor's first 4 KB and its sum), computed once per pipeline,
+    at the latest by ``MusePipeline.quantize`` before it changes the weights, so that a quantized pipeline keeps
+    the fingerprint of the weights it was loaded with (about 10-20 ms)."""
     cached = getattr(pipe, "_weights_fingerprint", None)
     if cached is None:
         digest = hashlib.sha256()
@@ -143,27 +144,45 @@ def read_record(path: str | Path) -> dict:
     return record
 
 
+# Every option a record may hold (the commands' flags, by their names), and the types of the numeric ones.
+OPTIONS = ("prompt", "image", "mask", "negative", "seed", "steps", "sr_steps", "guidance", "guidance_schedule",
+           "sr_strength", "choice_temperature", "top_k", "num", "concept", "bias", "temperature", "key_locking",
+           "model", "pad", "mode", "source_prompt", "iterations", "strength")  # fmt: skip
+WHOLE = ("seed", "num", "steps", "sr_steps", "iterations", "top_k", "index", "schema")
+NUMBERS = ("guidance", "sr_strength", "choice_temperature", "bias", "temperature", "strength")
+
+
 def record_problem(record) -> str | None:
-    """What makes ``record`` unreadable, or None. The option values themselves are checked again when a re-run
-    parses them as flags."""
+    """What makes ``record`` unreadable, or None: an unknown key, a value of the wrong type, an image index outside
+    its batch. The values are checked again when a re-run parses them as flags."""
     if not isinstance(record, dict):
         return "not an object"
     if record.get("command") not in COMMANDS:
         return f"unknown command {record.get('command')!r}"
     if not isinstance(record.get("prompt"), str):
         return "no prompt"
-    schema, index, num, size = record.get("schema", SCHEMA), record.get("index"), record.get("num"), record.get("size")
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        return f"schema {schema!r}"
-    if index is not None and not (isinstance(index, int) and isinstance(num, int) and 0 <= index < num):
-        return f"index {index!r} of {num!r} images"
-    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-        return f"size {size!r}"
+    unknown = [key for key in record if key not in (*OPTIONS, *FACTS, *MACHINE_OPTIONS)]
+    if unknown:
+        return f"unknown setting {unknown[0]!r}"
     for key, value in record.items():
-        values = value if isinstance(value, list) and key in ("concept", "pad", "size") else [value]
-        if not all(isinstance(v, SCALARS) for v in values) or (key == "concept" and value is not None and (
-                not isinstance(value, list) or not all(isinstance(v, str) for v in value))):  # fmt: skip
+        if value is None:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if (key in WHOLE and not (whole and value >= 0)) or (
+            key in NUMBERS and not (whole or isinstance(value, float))
+        ):
             return f"{key} {value!r}"
+        if key in ("concept", "pad", "size"):
+            kind = str if key == "concept" else int
+            if not (isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)):
+                return f"{key} {value!r}"
+            if key == "size" and len(value) != 2:
+                return f"{key} {value!r}"
+        elif not isinstance(value, SCALARS):
+            return f"{key} {value!r}"
+    index, num = record.get("index"), record.get("num")
+    if index is not None and not (isinstance(num, int) and index < num):
+        return f"index {index!r} of {num!r} images"
     return None
 
 

@@ -123,9 +123,9 @@ class TextEncoder(nn.Module):
             return_tensors="pt",
         )
         untruncated = self.tokenizer(prompts, truncation=False)["input_ids"]
-        for ids in untruncated:
+        for row, ids in enumerate(untruncated):
             if len(ids) > self.config.max_length:
-                kept = self.tokenizer.decode(ids[: self.config.max_length], skip_special_tokens=True)
+                kept = self.tokenizer.decode(batch["input_ids"][row], skip_special_tokens=True)
                 logger.warning("prompt truncated to the text encoder's %d tokens; it ends at ...%r",
                                self.config.max_length, kept[-40:])  # fmt: skip
         return batch["input_ids"], batch["attention_mask"]

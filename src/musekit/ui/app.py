@@ -113,10 +113,15 @@ def generate_settings(record: dict, studio: Studio) -> tuple[dict, list[str]]:
         raise ValueError(f"this image was made by {record['command']}, not generate: its command line is shown above")
     notes, tokens = [], []
     for path in record.get("concept") or []:
-        if Path(path).is_file():
-            tokens.append(studio.register(path))
-        else:
+        if not Path(path).is_file():
             notes.append(f"the concept file {path} is not on this machine")
+            continue
+        token, replaced = studio.register(path)
+        if token in tokens:
+            notes.append(f"two recorded concept files use the token {token}: only {path} is picked")
+        elif replaced is not None:
+            notes.append(f"{token} now names {path} (it named {replaced})")
+        tokens = [t for t in tokens if t != token] + [token]
 
     def given(key, default):
         return default if record.get(key) is None else record[key]
@@ -211,6 +216,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         updates["learned"] = gr.update(choices=list(studio.learned), value=values["learned"])
         text = describe(record) + ("\n\nNot carried over: " + "; ".join(notes) if notes else
                                    "\n\nEvery setting is in the Generate tab now.")  # fmt: skip
+        if record.get("index") is not None:
+            text += f" Generate makes all {record['num']} images: this one is number {record['index'] + 1}."
         return (*(updates[key] for key in GENERATE_FIELDS), text, gr.Tabs(selected="generate"))
 
     def first_image(images):

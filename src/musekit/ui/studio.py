@@ -216,14 +216,15 @@ class Studio:
         kb = path.stat().st_size / 1024
         return path, f"learned {token} ({superclass}, {variant}) in {seconds:.1f} s: {path} ({kb:.1f} KB)"
 
-    def register(self, path: str | Path) -> str:
-        """Offer the concept file at ``path`` under its token, as if learned in this session (a concept learned or
-        registered before under the same token is replaced); returns the token."""
+    def register(self, path: str | Path) -> tuple[str, Path | None]:
+        """Offer the concept file at ``path`` under its token, as if learned in this session; returns (the token,
+        the other file the token named until now, or None). A token names one file at a time."""
         from musekit.personalize.concept import Concept
 
-        concept = Concept.load(path)
-        self.learned[concept.token] = Path(path)
-        return concept.token
+        concept, path = Concept.load(path), Path(path)
+        before = self.learned.get(concept.token)
+        self.learned[concept.token] = path
+        return concept.token, (before if before is not None and before.resolve() != path.resolve() else None)
 
     def load_concepts(self, concepts: Sequence[str | Path]) -> tuple[list, list[Path]]:
         """Tokens learned in this session or concept file paths -> (``Concept`` objects, their files), in order,
