@@ -214,7 +214,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         values, notes = generate_settings(record, studio)
         updates = {key: gr.update(value=value) for key, value in values.items()}
         updates["learned"] = gr.update(choices=list(studio.learned), value=values["learned"])
-        text = describe(record) + ("\n\nNot carried over: " + "; ".join(notes) if notes else
+        text = describe(record) + ("\n\nNot carried over: " + "; ".join(notes) + "." if notes else
                                    "\n\nEvery setting is in the Generate tab now.")  # fmt: skip
         if record.get("index") is not None:
             text += f" Generate makes all {record['num']} images: this one is number {record['index'] + 1}."
