@@ -33,6 +33,7 @@ def main() -> None:
         page.get_by_role("button", name="Generate", exact=True).click()
         page.wait_for_function("document.querySelectorAll('.grid-wrap img').length >= 4", timeout=120000)
         page.wait_for_timeout(1000)
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(out / "ui-generate.png"))
         page.set_viewport_size({"width": 1280, "height": 520})
         page.get_by_role("tab", name="Image settings").click()

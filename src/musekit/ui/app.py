@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -237,7 +238,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                         prompt = gr.Textbox(label="prompt", value=examples[0], lines=2)
                         negative = gr.Textbox(label="negative prompt (what to steer away from)", placeholder="optional")
                         with gr.Row():
-                            seed = gr.Number(label="seed", value=0, precision=0)
+                            with gr.Column(min_width=160):
+                                seed = gr.Number(label="seed", value=0, precision=0)
+                                dice = gr.Button("random seed", size="sm")
                             count = gr.Slider(*RANGES["num"], value=4, step=1, label="images")
                         with gr.Accordion("sampling", open=False):
                             steps = gr.Slider(*RANGES["steps"], value=0, step=1,
@@ -363,6 +366,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 info_in.change(read_settings, [info_in], [info_text, to_generate], api_name=False)
                 fields = [prompt, negative, seed, count, steps, guidance, learned, uploaded, bias, temperature, locking]
                 to_generate.click(settings_to_generate, [info_in], [*fields, info_text, tabs], api_name=False)
+        dice.click(lambda: secrets.randbelow(2**32), None, seed, api_name=False, queue=False)
         send.click(first_image, [gallery], [editor, outpaint_in, edit_in], api_name=False, queue=False)
         # a reloaded page (or a second browser) lists every concept learned since the server started
         app.load(lambda: gr.update(choices=list(studio.learned)), None, learned, api_name=False, queue=False)
