@@ -12,6 +12,7 @@ scene has structured labels (for the checker) and many captions (templates and s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -191,8 +192,9 @@ def _position(row: str, col: str) -> str:
     return name if name else "center"
 
 
+@functools.cache
 def vocabulary() -> frozenset[str]:
-    """Every word of the training captions: templates, synonyms, and the attributes' names."""
+    """Every word of the training captions: templates, synonyms, and the attributes' names (built once)."""
     texts = [*_ONE_TEMPLATES, *(t for group in _TWO_TEMPLATES.values() for t in group), *COLORS, *SHAPES,
              *BACKGROUNDS, *SIZES, *POSITIONS, *RELATIONS, "an", "in the center"]  # fmt: skip
     texts += [w for group in (*_TRAIN_SYNONYMS.values(), *_POSITION_PHRASES.values()) for w in group]

@@ -180,8 +180,9 @@ class Studio:
         for index, image in enumerate(images):
             attach(image, base, index=index if len(images) > 1 else None)
         text = summary(images, start, seed)
-        if self.pipe.is_bundled and unknown_words(prompt):
-            text += f"; words the bundled model never saw in training: {', '.join(unknown_words(prompt))}"
+        unknown = unknown_words(prompt) if self.pipe.is_bundled else []
+        if unknown:
+            text += f"; words the bundled model never saw in training: {', '.join(unknown)}"
         return Result(images, text)
 
     # --- personalization --------------------------------------------------------------------------------------
