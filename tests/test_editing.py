@@ -9,10 +9,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from musekit.config import SchedulerConfig
+from musekit.editing.img2img import changed_region
 from musekit.editing.inpaint import encode_stages
 from musekit.editing.maskfree import differing_positions, edit_region
 from musekit.editing.masks import composite, feathered_alpha, token_mask
 from musekit.editing.outpaint import plan_windows, window_starts
+from musekit.sampling.sampler import decode_tokens
+from musekit.text import TextEmbeddings
 
 from .conftest import seeded
 
@@ -238,15 +242,40 @@ def test_img2img_strength_edges(tiny_pipe, monkeypatch):
     starts = []
     original = tiny_pipe.generate_tokens
     monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: starts.append(a[6]) or original(*a, **k))
-    tiny_pipe.img2img(image, PROMPT, strength=1.0, generator=seeded(0), output_type="ids")
+    out = tiny_pipe.img2img(image, PROMPT, strength=1.0, generator=seeded(0), output_type="ids")
     mask_id = tiny_pipe.transformer.config.mask_token_id
-    assert all((s == mask_id).all() for s in starts) and len(starts) == 2  # 1.0 regenerates everything
+    assert (starts[0] == mask_id).all() and len(starts) == 2  # 1.0 regenerates every base token
+    changed = changed_region(out.base_ids != base_ids, tiny_pipe.superres.config.grid_size)
+    assert torch.equal(starts[1] == mask_id, changed)  # and the SR tokens wherever the base changed
     starts.clear()
     tiny_pipe.img2img(image, PROMPT, strength=0.5, generator=seeded(0), output_type="ids")
     masked = (starts[0] == mask_id).float().mean().item()
     assert 0 < masked < 1
     with pytest.raises(ValueError, match="strength"):
         tiny_pipe.img2img(image, PROMPT, strength=1.5)
+
+
+def test_img2img_revises_kept_tokens_and_keeps_sr_tokens_where_the_base_did_not_change(tiny_pipe, monkeypatch):
+    image = scene()
+    base_ids, high_ids = encode_stages(tiny_pipe, image)
+    calls = []
+    original = tiny_pipe.generate_tokens
+    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: calls.append((a, k)) or original(*a, **k))
+    out = tiny_pipe.img2img(image, "a green square", strength=0.4, generator=seeded(1), output_type="ids")
+    (base_args, base_kwargs), _ = calls
+    assert base_kwargs.get("revise") is True and len(base_args) == 7  # no step count: the model's full count
+    start = base_args[6]
+    kept = start != tiny_pipe.transformer.config.mask_token_id
+    assert kept.any() and not torch.equal(out.base_ids[kept], base_ids[kept])  # kept tokens can be redrawn
+    # the SR stage redraws only where the base changed, grown by one base token: force one corner token to change
+    corner = base_ids.clone()
+    corner[:, 0, 0] = (corner[:, 0, 0] + 1) % tiny_pipe.vqgan.config.codebook_size
+    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: corner if k.get("revise") else original(*a, **k))
+    out = tiny_pipe.img2img(image, "a green square", strength=0.4, generator=seeded(1), output_type="ids")
+    changed = changed_region(corner != base_ids, tiny_pipe.superres.config.grid_size)
+    grid, base_grid = tiny_pipe.superres.config.grid_size, base_ids.shape[-1]
+    assert changed.sum() == (2 * grid // base_grid) ** 2 and changed[0, 0, 0]  # the corner and its neighbours
+    assert torch.equal(out.ids[~changed], high_ids[~changed])
 
 
 def test_mask_free_edit_and_intermediates(tiny_pipe):
@@ -356,3 +385,18 @@ def test_edit_harness_on_tiny_components(tiny_pipe):
     assert inpaint["new_object_read"] <= min(inpaint["color_read"], inpaint["shape_read"]) <= 1
     for key in ("edit_random", "edit_region"):
         assert 0 <= report[key]["changed_attribute_read"] <= 1 and report[key]["iterations"] == 2
+
+
+@pytest.mark.parametrize("kind", ["maskgit", "amused"])
+def test_revise_redraws_known_tokens_except_with_the_amused_scheduler(tiny_pipe, kind):
+    # the aMUSEd scheduler reproduces diffusers, whose image-to-image keeps every unmasked token
+    model = tiny_pipe.transformer
+    text = tiny_pipe.encode_prompt(["a green square"], guidance_scale=1.0)
+    cache = model.precompute(TextEmbeddings(*(t[1:] for t in (text.hidden_states, text.pooled, text.attention_mask))))
+    ids, _ = encode_stages(tiny_pipe, scene())
+    start = ids.clone()
+    start[:, :2] = model.config.mask_token_id
+    known = start != model.config.mask_token_id
+    out = decode_tokens(model, cache, start, 4, SchedulerConfig(kind=kind), generator=seeded(0), revise=True)
+    assert not (out == model.config.mask_token_id).any()
+    assert torch.equal(out[known], start[known]) == (kind == "amused")

@@ -127,3 +127,38 @@ def test_guidance_forms():
     assert guidance_scale_at(0, 10, 5.0, "linear") == 1.0
     assert guidance_scale_at(9, 10, 5.0, "linear") == 5.0
     assert guidance_scale_at(3, 10, 5.0, "constant") == 5.0
+
+
+def test_revising_step_masks_again_the_least_confident_of_all_tokens():
+    # image-to-image: known tokens the logits disfavour are masked again, n_k still counted from U0
+    scheduler = MaskGITScheduler(MASK)
+    scheduler.set_timesteps(4, temperature=0.0)
+    ids = torch.full((1, 32), 3)
+    ids[:, :8] = MASK  # U0 = 8
+    logits = torch.zeros(1, 32, MASK)
+    logits[..., 3], logits[..., 7] = -10.0, 5.0
+    out = scheduler.step(logits, scheduler.timesteps[0], ids, generator=seeded(0), revise=True)
+    remasked = out.prev_ids == MASK
+    assert int(remasked.sum()) == math.floor(8 * math.cos(math.pi / 8))  # 7
+    assert (ids[remasked] == 3).all() and (out.prev_ids[:, :8] == 7).all()
+    assert (out.pred_ids[:, :8] == 7).all() and (out.pred_ids[:, 8:] == 3).all()
+    # the same step without revise keeps every known token
+    scheduler.set_timesteps(4, temperature=0.0)
+    kept = scheduler.step(logits, scheduler.timesteps[0], ids, generator=seeded(0)).prev_ids
+    assert (kept[:, 8:] == 3).all()
+
+
+def test_revising_decode_follows_the_schedule_and_ends_with_no_mask():
+    scheduler = MaskGITScheduler(MASK)
+    scheduler.set_timesteps(4)
+    start = torch.randint(0, MASK, (2, 64), generator=seeded(3))
+    start[0, :16] = MASK  # U0 = 16 in row 0, 0 in row 1: a row with nothing masked is never touched
+    logits = torch.randn(2, 64, MASK, generator=seeded(4))
+    ids, counts = start, []
+    for t in scheduler.timesteps:
+        ids = scheduler.step(logits, t, ids, generator=seeded(int(t)), revise=True).prev_ids
+        counts.append((ids == MASK).sum(1).tolist())
+    assert [c[0] for c in counts] == [14, 11, 6, 0] and all(c[1] == 0 for c in counts)
+    assert torch.equal(ids[1], start[1]) and not (ids == MASK).any()
+    changed = ids[0, 16:] != start[0, 16:]
+    assert changed.any()  # known tokens were redrawn where the logits disfavour them

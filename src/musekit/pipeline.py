@@ -433,6 +433,7 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
         cond_ids: torch.Tensor | None = None,
         start_ids: torch.Tensor | None = None,
         num_steps: int | None = None,
+        revise: bool = False,
     ) -> torch.Tensor:
         """Decode one stage (base, or super-resolution when ``cond_ids`` is given).
 
@@ -440,6 +441,8 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
             text: [unconditional ; conditional] (2B) from ``encode_prompt``; guidance 1 uses the conditional half.
             start_ids: (B, h, w) with [MASK] where tokens are unknown; all-[MASK] when None.
             num_steps: decoding steps (default: the stage's steps in ``options``).
+            revise: the known tokens of ``start_ids`` may be redrawn too (image-to-image; see
+                ``musekit.sampling.scheduler``).
         """
         is_sr = cond_ids is not None
         steps = num_steps or (options.sr_inference_steps if is_sr else options.num_inference_steps)
@@ -474,6 +477,7 @@ class MusePipeline(EditingMethods, PersonalizationMethods):
             generator=generator,
             progress=self.progress_bar,
             description="sr" if is_sr else "base",
+            revise=revise,
         )
 
     def decode(self, ids: torch.Tensor, output_type: str = "pt") -> list[Image.Image] | np.ndarray | torch.Tensor:

@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from musekit.editing.inpaint import encode_stages, finish
@@ -40,6 +41,13 @@ def upsampled_start_ids(
     return ids.masked_fill(mask, pipe.superres.config.mask_token_id)
 
 
+def changed_region(changed: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, h, w) bool base tokens that changed -> (B, grid, grid) bool: those tokens and their 8 neighbours, at the
+    super-resolution stage's grid."""
+    grown = F.max_pool2d(changed.float().unsqueeze(1), 3, stride=1, padding=1)
+    return F.interpolate(grown, size=(grid, grid), mode="nearest")[:, 0] > 0
+
+
 def img2img(
     pipe: MusePipeline,
     image: Image.Image | torch.Tensor,
@@ -62,24 +70,28 @@ def img2img(
     # strength s masks gamma(1 - s) of the tokens: s = 1 masks all (full regeneration), s = 0 masks none.
     ratio = float(mask_ratio(1.0 - strength, pipe.scheduler_config.mask_schedule, pipe.scheduler_config.schedule_power))
     text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
-    stages = [(pipe.transformer, base_ids, None)]
+    base_cfg = pipe.transformer.config
+    count = round(base_cfg.seq_len * ratio)
+    base_out = base_ids
+    if count > 0:
+        start = base_ids.masked_fill(random_mask(tuple(base_ids.shape), count, generator, base_ids.device),
+                                     base_cfg.mask_token_id)  # fmt: skip
+        # Every token may be redrawn, the kept ones too: a kept token that the prompt or its new neighbours
+        # contradict is masked again instead of staying as a stray patch of the old image. The strength sets how
+        # many tokens start masked (U0, and so how many the schedule's n_k open again at each step); the model's
+        # full step count lets the redraw settle into one scene (docs/BENCHMARKS.md, "Image-to-image").
+        base_out = pipe.generate_tokens(pipe.transformer, text, repeat, options, generator, None, start,
+                                        revise=True)  # fmt: skip
+    final = base_out
     if pipe.superres is not None:
-        stages.append((pipe.superres, high_ids, "cond"))
-    outputs = []
-    for model, ids, cond in stages:
-        cfg = model.config
-        count = round(cfg.seq_len * ratio)
-        if count == 0:
-            outputs.append(ids)
-            continue
-        start = ids.masked_fill(random_mask(tuple(ids.shape), count, generator, ids.device), cfg.mask_token_id)
-        default = options.sr_inference_steps if cond else options.num_inference_steps
-        steps = max(1, round(default * strength))
-        cond_ids = outputs[0] if cond else None
-        outputs.append(pipe.generate_tokens(model, text, repeat, options, generator, cond_ids, start, steps))
-    final = outputs[-1]
+        final = high_ids
+        changed = changed_region(base_out != base_ids, pipe.superres.config.grid_size)
+        if bool(changed.any()):
+            # As generation does, from the new base image, but only where it changed: elsewhere the image's own
+            # 128 px tokens stay, so its detail survives and no old token sits inside a redrawn area.
+            final = pipe.super_resolve(base_out, text, repeat, options, generator, keep_ids=high_ids, region=changed)
     if strength == 0.0 and options.output_type != "ids":
         # Nothing was re-masked: return the input itself (at the model size), not a lossy VQ reconstruction.
-        return finish(pipe, final, outputs[0], model_image, torch.zeros_like(model_image[:, :1]), options,
+        return finish(pipe, final, base_out, model_image, torch.zeros_like(model_image[:, :1]), options,
                       return_dict)  # fmt: skip
-    return finish(pipe, final, outputs[0], model_image, None, options, return_dict)
+    return finish(pipe, final, base_out, model_image, None, options, return_dict)

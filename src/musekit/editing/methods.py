@@ -80,10 +80,16 @@ class EditingMethods:
             return edit(self, image, prompt, **kwargs)
 
     def img2img(self, image, prompt, strength: float = 0.5, **kwargs) -> ImageOutput | tuple:
-        """Re-generate a share of the image's tokens under ``prompt``.
+        """Re-generate the image under ``prompt``, as far as ``strength`` lets it move.
 
         ``strength`` 0 returns the input unchanged; 1 masks every token and regenerates fully (aMUSEd's
-        img2img masks almost nothing at 1.0). In between, gamma(1 - strength) of the tokens are masked.
+        img2img masks almost nothing at 1.0). In between, gamma(1 - strength) of the base tokens start masked and
+        the base stage decodes in the model's full step count with every token open to revision: after each step
+        the least confident tokens of the whole image, kept ones included, are masked again (as many as the
+        schedule leaves from that start), so a kept token that the prompt or its new neighbours contradict is
+        redrawn rather than left as a patch of the old image. The super-resolution stage then redraws where the
+        base image changed (and one base token around it) and keeps the image's own tokens elsewhere. With the
+        aMUSEd scheduler, kept tokens stay fixed, as in diffusers.
         """
         from musekit.editing.img2img import img2img
 

@@ -55,6 +55,7 @@ def decode_tokens(
     generator: torch.Generator | None = None,
     progress: bool = False,
     description: str = "decoding",
+    revise: bool = False,
 ) -> torch.Tensor:
     """Fill every [MASK] in ``ids`` by parallel decoding.
 
@@ -64,6 +65,8 @@ def decode_tokens(
         ids: (B, L) or (B, h, w) int64 start tokens; known tokens are kept as they are.
         num_inference_steps: decoding steps K.
         guidance_scale: s of u + s (c - u); ignored when the cache holds only the conditional batch.
+        revise: known tokens may be masked again and redrawn (image-to-image; ``MaskGITScheduler`` only: the aMUSEd
+            scheduler keeps diffusers' behaviour, known tokens fixed).
 
     Returns:
         ids shaped like the input with no [MASK] left.
@@ -74,11 +77,13 @@ def decode_tokens(
         raise ValueError(f"context batch {cache.batch_size} does not match {batch} images (or 2x for guidance)")
     scheduler = build_scheduler(model.config.mask_token_id, scheduler_config)
     scheduler.set_timesteps(num_inference_steps, temperature)
+    revise = revise and isinstance(scheduler, MaskGITScheduler)
     steps = list(enumerate(scheduler.timesteps.tolist()))
     length = ids[0].numel()
     for index, timestep in tqdm(steps, desc=description, disable=not progress, leave=False):
         flat = ids.reshape(batch, length)
-        positions = masked_positions(flat, model.config.mask_token_id)  # logits only where tokens are unknown
+        # logits only where tokens are unknown (everywhere when known tokens may be revised)
+        positions = None if revise else masked_positions(flat, model.config.mask_token_id)
         if guided:
             both = None if positions is None else torch.cat([positions, positions])
             logits = model(torch.cat([ids, ids]), cache=cache, positions=both)
@@ -88,5 +93,6 @@ def decode_tokens(
         else:
             logits = model(ids, cache=cache, positions=positions)
         logits = scatter_logits(logits, positions, length)
-        ids = scheduler.step(logits, timestep, ids, generator=generator, top_k=top_k).prev_ids
+        revising = {"revise": True} if revise else {}  # the aMUSEd scheduler takes no such argument
+        ids = scheduler.step(logits, timestep, ids, generator=generator, top_k=top_k, **revising).prev_ids
     return ids

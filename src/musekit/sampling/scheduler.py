@@ -9,6 +9,12 @@ One step k of K (``timestep`` counts down K-1 .. 0):
      U0 = tokens unknown at the start of decoding (relative to U0, so inpainting a region follows the full
      schedule inside it), U_k = tokens unknown before this step. Known tokens never change.
 For U0 = 256 and K = 12 with the cosine schedule: 253, 247, 236, 221, 203, 181, 155, 128, 97, 66, 33, 0.
+
+With ``revise=True`` (image-to-image) every token may change: the known tokens compete in step 3 with the newly
+sampled ones, each scored by the model's log-probability of its current value (the noise only on this step's draws),
+and the ``n_k`` least confident of all positions are masked again (n_k = floor(U0 * gamma((k + 1) / K)), at least 1
+until the last step). A token the prompt or its new neighbours disagree with is redrawn instead of kept, so a partly
+re-masked image does not end as a patchwork of old and new tokens.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ def _exponential(shape: torch.Size, generator: torch.Generator | None, device: t
 def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Gumbel(0, 1) noise -log(-log U) = -log E."""
     return _exponential(shape, generator, device).log_().neg_()
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """``logits`` with every value below the row's k-th largest set to -inf (unchanged when ``top_k`` is None)."""
+    if top_k is None or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
 
 
 def sample_categorical(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -77,13 +91,18 @@ class MaskGITScheduler:
         assert self.num_inference_steps is not None, "call set_timesteps first"
         return self.num_inference_steps - 1 - int(timestep)
 
-    def num_masked_after(self, step_index: int, initial_unknown: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
-        """Tokens left masked after step ``step_index``: (B,) int64 from U0 (B,) and the current unknown count."""
+    def num_masked_after(
+        self, step_index: int, initial_unknown: torch.Tensor, unknown: torch.Tensor, revise: bool = False
+    ) -> torch.Tensor:
+        """Tokens left masked after step ``step_index``: (B,) int64 from U0 (B,) and the current unknown count
+        (with ``revise`` known tokens may be masked again, so the count is not capped by the unknown ones)."""
         n = self.num_inference_steps
         if step_index >= n - 1:
             return torch.zeros_like(unknown)
         ratio = mask_ratio((step_index + 1) / n, self.config.mask_schedule, self.config.schedule_power)
         target = torch.floor(initial_unknown.double() * ratio).long()
+        if revise:
+            return torch.where(initial_unknown > 0, target.clamp_min(1), target)
         return torch.minimum(target.clamp_min(1), unknown - 1).clamp_min(0)
 
     def step(
@@ -93,15 +112,17 @@ class MaskGITScheduler:
         ids: torch.Tensor,
         generator: torch.Generator | None = None,
         top_k: int | None = None,
+        revise: bool = False,
     ) -> SchedulerOutput:
         """One decoding step.
 
         Args:
-            logits: (B, L, codebook_size) float.
+            logits: (B, L, codebook_size) float (with ``revise``, valid at every position).
             timestep: the current entry of ``timesteps`` (K-1 first, 0 last).
             ids: (B, L) or (B, h, w) int64 current tokens, ``mask_token_id`` where unknown.
             generator: random source for sampling and the confidence noise.
             top_k: sample only among the k most likely codes.
+            revise: known tokens may be masked again (see the module docstring).
 
         Returns:
             ``SchedulerOutput(prev_ids, pred_ids)`` shaped like ``ids``.
@@ -114,14 +135,12 @@ class MaskGITScheduler:
         unknown = ids == self.mask_token_id  # (B, L)
         if self.initial_unknown is None or k == 0:
             self.initial_unknown = unknown.sum(1)
+        if revise:
+            return self._revising_step(logits, k, ids, unknown, shape, generator, top_k)
 
         # Only the masked positions are sampled (decided tokens never change), so the softmax and the noise cost
         # (masked tokens x codebook) rather than (all tokens x codebook): most of a step's non-matrix work.
-        logits = logits[unknown].float()  # (M, V), the masked positions in row-major order
-        if top_k is not None and top_k < logits.shape[-1]:
-            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        log_probs = torch.log_softmax(logits, dim=-1)
+        log_probs = torch.log_softmax(top_k_filter(logits[unknown].float(), top_k), dim=-1)  # (M, V), row-major
         sampled = sample_categorical(log_probs, generator)
         pred = ids.masked_scatter(unknown, sampled)
 
@@ -134,8 +153,27 @@ class MaskGITScheduler:
         if tau > 0:
             confidence = confidence + tau * gumbel_noise(confidence.shape, generator, logits.device)
         confidence = confidence.masked_fill(~unknown, float("inf"))
+        return self._mask_least_confident(pred, confidence, num_masked, shape)
+
+    def _revising_step(self, logits, k, ids, unknown, shape, generator, top_k) -> SchedulerOutput:
+        """``step`` with ``revise``: sample the masked positions, then mask again the least confident of all."""
+        log_probs = torch.log_softmax(top_k_filter(logits.float(), top_k), dim=-1)  # (B, L, V)
+        sampled = sample_categorical(log_probs[unknown], generator)  # the same draws as ``step`` makes
+        pred = ids.masked_scatter(unknown, sampled)
+        num_masked = self.num_masked_after(k, self.initial_unknown.to(ids.device), unknown.sum(1), revise=True)
+        if bool((num_masked == 0).all()):
+            return SchedulerOutput(pred.view(shape), pred.view(shape))
+        confidence = torch.gather(log_probs, -1, pred.unsqueeze(-1)).squeeze(-1)  # log p(current value), (B, L)
+        tau = float(self.temperatures[k])
+        if tau > 0:  # the noise only on this step's draws: a token the model is sure of is not masked by chance
+            noise = gumbel_noise(confidence.shape, generator, logits.device)
+            confidence = confidence + tau * noise.masked_fill(~unknown, 0.0)
+        return self._mask_least_confident(pred, confidence, num_masked, shape)
+
+    def _mask_least_confident(self, pred, confidence, num_masked, shape) -> SchedulerOutput:
+        """Mask the ``num_masked`` (B,) least confident positions of each row of ``pred`` (B, L)."""
         order = confidence.argsort(dim=1)  # least confident first
-        ranks = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-        remask = torch.zeros_like(unknown).scatter_(1, order, ranks < num_masked.unsqueeze(1))
+        ranks = torch.arange(pred.shape[1], device=pred.device).expand_as(pred)
+        remask = torch.zeros_like(pred, dtype=torch.bool).scatter_(1, order, ranks < num_masked.unsqueeze(1))
         prev = torch.where(remask, torch.full_like(pred, self.mask_token_id), pred)
         return SchedulerOutput(prev.view(shape), pred.view(shape))
