@@ -6,8 +6,8 @@ colour, its shape, or the background (in turn). For each strength:
 - follows: the changed attribute is read as the prompt's;
 - kept: the position and the two unchanged attributes are read as the source's;
 - clean: one object is read, and its colour, shape and the background each as the source's or the prompt's value.
-With --same-prompt the prompt is the source's own caption (a variation): "kept" then covers every attribute, and
-the share of base tokens that changed shows how far the strength lets the image move.
+With --same-prompt the prompt is the source's own caption (a variation): "follows" and "kept" then read, between
+them, every attribute as the source's, and the share of base tokens that changed shows how far the image moved.
 
 Usage: python benchmarks/img2img_probe.py [--num 48] [--strengths 0.2,0.4,0.6,0.8] [--guidance-times-strength]
 (runs on whatever ``musekit`` is imported: PYTHONPATH=/path/to/other/checkout/src compares another version).

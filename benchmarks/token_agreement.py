@@ -2,9 +2,11 @@
 base stage was trained) against renders with the world's rendering noise (jitter 1, what `musekit eval edit` and
 most user images look like).
 
-Each render is tokenized as image-to-image does, shown to the base transformer whole under its own caption
-(conditional, no guidance), and every token's log-probability read. Tokens the model finds improbable are the ones
-image-to-image's revision re-masks first, whatever the prompt.
+Each render is tokenized as image-to-image does and shown to the base transformer under its own caption (conditional,
+no guidance). Two readings of each token's log-probability: *visible*, the whole image shown (how image-to-image's
+revision scores a kept token; training puts no loss on visible positions), and *masked*, a random 10% of the tokens
+masked in each of 10 passes and read where masked (what the model was trained to predict). Tokens the model finds
+improbable are the ones the revision re-masks first, whatever the prompt.
 
 Usage: python benchmarks/token_agreement.py [--num 64]
 """
@@ -42,15 +44,27 @@ def main() -> None:
         n = len(drawn)
         cache = model.precompute(TextEmbeddings(*(t[n:] for t in (text.hidden_states, text.pooled,
                                                                    text.attention_mask))))  # fmt: skip
-        with torch.no_grad():
-            log_probs = torch.log_softmax(model(ids, cache=cache).float(), dim=-1)
         flat = ids.reshape(n, -1)
-        own = log_probs.gather(-1, flat.unsqueeze(-1)).squeeze(-1)
-        agree = (log_probs.argmax(-1) == flat).float().mean().item()
-        improbable = (own < -5).float().mean().item()
-        print(f"jitter {jitter}: {n} renders, the model's top token is the image's own at {agree:.1%} of positions; "
-              f"log p(own token) mean {own.mean().item():.2f}, median {own.median().item():.2g}; "
-              f"{improbable:.1%} of tokens below log p -5", flush=True)  # fmt: skip
+        generator = torch.Generator().manual_seed(0)
+        for reading, passes in (("visible", 1), ("masked", 10)):
+            own_values, agree_values = [], []
+            for _ in range(passes):
+                hidden = torch.ones_like(flat, dtype=torch.bool)
+                shown = flat
+                if reading == "masked":
+                    hidden = torch.rand(flat.shape, generator=generator) < 0.1
+                    shown = flat.masked_fill(hidden, model.config.mask_token_id)
+                with torch.no_grad():
+                    log_probs = torch.log_softmax(model(shown.view_as(ids), cache=cache).float(), dim=-1)
+                own_values.append(log_probs.gather(-1, flat.unsqueeze(-1)).squeeze(-1)[hidden])
+                agree_values.append((log_probs.argmax(-1) == flat)[hidden].float())
+            own, agree = torch.cat(own_values), torch.cat(agree_values).mean().item()
+            print(
+                f"jitter {jitter}, {reading}: {n} renders, {own.numel()} tokens read; the model's top token is the "
+                f"image's own at {agree:.1%}; log p(own token) mean {own.mean().item():.2f}, median "
+                f"{own.median().item():.2g}; {(own < -5).float().mean().item():.1%} below -5",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -241,16 +241,26 @@ def test_img2img_strength_edges(tiny_pipe, monkeypatch):
     assert torch.equal(zero.images, image)
     starts = []
     original = tiny_pipe.generate_tokens
-    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: starts.append(a[6]) or original(*a, **k))
+    revised = []
+
+    def spy(*args, **kwargs):
+        starts.append(args[6])
+        revised.append(kwargs.get("revise", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_pipe, "generate_tokens", spy)
     out = tiny_pipe.img2img(image, PROMPT, strength=1.0, generator=seeded(0), output_type="ids")
     mask_id = tiny_pipe.transformer.config.mask_token_id
     assert (starts[0] == mask_id).all() and len(starts) == 2  # 1.0 regenerates every base token
+    assert not revised[0]  # nothing kept, nothing to revise: the base stage decodes as generation does
     changed = changed_region(out.base_ids != base_ids, tiny_pipe.superres.config.grid_size)
-    assert torch.equal(starts[1] == mask_id, changed)  # and the SR tokens wherever the base changed
+    # and the SR tokens wherever the base changed (all of them there: the tiny config's sr_strength is 1)
+    assert torch.equal(starts[1] == mask_id, changed)
     starts.clear()
+    revised.clear()
     tiny_pipe.img2img(image, PROMPT, strength=0.5, generator=seeded(0), output_type="ids")
     masked = (starts[0] == mask_id).float().mean().item()
-    assert 0 < masked < 1
+    assert 0 < masked < 1 and revised[0]
     with pytest.raises(ValueError, match="strength"):
         tiny_pipe.img2img(image, PROMPT, strength=1.5)
 
@@ -263,7 +273,7 @@ def test_img2img_revises_kept_tokens_and_keeps_sr_tokens_where_the_base_did_not_
     monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: calls.append((a, k)) or original(*a, **k))
     out = tiny_pipe.img2img(image, "a green square", strength=0.4, generator=seeded(1), output_type="ids")
     (base_args, base_kwargs), _ = calls
-    assert base_kwargs.get("revise") is True and len(base_args) == 7  # no step count: the model's full count
+    assert base_kwargs.get("revise") is True and base_args[7] is None  # no step count: the model's full count
     start = base_args[6]
     kept = start != tiny_pipe.transformer.config.mask_token_id
     assert kept.any() and not torch.equal(out.base_ids[kept], base_ids[kept])  # kept tokens can be redrawn
@@ -400,3 +410,18 @@ def test_revise_redraws_known_tokens_except_with_the_amused_scheduler(tiny_pipe,
     out = decode_tokens(model, cache, start, 4, SchedulerConfig(kind=kind), generator=seeded(0), revise=True)
     assert not (out == model.config.mask_token_id).any()
     assert torch.equal(out[known], start[known]) == (kind == "amused")
+
+
+def test_img2img_with_the_amused_scheduler_keeps_diffusers_behaviour(tiny_pipe, monkeypatch):
+    # kept tokens fixed and round(strength x steps) steps, as diffusers' img2img
+    image = scene()
+    base_ids, _ = encode_stages(tiny_pipe, image)
+    tiny_pipe.scheduler_config = SchedulerConfig(kind="amused")
+    calls = []
+    original = tiny_pipe.generate_tokens
+    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: calls.append((a, k)) or original(*a, **k))
+    out = tiny_pipe.img2img(image, "a green square", strength=0.4, generator=seeded(1), output_type="ids")
+    (args, kwargs), *_ = calls
+    assert kwargs["revise"] is False and args[7] == max(1, round(tiny_pipe.config.num_inference_steps * 0.4))
+    kept = args[6] != tiny_pipe.transformer.config.mask_token_id
+    assert torch.equal(out.base_ids[kept], base_ids[kept])

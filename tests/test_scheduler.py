@@ -162,3 +162,27 @@ def test_revising_decode_follows_the_schedule_and_ends_with_no_mask():
     assert torch.equal(ids[1], start[1]) and not (ids == MASK).any()
     changed = ids[0, 16:] != start[0, 16:]
     assert changed.any()  # known tokens were redrawn where the logits disfavour them
+
+
+def test_revising_step_noise_only_on_draws_and_top_k_scores_kept_tokens():
+    # kept tokens are ranked by their log-probability alone: among nearly tied kept tokens the least likely is the
+    # one masked again at every seed (with the noise on them too, the choice would wander with the seed)
+    ids = torch.full((1, 32), 3)
+    ids[:, 0] = MASK  # U0 = 1: one token is masked again after the first step
+    logits = torch.zeros(1, 32, MASK)
+    logits[:, 0, 5] = 30.0  # the draw is certain
+    logits[:, 1:, 3] = -0.01 * torch.arange(1, 32)  # kept tokens nearly tied, position 31 the least likely
+    scheduler = MaskGITScheduler(MASK)
+    for seed in range(20):
+        scheduler.set_timesteps(4, temperature=0.5)  # noise of about 0.6: far above the ties, far below 3
+        out = scheduler.step(logits, scheduler.timesteps[0], ids, generator=seeded(seed), revise=True)
+        assert (out.prev_ids == MASK).nonzero()[:, 1].tolist() == [31]
+    # under top_k a kept token outside the k most likely codes scores -inf and is masked first
+    ids = torch.full((1, 32), 3)
+    ids[:, :16] = MASK
+    logits = torch.randn(1, 32, MASK, generator=seeded(1))
+    logits[:, 16:, 3] = -30.0
+    scheduler.set_timesteps(4, temperature=0.0)
+    out = scheduler.step(logits, scheduler.timesteps[0], ids, generator=seeded(0), top_k=2, revise=True)
+    remasked = (out.prev_ids == MASK).nonzero()[:, 1]
+    assert len(remasked) == math.floor(16 * math.cos(math.pi / 8)) and (remasked >= 16).all()

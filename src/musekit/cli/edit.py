@@ -79,7 +79,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--source-prompt", default=None, metavar="TEXT", help="describes the input: confines the edit")
     p.add_argument("--iterations", type=positive_int, default=None, help="resampling rounds (default 100)")
     p.set_defaults(func=run, op="edit")
-    p = subparsers.add_parser("img2img", help="re-generate part of an image's tokens", description=__doc__)
+    help_text = "redraw an image under a new prompt, keeping its layout"
+    p = subparsers.add_parser("img2img", help=help_text, description=__doc__)
     _common(p, "outputs/img2img.png")
     p.add_argument("--strength", type=strength, default=None,
                    help="0 keeps the image, 1 regenerates it fully (required)")  # fmt: skip

@@ -80,8 +80,12 @@ def img2img(
         # contradict is masked again instead of staying as a stray patch of the old image. The strength sets how
         # many tokens start masked (U0, and so how many the schedule's n_k open again at each step); the model's
         # full step count lets the redraw settle into one scene (docs/BENCHMARKS.md, "Image-to-image").
-        base_out = pipe.generate_tokens(pipe.transformer, text, repeat, options, generator, None, start,
-                                        revise=True)  # fmt: skip
+        # The aMUSEd scheduler reproduces diffusers' img2img instead: kept tokens fixed, round(strength x steps).
+        # With every token masked (strength 1) there is nothing to revise: the base stage decodes as generation does.
+        revise = pipe.scheduler_config.kind != "amused" and count < base_cfg.seq_len
+        steps = None if revise else max(1, round(options.num_inference_steps * strength))
+        base_out = pipe.generate_tokens(pipe.transformer, text, repeat, options, generator, None, start, steps,
+                                        revise=revise)  # fmt: skip
     final = base_out
     if pipe.superres is not None:
         final = high_ids

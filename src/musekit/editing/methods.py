@@ -80,16 +80,18 @@ class EditingMethods:
             return edit(self, image, prompt, **kwargs)
 
     def img2img(self, image, prompt, strength: float = 0.5, **kwargs) -> ImageOutput | tuple:
-        """Re-generate the image under ``prompt``, as far as ``strength`` lets it move.
+        """Re-generate the image under ``prompt``, keeping its layout.
 
-        ``strength`` 0 returns the input unchanged; 1 masks every token and regenerates fully (aMUSEd's
-        img2img masks almost nothing at 1.0). In between, gamma(1 - strength) of the base tokens start masked and
-        the base stage decodes in the model's full step count with every token open to revision: after each step
-        the least confident tokens of the whole image, kept ones included, are masked again (as many as the
-        schedule leaves from that start), so a kept token that the prompt or its new neighbours contradict is
-        redrawn rather than left as a patch of the old image. The super-resolution stage then redraws where the
-        base image changed (and one base token around it) and keeps the image's own tokens elsewhere. With the
-        aMUSEd scheduler, kept tokens stay fixed, as in diffusers.
+        ``strength`` 0 returns the input unchanged; 1 masks every token and regenerates fully, the base stage
+        decoding as generation does (aMUSEd's img2img masks almost nothing at 1.0). In between, gamma(1 - strength)
+        of the base tokens start masked and the base stage decodes in the model's full step count with every token
+        open to revision: after each step the least confident tokens of the whole image, kept ones included, are
+        masked again (as many as the schedule leaves from that start), so a kept token that the prompt or its new
+        neighbours contradict is redrawn rather than left as a patch of the old image. The super-resolution stage
+        then starts again from the new base image where it changed (and one base token around it), as generation
+        does, and keeps the image's own tokens elsewhere. On the bundled model a prompt that contradicts the image
+        is followed from a strength of about 0.1 up (docs/BENCHMARKS.md). With the aMUSEd scheduler, kept tokens
+        stay fixed and the base stage runs round(strength x steps) steps, as in diffusers.
         """
         from musekit.editing.img2img import img2img
 

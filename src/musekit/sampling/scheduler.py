@@ -13,8 +13,9 @@ For U0 = 256 and K = 12 with the cosine schedule: 253, 247, 236, 221, 203, 181, 
 With ``revise=True`` (image-to-image) every token may change: the known tokens compete in step 3 with the newly
 sampled ones, each scored by the model's log-probability of its current value (the noise only on this step's draws),
 and the ``n_k`` least confident of all positions are masked again (n_k = floor(U0 * gamma((k + 1) / K)), at least 1
-until the last step). A token the prompt or its new neighbours disagree with is redrawn instead of kept, so a partly
-re-masked image does not end as a patchwork of old and new tokens.
+until the last step; a row with U0 = 0 is left as it is). Under ``top_k`` a kept token outside the k most likely
+codes scores -inf and is masked first. A token the prompt or its new neighbours disagree with is redrawn instead
+of kept, so a partly re-masked image does not end as a patchwork of old and new tokens.
 """
 
 from __future__ import annotations
