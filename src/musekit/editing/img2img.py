@@ -6,11 +6,10 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from musekit.editing.inpaint import encode_stages, finish
-from musekit.editing.masks import fit_to_model, image_to_tensor, resize
+from musekit.editing.masks import fit_to_model, image_to_tensor, resize, scale_region
 from musekit.sampling.options import SamplingOptions
 from musekit.sampling.schedules import mask_ratio
 
@@ -44,8 +43,7 @@ def upsampled_start_ids(
 def changed_region(changed: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, h, w) bool base tokens that changed -> (B, grid, grid) bool: those tokens and their 8 neighbours, at the
     super-resolution stage's grid."""
-    grown = F.max_pool2d(changed.float().unsqueeze(1), 3, stride=1, padding=1)
-    return F.interpolate(grown, size=(grid, grid), mode="nearest")[:, 0] > 0
+    return scale_region(changed, (grid, grid), grow=1)
 
 
 def img2img(

@@ -10,13 +10,12 @@ import difflib
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from musekit.editing.img2img import random_mask
 from musekit.editing.inpaint import encode_stages, finish
-from musekit.editing.masks import feathered_alpha, fit_to_model, image_to_tensor
+from musekit.editing.masks import feathered_alpha, fit_to_model, image_to_tensor, scale_region
 from musekit.models.attention_maps import cross_attention_maps, word_map
 from musekit.personalize.tokens import substitute
 from musekit.sampling.options import SamplingOptions
@@ -69,10 +68,7 @@ def edit_region(
             cache = model.precompute(pipe.text_encoder.encode([text]).expand(batch).to(pipe.device))
             maps.append(word_map(cross_attention_maps(model, base_ids, cache), positions, grid))
     combined = torch.stack(maps).amax(0)
-    region = (combined >= threshold).float().unsqueeze(1)
-    if dilation > 0:
-        region = F.max_pool2d(region, 2 * dilation + 1, stride=1, padding=dilation)
-    return region[:, 0] > 0
+    return scale_region(combined >= threshold, combined.shape[-2:], grow=dilation)
 
 
 def stage_cache(pipe: MusePipeline, model, text: TextEmbeddings, batch: int, scale: float):
@@ -139,8 +135,7 @@ def edit(
         finals.append(super_resolve(pipe, base, high_ids, region, text, repeat, options, generator))
     alpha = None
     if region is not None:
-        pixel_region = F.interpolate(region.float().unsqueeze(1), size=original.shape[-2:], mode="nearest") > 0
-        alpha = feathered_alpha(pixel_region, 2)
+        alpha = feathered_alpha(scale_region(region, original.shape[-2:]).unsqueeze(1), 2)
     original = original.expand(repeat, -1, -1, -1)
     intermediates = None
     if return_intermediates:
@@ -155,5 +150,5 @@ def super_resolve(pipe, base_ids, high_ids, region, text, batch, options, genera
     if region is None:
         return pipe.super_resolve(base_ids, text, batch, options, generator)
     grid = pipe.superres.config.grid_size
-    high_region = F.interpolate(region.float().unsqueeze(1), size=(grid, grid), mode="nearest")[:, 0] > 0
+    high_region = scale_region(region, (grid, grid))
     return pipe.super_resolve(base_ids, text, batch, options, generator, keep_ids=high_ids, region=high_region)

@@ -69,6 +69,15 @@ def token_mask(pixel_mask: torch.Tensor, grid: int) -> torch.Tensor:
     return soft[:, 0] > 0
 
 
+def scale_region(region: torch.Tensor, size: tuple[int, int], grow: int = 0) -> torch.Tensor:
+    """(B, h, w) bool token region -> (B, H, W) bool at another grid or pixel ``size`` (nearest), grown first by
+    ``grow`` tokens in every direction (diagonals included)."""
+    scaled = region.float().unsqueeze(1)
+    if grow > 0:
+        scaled = F.max_pool2d(scaled, 2 * grow + 1, stride=1, padding=grow)
+    return F.interpolate(scaled, size=size, mode="nearest")[:, 0] > 0
+
+
 def feathered_alpha(pixel_mask: torch.Tensor, radius: int) -> torch.Tensor:
     """(B, 1, H, W) bool -> float alpha by depth into the mask: 0 outside (exactly), 1 / (radius + 1) on the mask's
     edge pixels, rising linearly to 1 at ``radius`` px inside. Every mask pixel gets some of the new image, however
