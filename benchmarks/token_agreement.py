@@ -23,7 +23,6 @@ from musekit.data.shapes import Example
 from musekit.editing.inpaint import encode_stages
 from musekit.eval.edit_eval import one_object_scenes
 from musekit.pipeline import MusePipeline
-from musekit.text import TextEmbeddings
 
 
 def main() -> None:
@@ -42,8 +41,7 @@ def main() -> None:
         ids, _ = encode_stages(pipe, images)
         text = pipe.encode_prompt([s.canonical_caption() for s in drawn], guidance_scale=1.0)
         n = len(drawn)
-        cache = model.precompute(TextEmbeddings(*(t[n:] for t in (text.hidden_states, text.pooled,
-                                                                   text.attention_mask))))  # fmt: skip
+        cache = model.precompute(text[n:])  # the conditional half
         flat = ids.reshape(n, -1)
         generator = torch.Generator().manual_seed(0)
         for reading, passes in (("visible", 1), ("masked", 10)):

@@ -16,7 +16,6 @@ from musekit.editing.maskfree import differing_positions, edit_region
 from musekit.editing.masks import composite, feathered_alpha, token_mask
 from musekit.editing.outpaint import plan_windows, window_starts
 from musekit.sampling.sampler import decode_tokens
-from musekit.text import TextEmbeddings
 
 from .conftest import seeded
 
@@ -402,7 +401,7 @@ def test_revise_redraws_known_tokens_except_with_the_amused_scheduler(tiny_pipe,
     # the aMUSEd scheduler reproduces diffusers, whose image-to-image keeps every unmasked token
     model = tiny_pipe.transformer
     text = tiny_pipe.encode_prompt(["a green square"], guidance_scale=1.0)
-    cache = model.precompute(TextEmbeddings(*(t[1:] for t in (text.hidden_states, text.pooled, text.attention_mask))))
+    cache = model.precompute(text[1:])
     ids, _ = encode_stages(tiny_pipe, scene())
     start = ids.clone()
     start[:, :2] = model.config.mask_token_id

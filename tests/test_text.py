@@ -114,3 +114,12 @@ def test_a_truncated_prompt_is_named_briefly(tiny_text_encoder, caplog):
     assert len(warnings) == 1 and "16 tokens" in warnings[0] and len(warnings[0]) < 200
     kept = tiny_text_encoder.tokenizer.decode(tiny_text_encoder.tokenize([long])[0][0], skip_special_tokens=True)
     assert warnings[0].endswith(repr(kept[-40:]))  # the text that is kept, the end token not counted
+
+
+def test_text_embeddings_slice_every_field(tiny_text_encoder):
+    text = tiny_text_encoder.encode(["a red circle", "a blue square", "a green star"])
+    part = text[1:]
+    assert len(part) == 2
+    for whole, sliced in zip((text.hidden_states, text.pooled, text.attention_mask),
+                             (part.hidden_states, part.pooled, part.attention_mask)):  # fmt: skip
+        assert torch.equal(sliced, whole[1:])

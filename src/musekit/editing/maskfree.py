@@ -74,7 +74,7 @@ def edit_region(
 def stage_cache(pipe: MusePipeline, model, text: TextEmbeddings, batch: int, scale: float):
     """The base stage's text cache for the edit loop (the SR stage goes through ``pipe.super_resolve``)."""
     if scale == 1.0:
-        text = TextEmbeddings(*(t[batch:] for t in (text.hidden_states, text.pooled, text.attention_mask)))
+        text = text[batch:]
     return model.precompute(text.to(pipe.device))
 
 

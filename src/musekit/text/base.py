@@ -30,6 +30,10 @@ class TextEmbeddings:
     def __len__(self) -> int:
         return self.hidden_states.shape[0]
 
+    def __getitem__(self, rows: slice) -> TextEmbeddings:
+        """The prompts ``rows`` (a slice); ``text[batch:]`` is the conditional half of [unconditional ; conditional]."""
+        return TextEmbeddings(self.hidden_states[rows], self.pooled[rows], self.attention_mask[rows])
+
     def to(self, device: torch.device | str) -> TextEmbeddings:
         return TextEmbeddings(self.hidden_states.to(device), self.pooled.to(device), self.attention_mask.to(device))
 
