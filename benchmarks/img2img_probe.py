@@ -22,32 +22,10 @@ from dataclasses import replace
 import torch
 
 from musekit.data.renders import render_examples, to_float
-from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Example
+from musekit.data.shapes import Example
 from musekit.eval.checker import load_checker
-from musekit.eval.edit_eval import changed, one_object_scenes
+from musekit.eval.edit_eval import IMG2IMG_CHANGES, changed_for_img2img, img2img_verdict, one_object_scenes, read_values
 from musekit.pipeline import MusePipeline
-
-COLOR_NAMES = tuple(COLORS)
-KINDS = ("color", "shape", "background")
-
-
-def target_of(scene, k: int, kind: str):
-    if kind != "background":
-        return changed(scene, k, kind)
-    obj = scene.objects[0]
-    options = [c for c in COLOR_NAMES if c not in (obj.color, scene.background)]
-    return replace(scene, background=options[k % len(options)])
-
-
-def values(scene) -> dict[str, str]:
-    obj = scene.objects[0]
-    return {"color": obj.color, "shape": obj.shape, "background": scene.background, "position": obj.position}
-
-
-def read(pred: dict[str, torch.Tensor], i: int) -> dict[str, str]:
-    return {"color": COLOR_NAMES[pred["color"][i]], "shape": SHAPES[pred["shape"][i]],
-            "background": BACKGROUNDS[pred["background"][i]], "position": POSITIONS[pred["position"][i]],
-            "count": int(pred["count"][i]) + 1}  # fmt: skip
 
 
 def img2img_start_ids(pipe, image: torch.Tensor) -> torch.Tensor:
@@ -83,8 +61,8 @@ def main() -> None:
         seconds = 0.0
         outs = []
         for k, scene in enumerate(scenes):
-            kind = KINDS[k % 3]
-            target = scene if args.same_prompt else target_of(scene, k, kind)
+            kind = IMG2IMG_CHANGES[k % 3]
+            target = scene if args.same_prompt else changed_for_img2img(scene, k, kind)
             image = to_float(render_examples([Example(scene, scene.canonical_caption())], size))
             extra = {"guidance_scale": pipe.config.guidance_scale * strength} if args.guidance_times_strength else {}
             began = time.perf_counter()
@@ -94,11 +72,8 @@ def main() -> None:
             out = result.images
             moved += (result.base_ids != img2img_start_ids(pipe, image)).float().mean().item()
             outs.append(out)
-            got = read(checker.predict(out), 0)
-            src, tgt = values(scene), values(target)
-            follows += int(got[kind] == tgt[kind])
-            kept += int(all(got[a] == src[a] for a in ("position", *KINDS) if a != kind))
-            clean += int(got["count"] == 1 and all(got[a] in (src[a], tgt[a]) for a in KINDS))
+            verdict = img2img_verdict(read_values(checker.predict(out)), scene, target, kind)
+            follows, kept, clean = follows + verdict["follows"], kept + verdict["kept"], clean + verdict["clean"]
         n = len(scenes)
         grid.append(torch.cat(outs[:6]))
         print(f"strength {strength}: follows {follows / n:.1%}, kept {kept / n:.1%}, clean {clean / n:.1%}, "

@@ -22,10 +22,10 @@ PROMPTS = [
     "a large red circle in the center on a blue background",
     "a small yellow star at the top left on a gray background",
     "a green triangle left of a white square on a black background",
-    "a purple heart at the bottom right on a checkered background",
+    "a small purple heart at the bottom right on a checkered background",
 ]
 SCENE = "a large blue square in the center on a yellow background"
-OUTPAINT = "a large red star on a yellow background"
+OUTPAINT = "a small red star at the right on a yellow background"
 INPAINT = "a large red heart in the center on a yellow background"  # the bundled model reads whole captions
 TILE = 160  # each image is shown at this height
 LABEL = 56  # pixels of caption under each image

@@ -59,6 +59,13 @@ def edit(row: dict) -> None:
         print(f"| {key} ({e['iterations']} it.) | changed attribute read{split} | "
               f"{pct(e['changed_attribute_read'])} | {e['seconds_per_edit']:.2f} |")  # fmt: skip
         print(f"| {key} | position and background kept | {pct(e['unchanged_attributes_kept'])} | |")
+    if "img2img" in row:
+        m = row["img2img"]
+        print(f"| img2img (strength {m['strength']}) | changed attribute read | {pct(m['prompt_followed'])} | "
+              f"{m['seconds_per_image']:.2f} |")  # fmt: skip
+        print(f"| img2img | position and other attributes kept | {pct(m['rest_kept'])} | |")
+        print(f"| img2img | one clean scene (each attribute the source's or the prompt's) | "
+              f"{pct(m['one_clean_scene'])} | |")  # fmt: skip
 
 
 def personalize(row: dict) -> None:

@@ -56,6 +56,10 @@ def test_console_script_is_installed():
         (["generate", "  "], "prompt is empty"),
         (["generate", "a cat", "--steps", "0"], "positive integer"),
         (["generate", "a cat", "--guidance", "abc"], "number"),
+        (["generate", "a cat", "--guidance", "inf"], "expected a finite number"),
+        (["generate", "a cat", "--num", "65"], "at most 64 images in one call"),
+        (["generate", "a cat", "--bias", "nan"], "expected a finite number"),
+        (["generate", "a cat", "--temperature", "0"], "--temperature: expected a positive number"),
         (["generate", "a cat", "--guidance-schedule", "zigzag"], "invalid choice"),
         (["generate", "a cat", "--model", "/nonexistent/model"], "model folder not found"),
         (["generate", "a cat", "--out", "/proc/forbidden/x.png"], "cannot write"),
@@ -162,6 +166,9 @@ def test_the_bundled_model_names_words_it_never_saw(tiny_model_dir, tmp_path, ca
     monkeypatch.setattr("musekit.cli.generate.load_pipeline", lambda model: loaded)
     assert main(args) == 0
     assert "the bundled model never saw 'crimson' in training" in capsys.readouterr().err
+    assert main(["generate", "a blue background", *args[2:]]) == 0
+    err = capsys.readouterr().err
+    assert "musekit: note: the prompt names no shape" in err and "never saw" not in err
 
 
 def test_a_random_seed_is_printed_and_recorded(tiny_model_dir, tmp_path, capsys):
@@ -173,3 +180,55 @@ def test_a_random_seed_is_printed_and_recorded(tiny_model_dir, tmp_path, capsys)
                  "--quiet"]) == 0  # fmt: skip
     seed = read_record(out)["seed"]
     assert isinstance(seed, int) and f"seed {seed}," in capsys.readouterr().out
+
+
+def test_a_damaged_weights_file_is_one_line(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from musekit.cli.main import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = next(model.glob("transformer/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a partial copy
+    assert main(["generate", "a red circle", "--model", str(model), "--out", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot read {weights}" in err and "damaged or partial" in err
+
+
+def test_info_describes_the_files_it_can_read_and_names_the_others(tiny_pipe, tmp_path, capsys):
+    from musekit.cli.main import main
+    from musekit.io.images import save_image
+    from musekit.io.metadata import attach, make_record
+
+    good = save_image(attach(Image.new("RGB", (16, 16)), make_record(tiny_pipe, "generate", "a red circle", seed=1)),
+                      tmp_path / "good.png")  # fmt: skip
+    assert main(["info", str(tmp_path / "missing.png"), str(good)]) == 2
+    captured = capsys.readouterr()
+    assert "a red circle" in captured.out and "weights fingerprint" in captured.out
+    assert captured.err.count("musekit: error:") == 1 and "missing.png" in captured.err
+
+
+def test_a_closed_pipe_ends_quietly(tiny_pipe, tmp_path):
+    from musekit.io.images import save_image
+    from musekit.io.metadata import attach, make_record
+
+    path = save_image(attach(Image.new("RGB", (16, 16)), make_record(tiny_pipe, "generate", "a red circle", seed=1)),
+                      tmp_path / "a.png")  # fmt: skip
+    code = f"from musekit.cli.main import main; raise SystemExit(main(['info', *[{str(path)!r}] * 200]))"
+    reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    reader.stdout.read(10)  # `| head -c 10`
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 1 and err == "", err
+
+
+def test_a_concept_token_without_its_concept_is_named(tiny_pipe, caplog):
+    from musekit.personalize.tokens import register_pieces
+
+    register_pieces(tiny_pipe.text_encoder, "<solo>", 1)  # as a call with a one-word-superclass concept leaves it
+    with caplog.at_level("WARNING", logger="musekit.pipeline"):
+        for prompt in ("a <emblem> left of a red circle", "a <solo> left of a red circle"):
+            tiny_pipe(prompt, num_inference_steps=1, sr_inference_steps=1, output_type="ids")  # no index error
+    assert "the prompt writes <emblem>, but no concept of this call defines it" in caplog.text
+    assert "the prompt writes <solo>, but no concept" in caplog.text

@@ -394,6 +394,28 @@ def test_edit_harness_on_tiny_components(tiny_pipe):
     assert inpaint["new_object_read"] <= min(inpaint["color_read"], inpaint["shape_read"]) <= 1
     for key in ("edit_random", "edit_region"):
         assert 0 <= report[key]["changed_attribute_read"] <= 1 and report[key]["iterations"] == 2
+    img2img = report["img2img"]
+    assert img2img["strength"] == 0.5
+    assert all(0 <= img2img[key] <= 1 for key in ("prompt_followed", "rest_kept", "one_clean_scene"))
+
+
+def test_img2img_verdict_reads_follow_keep_and_patchwork():
+    from musekit.eval.edit_eval import changed_for_img2img, img2img_verdict, one_object_scenes, scene_values
+
+    source = one_object_scenes(1, 0)[0]
+    target = changed_for_img2img(source, 0, "background")
+    assert target.background != source.background and target.objects == source.objects
+    src, tgt = scene_values(source), scene_values(target)
+    redrawn = dict(tgt, count=1)
+    assert img2img_verdict(redrawn, source, target, "background") == {"follows": True, "kept": True, "clean": True}
+    unchanged = dict(src, count=1)
+    assert img2img_verdict(unchanged, source, target, "background") == {"follows": False, "kept": True, "clean": True}
+    two_objects = dict(tgt, count=2)
+    assert not img2img_verdict(two_objects, source, target, "background")["clean"]
+    other = next(c for c in ("red", "blue", "green", "yellow") if c not in (src["color"], tgt["color"]))
+    patchwork = dict(tgt, color=other, count=1)  # a colour that is neither the source's nor the prompt's
+    verdict = img2img_verdict(patchwork, source, target, "background")
+    assert verdict["follows"] and not verdict["kept"] and not verdict["clean"]
 
 
 @pytest.mark.parametrize("kind", ["maskgit", "amused"])

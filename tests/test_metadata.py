@@ -8,7 +8,16 @@ from PIL import Image, PngImagePlugin
 
 from musekit.cli.main import main
 from musekit.io.images import save_image
-from musekit.io.metadata import KEY, attach, command_line, describe, make_record, read_record, sampling_record
+from musekit.io.metadata import (
+    KEY,
+    attach,
+    command_line,
+    describe,
+    file_fingerprint,
+    make_record,
+    read_record,
+    sampling_record,
+)
 
 
 def test_record_survives_saving_and_reading(tiny_pipe, tmp_path):
@@ -273,7 +282,9 @@ def test_editing_records_print_commands_that_parse(tiny_pipe):
     assert line.startswith("musekit inpaint IMAGE 'a red circle'") and "--mask MASK" in line
     args = build_parser().parse_args(shlex.split(line)[1:])
     assert (args.image, args.mask, args.seed) == ("IMAGE", "MASK", 1)
-    assert "--device" not in command_line(dict(record, device="cuda", int8="all"))  # editing has no such flags
+    machine = command_line(dict(record, device="cuda", half="fp16"))  # the editing commands take them too
+    args = build_parser().parse_args(shlex.split(machine)[1:])
+    assert (args.device, args.half) == ("cuda", "fp16")
 
 
 def test_info_on_a_concept_file_checks_the_model(tiny_model_dir, tmp_path, capsys):
@@ -308,6 +319,21 @@ def test_every_editing_command_re_runs_from_its_record(tiny_model_dir, tmp_path,
         assert read_record(other)["prompt"] == "a green star" and read_record(other)["image"] == str(scene)
     record = read_record(tmp_path / "img2img-a.png")
     assert {"steps", "sr_steps", "guidance"} <= {k for k, v in record.items() if v is not None}  # defaults resolved
+
+
+def test_from_says_when_an_input_file_changed_since(tiny_model_dir, tmp_path, capsys):
+    scene = tmp_path / "scene.png"
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(scene)
+    first, again = tmp_path / "a.png", tmp_path / "b.png"
+    args = ["img2img", str(scene), "a red circle", "--strength", "0.6", "--model", str(tiny_model_dir), "--quiet"]
+    assert main([*args, "--out", str(first)]) == 0
+    assert read_record(first)["inputs"] == {"image": file_fingerprint(scene)}
+    assert main(["img2img", "--from", str(first), "--out", str(again), "--quiet"]) == 0
+    assert "changed" not in capsys.readouterr().err  # the same file: no note
+    Image.new("RGB", (16, 16), (0, 255, 0)).save(scene)  # the input is replaced
+    assert main(["img2img", "--from", str(first), "--out", str(again), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"{first} was made with another image (a file changed since, or another file given)" in err
 
 
 def test_quantizing_keeps_the_fingerprint_of_the_loaded_weights(tiny_pipe):

@@ -77,7 +77,8 @@ def test_two_concept_prompts_use_backgrounds_where_both_concepts_show(monkeypatc
 
 def test_pair_cells_follow_the_row_the_pair_is_drawn_in():
     # "X left of Y" pairs may sit in any row of the shapes world; the harness crops the row the image shows
-    from musekit.data.shapes import Scene, ShapeObject, render
+    from musekit.data.drawing import render
+    from musekit.data.shapes import Scene, ShapeObject
     from musekit.editing.masks import image_to_tensor
     from musekit.eval.checker import load_checker
     from musekit.eval.personalize_eval import pair_cells

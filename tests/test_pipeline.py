@@ -186,3 +186,18 @@ def test_sr_conditioned_on_a_third_codebook_is_refused(tiny_text_encoder):
     sr = type(pipe.superres)(pipe.superres.config.replace(cond_codebook_size=13))
     with pytest.raises(ValueError, match="conditioned on neither"):
         MusePipeline(pipe.text_encoder, pipe.vqgan, pipe.transformer, sr, pipe.vqgan_sr)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"guidance_scale": float("nan")}, "guidance_scale must be a finite number >= 0"),
+        ({"guidance_scale": float("inf")}, "guidance_scale must be a finite number >= 0"),
+        ({"temperature": (float("nan"), 0.0)}, "temperature must be finite and >= 0"),
+        ({"concepts": ["x.safetensors"], "concept_bias": float("nan")}, "concept_bias must be a finite number"),
+        ({"concepts": ["x.safetensors"], "concept_temperature": float("inf")}, "concept_temperature must be a finite"),
+    ],
+)
+def test_non_finite_settings_are_refused(tiny_pipe, kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        tiny_pipe("a red circle", num_inference_steps=1, output_type="ids", **kwargs)

@@ -88,3 +88,22 @@ def test_quantized_pipeline_refuses_what_needs_fp32(tiny_pipe, tmp_path):
 def test_unknown_quantization_is_a_clear_error(tiny_pipe):
     with pytest.raises(ValueError, match="int8"):
         tiny_pipe.quantize("int4")
+
+
+def test_int8_warns_where_this_cpu_multiplies_int8_slower_than_fp32(tiny_pipe, monkeypatch, caplog):
+    import musekit.models.quantize as quantize
+
+    assert quantize.int8_speedup() > 0  # measured once per process
+    monkeypatch.setattr(quantize, "int8_speedup", lambda: 0.02)
+    with caplog.at_level("WARNING", logger="musekit.models.quantize"):
+        tiny_pipe.quantize("int8")
+    assert "int8 matrix products run 50x slower than fp32" in caplog.text and "int8 will be slower" in caplog.text
+
+
+def test_int8_says_nothing_where_it_is_faster(tiny_pipe, monkeypatch, caplog):
+    import musekit.models.quantize as quantize
+
+    monkeypatch.setattr(quantize, "int8_speedup", lambda: 2.5)
+    with caplog.at_level("WARNING", logger="musekit.models.quantize"):
+        tiny_pipe.quantize("int8-all")
+    assert "slower" not in caplog.text

@@ -1,5 +1,6 @@
 """The shapes world, the checker and the evaluation harness."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from musekit.config import CheckerConfig
+from musekit.data.drawing import object_coverage, render
 from musekit.data.renders import labels_of, object_token_coverage, render_examples
 from musekit.data.shapes import (
     COLORS,
@@ -15,8 +17,6 @@ from musekit.data.shapes import (
     PARAPHRASE_COLORS,
     PARAPHRASE_SHAPES,
     ShapesWorld,
-    object_coverage,
-    render,
     training_vocabulary,
 )
 from musekit.eval.checker import ShapeChecker, attribute_accuracy, checker_loss
@@ -147,3 +147,58 @@ def test_unknown_words_are_those_no_training_caption_uses():
     assert unknown_words("a naïve café circle 3d") == ["naïve", "café", "d"]
     assert {"red", "triangle", "checkered", "above", "upper"} <= vocabulary()
     assert not {"crimson", "scarlet", "azure", "ring", "box"} & vocabulary()  # the paraphrase words stay unseen
+
+
+def test_prompt_notes_name_unseen_words_and_a_missing_shape():
+    from musekit.data.shapes import ShapesWorld, caption, names_an_object, prompt_notes
+
+    rng = np.random.default_rng(0)
+    world = ShapesWorld(0)
+    for index in range(200):  # no note for any training caption
+        assert prompt_notes(caption(world.example("train", index).scene, rng)) == []
+    assert names_an_object("a <emblem> on a blue background") and names_an_object("A Big HEART")
+    assert not names_an_object("a blue background") and not names_an_object("circles")  # whole words only
+    (note,) = prompt_notes("a large blue background")
+    assert note.startswith("the prompt names no shape (circle, square")
+    unseen, no_shape = prompt_notes("a crimson ring")
+    assert "never saw 'crimson', 'ring'" in unseen and "names no shape" in no_shape
+
+
+def test_left_out_names_what_a_prompt_leaves_out_of_a_whole_caption():
+    from musekit.data.shapes import ShapesWorld, caption, left_out, prompt_notes
+
+    rng = np.random.default_rng(0)
+    assert all(left_out(caption(ShapesWorld(0).example("train", i).scene, rng)) == [] for i in range(300))
+    assert left_out("a red circle") == ["size", "position", "background"]
+    assert left_out("a star above a green heart") == ["colour", "background"]  # "green" is the heart's
+    assert left_out("a big cross in the upper part on an orange background") == ["colour"]  # orange: the background's
+    assert left_out("a <emblem> at the top left on a blue background") == []  # a concept brings its colour
+    assert left_out("a blue background") == []  # no shape: prompt_notes says so instead
+    (note,) = prompt_notes("a yellow star above a green heart")
+    assert note.startswith("the prompt leaves out the background: the bundled model learned from whole captions")
+
+
+def test_partial_captions_name_every_shape_and_leave_out_the_rest_at_random():
+    from musekit.data.shapes import SHAPES, ShapesWorld, caption, partial_caption_and_names, unknown_words
+    from musekit.training.config import TrainConfig
+
+    world = ShapesWorld(0)
+    full, partial = np.random.default_rng(1), np.random.default_rng(1)
+    scenes = [world.example("train", index).scene for index in range(300)]
+    assert [caption(s, full) for s in scenes] == [caption(s, partial, 0.0) for s in scenes]  # off: as before
+    rng, left_out = np.random.default_rng(0), set()
+    for scene in scenes:
+        text, names = partial_caption_and_names(scene, rng)
+        words = re.findall(r"[a-z]+", text)
+        assert unknown_words(text) == [] and all(obj.shape in words for obj in scene.objects)
+        assert sum(w in SHAPES for w in words) == len(scene.objects)
+        assert (scene.background in words) == ("background" in names)
+        assert (scene.objects[0].color in words) >= ("color" in names)
+        left_out |= {"size", "color", "position", "background"} - names if scene.relation is None else set()
+    assert left_out == {"size", "color", "position", "background"}
+    rng = np.random.default_rng(0)
+    texts = [caption(s, rng, 0.3) for s in scenes]
+    shares = sum("background" not in t for t in texts) / len(texts)
+    assert 0.05 < shares < 0.3  # about 0.3 x 1/2 of the captions leave the background out
+    with pytest.raises(Exception, match="partial_captions must be in"):
+        TrainConfig(partial_captions=1.5)

@@ -122,7 +122,7 @@ def test_learned_concept_is_saved_and_usable_by_its_token(concept_pipe, tmp_path
         studio.generate("a red circle", concepts=[str(path)])
     with pytest.raises(ValueError, match="key_locking must be one of"):
         studio.generate("a <emblem>", concepts=["<emblem>"], key_locking="both")
-    with pytest.raises(ValueError, match="concept_temperature must be > 0"):
+    with pytest.raises(ValueError, match="concept_temperature must be a finite number > 0"):
         studio.generate("a <emblem>", concepts=["<emblem>"], concept_temperature=0.0)
     with pytest.raises(ValueError, match="concept token"):
         studio.learn(images, "emblem", "square", steps=2)

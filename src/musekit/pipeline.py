@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from musekit.text import TextEmbeddings, TextEncoder
 from musekit.tokenizer.vqgan import VQModel
 
 logger = logging.getLogger(__name__)
+
+CONCEPT_TOKEN = re.compile(r"<[a-z0-9][a-z0-9_-]*>")  # as musekit.personalize.tokens.TOKEN_PATTERN, within a prompt
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
 
@@ -280,6 +283,14 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
 
         Returns [unconditional-or-negative (B) ; conditional (B)], the layout every stage takes.
         """
+        defined = {c.token for c in self._concept_call.concepts} if self._concept_call is not None else set()
+        undefined = sorted({t for p in prompts for t in CONCEPT_TOKEN.findall(p)} - defined)
+        if undefined:
+            logger.warning(
+                "the prompt writes %s, but no concept of this call defines it: it is an unknown word here "
+                "(pass concepts=[...]; on the command line, --concept FILE)",
+                ", ".join(undefined),
+            )
         if self._concept_call is not None:
             cond = self._concept_call.prompts.text.to(self.device)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -46,13 +47,27 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
+def finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0 or value != value:
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
 
@@ -116,18 +131,25 @@ def add_sampling_arguments(parser, result: str) -> None:
     parser.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt (what to steer away from)")
     parser.add_argument("--seed", type=seed_value, default=None,
                         help=f"random seed (same seed, same {result}; 'random' draws one); default 0")  # fmt: skip
-    parser.add_argument("--steps", type=positive_int, default=None, help="base-stage decoding steps")
-    parser.add_argument("--sr-steps", type=positive_int, default=None, help="super-resolution decoding steps")
-    parser.add_argument("--guidance", type=non_negative_float, default=None, help="classifier-free guidance scale")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="base-stage decoding steps (default: the model's; 16 for the bundled one)")  # fmt: skip
+    sr_steps = "super-resolution decoding steps (default: the model's; 4 for the bundled one)"
+    parser.add_argument("--sr-steps", type=positive_int, default=None, help=sr_steps)
+    guidance = "classifier-free guidance scale, 1 = off (default: the model's; 2 for the bundled one)"
+    parser.add_argument("--guidance", type=non_negative_float, default=None, help=guidance)
 
 
 def differences(old: dict, new: dict) -> str:
-    """What a re-run changes beyond the flags the user gave: another model, or another precision."""
+    """What a re-run changes beyond the flags the user gave: another model, input file contents, or precision."""
     from musekit.io.metadata import MACHINE_OPTIONS
 
     notes = []
     if old.get("model_fingerprint") != new["model_fingerprint"]:
         notes.append("another model")
+    before, now = old.get("inputs") or {}, new.get("inputs") or {}
+    for key, name in (("image", "another image"), ("mask", "another mask"), ("concept", "other concept files")):
+        if key in before and key in now and before[key] != now[key]:
+            notes.append(f"{name} (a file changed since, or another file given)")
     for key in MACHINE_OPTIONS:
         before, now = old.get(key) or None, new.get(key) or None
         if key == "device":
@@ -139,7 +161,8 @@ def differences(old: dict, new: dict) -> str:
 
 
 def note_differences(path, old: dict | None, new: dict) -> None:
-    """Tell the user (stderr) when a ``--from`` re-run uses another model or precision than ``path`` was made with."""
+    """Tell the user (stderr) when a ``--from`` re-run uses another model, input file or precision than ``path`` was
+    made with."""
     notes = differences(old, new) if old is not None else ""
     if notes:
         print(f"musekit: note: {path} was made with {notes}: the result can differ", file=sys.stderr)
@@ -201,9 +224,10 @@ def add_concept_arguments(parser) -> None:
     parser.add_argument("--concept", action="append", default=[], metavar="FILE",
                         help="a Perfusion concept file whose token the prompt writes (repeat for several)")  # fmt: skip
     bias = f"concept gate bias (default {DEFAULT_BIAS}): lower = more concept, higher = more text"
-    parser.add_argument("--bias", type=float, default=None, help=bias)
-    parser.add_argument("--temperature", type=non_negative_float, default=None,
-                        help=f"concept gate temperature (default {DEFAULT_TEMPERATURE})")  # fmt: skip
+    parser.add_argument("--bias", type=finite_float, default=None, help=bias)
+    parser.add_argument("--temperature", type=positive_float, default=None,
+                        help=f"concept gate temperature tau (default {DEFAULT_TEMPERATURE}; the sampler's own "
+                        "temperature is --choice-temperature)")  # fmt: skip
     parser.add_argument("--key-locking", choices=["local", "global"], default=None,
                         help="concept key-locking (default local)")  # fmt: skip
 
@@ -219,17 +243,27 @@ def concept_options(args) -> dict:
     }
 
 
-def note_unknown_words(pipe, prompt: str) -> None:
-    """Tell the user (stderr) which words of ``prompt`` the bundled shapes-world model never saw in training."""
+def note_prompt(pipe, prompt: str) -> None:
+    """Tell the user (stderr) what the bundled shapes-world model will make of ``prompt`` that they may not expect:
+    words it never saw in training, or no shape named (``musekit.data.shapes.prompt_notes``)."""
+    if not pipe.is_bundled:
+        return
+    from musekit.data.shapes import prompt_notes
+
+    for note in prompt_notes(prompt):
+        print(f"musekit: note: {note}", file=sys.stderr)
+
+
+def note_words(pipe, text: str) -> None:
+    """Tell the user (stderr) which words of ``text`` the bundled shapes-world model never saw in training."""
     if not pipe.is_bundled:
         return
     from musekit.data.shapes import unknown_words
 
-    words = unknown_words(prompt)
+    words = unknown_words(text)
     if words:
-        print(f"musekit: note: the bundled model never saw {', '.join(repr(w) for w in words)} in training and "
-              "may ignore them: it draws shapes, colours, sizes, positions and backgrounds (see the README)",
-              file=sys.stderr)  # fmt: skip
+        print(f"musekit: note: the bundled model never saw {', '.join(repr(w) for w in words)} in training: "
+              "a concept learns best with a superclass and captions in its words", file=sys.stderr)  # fmt: skip
 
 
 def concept_record(args) -> dict:

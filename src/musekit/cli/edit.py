@@ -8,8 +8,11 @@ import time
 from musekit.cli.common import (
     CLIError,
     add_concept_arguments,
+    add_device_arguments,
     add_from_argument,
+    add_int8_argument,
     add_sampling_arguments,
+    check_device_arguments,
     check_output_path,
     concept_options,
     concept_record,
@@ -17,7 +20,8 @@ from musekit.cli.common import (
     load_pipeline,
     non_negative_float,
     note_differences,
-    note_unknown_words,
+    note_prompt,
+    place_pipeline,
     positive_int,
 )
 
@@ -56,8 +60,15 @@ def _common(p, default_out: str) -> None:
     add_sampling_arguments(p, "result")
     add_concept_arguments(p)
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
-    p.add_argument("--out", default=default_out, metavar="PATH", help="output PNG path")
+    p.add_argument(
+        "--out",
+        default=default_out,
+        metavar="PATH",
+        help=f"output PNG path (default {default_out}; an existing file is replaced)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_int8_argument(p, "CPU fast path: int8 feed-forward linears (`--int8`), or every per-step linear (`--int8 all`)")
+    add_device_arguments(p)
 
 
 def add_parsers(subparsers) -> None:
@@ -123,11 +134,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise CLIError("prompt is empty: describe the result you want")
     out = check_output_path(args.out)
+    check_device_arguments(args)  # bad flags fail before the model loads
     image = read_image(args.image)
     mask = read_image(args.mask, "mask") if args.op == "inpaint" else None
     pipe = load_pipeline(args.model)
+    place_pipeline(pipe, args)
     pipe.progress_bar = not args.quiet
-    note_unknown_words(pipe, args.prompt)
+    note_prompt(pipe, args.prompt)
     options = {"mask": args.mask} if args.op == "inpaint" else {}
     if args.op == "outpaint":
         options.update(pad=list(args.pad), mode=args.mode)
@@ -141,14 +154,12 @@ def run(args: argparse.Namespace) -> int:
         **{key: sampling.get(key) for key in ("steps", "sr_steps", "guidance")}, **options, **concept_record(args),
     )  # fmt: skip
     note_differences(args.from_image, previous, record)
-    if args.op == "outpaint":
+    if args.op == "outpaint":  # (the other edits' library calls log it when they resize the input)
         left, top, right, bottom = args.pad
         width, height = (image.width + left + right, image.height + top + bottom) if args.mode == "fit" else image.size
         what = "extended image" if args.mode == "fit" else "input"
         if max(width, height) != pipe.image_size:
             print(f"musekit: note: the {width}x{height} {what} is drawn at {pipe.image_size}px on its longer side")
-    elif image.size != (pipe.image_size, pipe.image_size):
-        print(f"musekit: note: the {image.width}x{image.height} input is processed at {pipe.image_size}px")
     common = dict(
         negative_prompt=args.negative, generator=torch.Generator().manual_seed(args.seed),
         num_inference_steps=args.steps, sr_inference_steps=args.sr_steps, **concept_options(args),

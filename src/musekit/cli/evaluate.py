@@ -1,4 +1,5 @@
-"""`musekit eval shapes`: measure a model on the shapes world with the checker (JSON row + grid PNG)."""
+"""`musekit eval shapes|edit|personalize`: measure a model on the shapes world with the checker (a JSON row per run,
+and pictures: the shapes grid, the personalization sweep and grid)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 from musekit.cli.common import INT8_KINDS, CLIError, add_int8_argument, load_pipeline, positive_int
+from musekit.cli.edit import strength
 from musekit.personalize.rank_one import DEFAULT_BIAS
 
 
@@ -38,6 +40,7 @@ def add_parser(subparsers) -> None:
         help="personalize: the inference gate biases to sweep (comma-separated)",
     )
     p.add_argument("--edit-iterations", type=positive_int, default=30, help="edit: mask-free editing iterations")
+    p.add_argument("--img2img-strength", type=strength, default=0.5, help="edit: image-to-image strength (0-1)")
     p.add_argument("--top-k", type=positive_int, default=None, help="shapes: sample among the k most likely codes")
     add_int8_argument(p, "shapes/edit: evaluate the int8 CPU fast path (ff: feed-forward linears; all: every "
                       "per-step linear)")  # fmt: skip
@@ -130,7 +133,7 @@ def run_edit(args, pipe, checker) -> int:
     from musekit.eval.edit_eval import EditEvalSettings, evaluate_editing
 
     settings = EditEvalSettings(num_cases=args.num, seed=args.seed, iterations=args.edit_iterations,
-                                guidance_scale=args.guidance)  # fmt: skip
+                                guidance_scale=args.guidance, img2img_strength=args.img2img_strength)  # fmt: skip
     report = evaluate_editing(pipe, checker, settings)
     out = write_row(args, "edit", report)
     print(json.dumps(report, indent=2))

@@ -27,11 +27,23 @@ from musekit.cli.common import (
     load_pipeline,
     non_negative_float,
     note_differences,
-    note_unknown_words,
+    note_prompt,
     place_pipeline,
     positive_int,
 )
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
+
+MAX_IMAGES = 64  # decoded as one batch, so memory grows with it
+
+
+def image_count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_IMAGES:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_IMAGES} images in one call (they are decoded as one batch), got {value}; for more, run "
+            "again with other seeds"
+        )
+    return value
 
 
 def add_parser(subparsers) -> None:
@@ -48,7 +60,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--choice-temperature", type=non_negative_float, default=None,
                    help="Gumbel choice temperature of the re-masking (annealed to 0)")  # fmt: skip
     add_concept_arguments(p)
-    p.add_argument("--num", type=positive_int, default=None, help="number of images (written as one grid; default 1)")
+    p.add_argument("--num", type=image_count, default=None,
+                   help=f"number of images (written as one grid; default 1, at most {MAX_IMAGES})")  # fmt: skip
     p.add_argument(
         "--each", action="store_true", help="with --num: also write each image, as PATH-1.png, PATH-2.png, ..."
     )
@@ -57,7 +70,8 @@ def add_parser(subparsers) -> None:
         help="a text file of prompts, one a line (# comments): each to PATH-001.png, ... with the same seed",
     )  # fmt: skip
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
-    p.add_argument("--out", default="outputs/musekit.png", metavar="PATH", help="output PNG path")
+    p.add_argument("--out", default="outputs/musekit.png", metavar="PATH",
+                   help="output PNG path (default outputs/musekit.png; an existing file is replaced)")  # fmt: skip
     p.add_argument("--top-k", type=positive_int, default=None, help="sample token values among the k most likely")
     p.add_argument(
         "--sr-strength",
@@ -155,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     note_differences(args.from_image, record, make_record(pipe, "generate", args.prompt, **settings))
     say = print if len(jobs) == 1 else tqdm.write  # a line per file, under the progress bar
     for prompt, path in tqdm(jobs, desc="prompts", disable=args.quiet or len(jobs) == 1):
-        note_unknown_words(pipe, prompt)
+        note_prompt(pipe, prompt)
         start = time.perf_counter()
         result = pipe(
             prompt,

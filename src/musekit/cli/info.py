@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -23,9 +24,14 @@ def run(args: argparse.Namespace) -> int:
     from musekit.io.metadata import describe, read_record
     from musekit.personalize.concept import Concept
 
-    # every file is read before anything is printed: one bad file, one line, nothing else
-    items = [(path, Concept.load(path) if Path(path).suffix == ".safetensors" else read_record(path))
-             for path in args.files]  # fmt: skip
+    # every readable file is described; each one that cannot be read gets one error line, and the exit status is 2
+    items, failed = [], 0
+    for path in args.files:
+        try:
+            items.append((path, Concept.load(path) if Path(path).suffix == ".safetensors" else read_record(path)))
+        except (ValueError, OSError) as err:
+            print(f"musekit: error: {str(err).splitlines()[0]}", file=sys.stderr)
+            failed += 1
     fingerprint = None
     if not args.no_check and any(isinstance(item, Concept) for _, item in items):
         from musekit.cli.common import load_pipeline
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             print()
         print(f"{path}:")
         print(describe_concept(item, path, fingerprint, args.model) if isinstance(item, Concept) else describe(item))
-    return 0
+    return 2 if failed else 0
 
 
 def concept_summary(concept, path) -> dict:
@@ -63,11 +69,12 @@ def describe_concept(concept, path, fingerprint: str | None, model: str | None) 
         f"concept {concept.token} ({kind})",
         f"  superclass {concept.superclass!r} ({concept.pieces} placeholder(s)); trained at bias {concept.train_beta},"
         f" temperature {concept.train_tau}",
-        f"  {layers}; {facts['bytes'] / 1024:.1f} KB; for the model with fingerprint {concept.fingerprint}",
+        f"  {layers}; {facts['bytes'] / 1024:.1f} KB; for a model whose text path (the text projection and every "
+        f"cross-attention K/V weight) has fingerprint {concept.fingerprint}",
     ]
     if fingerprint is not None:
         where = model or "the bundled model"
         lines.append(f"  works with {where}" if fingerprint == concept.fingerprint else
-                     f"  does not work with {where} (fingerprint {fingerprint}): learn it again there")  # fmt: skip
+                     f"  does not work with {where} (its fingerprint {fingerprint}): learn it again there")  # fmt: skip
     lines.append(f"use: musekit generate 'a {concept.token} ...' --concept {path}")
     return "\n".join(lines)

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-from musekit.cli import (
-    bench,
-    build,
-    convert,
-    edit,
-    evaluate,
-    generate,
-    info,
-    personalize,
-    shards,
-    train,
-    train_checker,
-    ui,
-)
-from musekit.cli.common import ArgumentParser, CLIError
 
-
-def build_parser() -> ArgumentParser:
+def build_parser():
     from musekit import __version__
+    from musekit.cli import (
+        bench,
+        build,
+        convert,
+        edit,
+        evaluate,
+        generate,
+        info,
+        personalize,
+        shards,
+        train,
+        train_checker,
+        ui,
+    )
+    from musekit.cli.common import ArgumentParser
 
     parser = ArgumentParser(prog="musekit", description="Muse-style text-to-image generation and personalization.")
     parser.add_argument("--version", action="version", version=f"musekit {__version__}")
@@ -59,6 +59,19 @@ def transformers_without_sklearn() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:  # also while torch and the subcommands are imported
+        print("musekit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `musekit info ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def run(argv: list[str] | None) -> int:
+    from musekit.cli.common import CLIError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -68,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     transformers_without_sklearn()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("musekit: interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:
+        raise  # an OSError, but not the user's: handled in ``main``
     except (CLIError, ValueError, TypeError, FileNotFoundError, PermissionError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"musekit: error: {message}", file=sys.stderr)

@@ -12,7 +12,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, _draw_background, with_articles
+from musekit.data.drawing import draw_background
+from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, with_articles
 
 # "superclass" is what each concept's key is locked to: its colour and shape words. The shapes-world models read an
 # object's colour and its shape from separate words, so a key locked to the shape word alone leaves the image
@@ -72,7 +73,7 @@ def concept_scene(name: str, position: str, background: str, size: int = 128, la
     big = size * 4
     image = Image.new("RGB", (big, big))
     draw = ImageDraw.Draw(image)
-    _draw_background(draw, background, big, 0.0)
+    draw_background(draw, background, big, 0.0)
     fill = image.getpixel((0, 0)) if background not in ("striped", "checkered") else (200, 200, 200)
     row, col = divmod(POSITIONS.index(position), 3)
     radius = (0.2 if large else 0.13) * big

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from musekit.data.shapes import LABEL_SPACES, Example, ShapesWorld, object_coverage, render, scene_labels
+from musekit.data.drawing import object_coverage, render
+from musekit.data.shapes import LABEL_SPACES, Example, ShapesWorld, scene_labels
 
 
 def render_examples(examples: list[Example], size: int, progress: bool = False) -> torch.Tensor:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "cross")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -212,8 +210,64 @@ def unknown_words(prompt: str) -> list[str]:
     return seen
 
 
-def caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A random training caption of ``scene`` (templates and synonyms)."""
+def names_an_object(prompt: str) -> bool:
+    """Whether ``prompt`` names a shape of the shapes world or a concept token (``<emblem>``)."""
+    words = re.findall(r"<[^>]*>|[^\W\d_]+", prompt.lower())
+    return any(word.startswith("<") or word in SHAPES for word in words)
+
+
+_SIZE_WORDS = frozenset(word for words in _TRAIN_SYNONYMS.values() for word in words)
+_PLACE_WORDS = frozenset(re.findall(r"[a-z]+", " ".join(p for ps in _POSITION_PHRASES.values() for p in ps))) - {
+    "at", "the", "in", "on", "corner", "side", "part"}  # fmt: skip
+
+
+def left_out(prompt: str) -> list[str]:
+    """What a prompt naming one or two shapes leaves out of a whole shapes-world caption: "size" and "position"
+    (one object), "colour" (of a named shape), "background". Every training caption of the bundled model names all
+    of them (a concept token stands for a shape and its colour, and its prompts need no size)."""
+    words = re.findall(r"<[^>]*>|[^\W\d_]+", prompt.lower())
+    shapes, tokens = sum(w in SHAPES for w in words), sum(w.startswith("<") for w in words)
+    if not shapes + tokens:
+        return []
+    missing = []
+    if shapes == 1 and not tokens and not _SIZE_WORDS & set(words):
+        missing.append("size")
+    if shapes + tokens == 1 and not _PLACE_WORDS & set(words):
+        missing.append("position")
+    colors = sum(w in COLORS for w in words) - any(a in COLORS and b == "background" for a, b in zip(words, words[1:]))
+    if colors < shapes:
+        missing.append("colour")
+    if "background" not in words:
+        missing.append("background")
+    return missing
+
+
+def prompt_notes(prompt: str) -> list[str]:
+    """What a model trained on the shapes world will make of ``prompt`` that its user may not expect: the words it
+    never saw, a prompt that names no shape (every training scene has one or two objects, so it draws stray
+    fragments of objects instead of an empty background), and a caption that leaves out parts every training caption
+    names (``left_out``). Empty when the prompt is a whole caption in the world's words."""
+    notes = []
+    unknown = unknown_words(prompt)
+    if unknown:
+        notes.append(f"the bundled model never saw {', '.join(repr(w) for w in unknown)} in training and may ignore "
+                     "them: it draws shapes, colours, sizes, positions and backgrounds (see the README)")  # fmt: skip
+    if not names_an_object(prompt):
+        notes.append(f"the prompt names no shape ({', '.join(SHAPES)}); the bundled model draws one or two objects "
+                     "in every image, so without one it draws stray fragments")  # fmt: skip
+    missing = left_out(prompt)
+    if missing:
+        notes.append(f"the prompt leaves out the {', '.join(missing)}: the bundled model learned from whole captions "
+                     "and often draws fragments without them (write e.g. 'a large red circle in the center on a blue "
+                     "background')")  # fmt: skip
+    return notes
+
+
+def caption(scene: Scene, rng: np.random.Generator, partial: float = 0.0) -> str:
+    """A random training caption of ``scene`` (templates and synonyms); with probability ``partial`` a caption that
+    leaves some attributes out (``partial_caption``), so that a model learns to choose what a prompt does not say."""
+    if partial > 0 and rng.random() < partial:
+        return partial_caption(scene, rng)
     if scene.relation is None:
         o = scene.objects[0]
         return with_articles(
@@ -228,6 +282,41 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     a, b = scene.objects
     template = _pick(rng, _TWO_TEMPLATES[scene.relation])
     return with_articles(template.format(c1=a.color, s1=a.shape, c2=b.color, s2=b.shape, background=scene.background))
+
+
+def partial_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A caption of ``scene`` that names every object's shape but leaves out each other attribute with probability
+    1/2 (size, colour, position and background of one object; the colours and the background of two): "a red
+    circle", "a star above a green heart", "a small square on a blue background"."""
+    return partial_caption_and_names(scene, rng)[0]
+
+
+def partial_caption_and_names(scene: Scene, rng: np.random.Generator) -> tuple[str, frozenset[str]]:
+    """``partial_caption`` and the attributes it names (``LABEL_SPACES`` keys; shapes, count and relation always)."""
+    named = {"count", "shape"}
+    if scene.relation is None:
+        o = scene.objects[0]
+        parts = {
+            "size": _pick(rng, _TRAIN_SYNONYMS[o.size]),
+            "color": o.color,
+            "position": _pick(rng, _POSITION_PHRASES[o.position]),
+            "background": f"on a {scene.background} background",
+        }
+        parts = {key: value if rng.random() < 0.5 else "" for key, value in parts.items()}
+        named |= {key for key, value in parts.items() if value}
+        text = f"a {parts['size']} {parts['color']} {o.shape} {parts['position']} {parts['background']}"
+    else:
+        named |= {"shape2", "relation"}
+        template = _pick(rng, _TWO_TEMPLATES[scene.relation])
+        if rng.random() < 0.5:
+            template = re.sub(r",? (on a )?\{background\} background", "", template)
+        else:
+            named.add("background")
+        a, b = scene.objects
+        colors = [c if rng.random() < 0.5 else "" for c in (a.color, b.color)]
+        named |= {key for key, c in zip(("color", "color2"), colors) if c}
+        text = template.format(c1=colors[0], s1=a.shape, c2=colors[1], s2=b.shape, background=scene.background)
+    return with_articles(" ".join(text.split())), frozenset(named)
 
 
 def paraphrase_caption(scene: Scene, rng: np.random.Generator) -> str:
@@ -245,100 +334,6 @@ def paraphrase_caption(scene: Scene, rng: np.random.Generator) -> str:
             background=background,
         )
     )
-
-
-# --- rendering ---------------------------------------------------------------------------------------------------
-def _jittered(color: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
-    return tuple(int(min(255, max(0, c + 8 * amount))) for c in color)
-
-
-def _shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    def rotate(points):
-        ca, sa = math.cos(angle), math.sin(angle)
-        return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in points]
-
-    if shape == "square":
-        s = r * 0.85
-        return rotate([(-s, -s), (s, -s), (s, s), (-s, s)])
-    if shape == "triangle":
-        return rotate([(0, -r), (r * 0.95, r * 0.7), (-r * 0.95, r * 0.7)])
-    if shape == "star":
-        pts = []
-        for i in range(10):
-            rad = r if i % 2 == 0 else r * 0.42
-            theta = -math.pi / 2 + i * math.pi / 5
-            pts.append((rad * math.cos(theta), rad * math.sin(theta)))
-        return rotate(pts)
-    if shape == "cross":
-        a, b = r, r * 0.33
-        return rotate([(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b),
-                       (-a, -b), (-b, -b)])  # fmt: skip
-    if shape == "heart":
-        pts = []
-        for i in range(48):
-            t = 2 * math.pi * i / 48
-            x = 16 * math.sin(t) ** 3
-            y = -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t))
-            pts.append((x * r / 16.5, (y + 2.5) * r / 16.5))
-        return rotate(pts)
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def _draw_background(draw: ImageDraw.ImageDraw, background: str, size: int, jitter: float) -> None:
-    if background in COLORS:
-        draw.rectangle([0, 0, size, size], fill=_jittered(COLORS[background], jitter))
-    elif background == "gray":
-        draw.rectangle([0, 0, size, size], fill=_jittered(GRAY, jitter))
-    elif background == "striped":
-        light, dark = PATTERN_COLORS
-        draw.rectangle([0, 0, size, size], fill=light)
-        period = size / 8
-        for i in range(-8, 17):
-            x0 = i * period
-            draw.polygon([(x0, 0), (x0 + period / 2, 0), (x0 + period / 2 - size, size), (x0 - size, size)], fill=dark)
-    elif background == "checkered":
-        light, dark = PATTERN_COLORS
-        cell = size / 8
-        for i in range(8):
-            for j in range(8):
-                fill = light if (i + j) % 2 == 0 else dark
-                draw.rectangle([i * cell, j * cell, (i + 1) * cell, (j + 1) * cell], fill=fill)
-    else:
-        raise ValueError(f"unknown background {background!r}")
-
-
-def _draw_objects(draw: ImageDraw.ImageDraw, scene: Scene, big: int, fill=None) -> None:
-    """Draw the objects of ``scene`` on a ``big`` x ``big`` canvas (in their colors, or all in ``fill``)."""
-    j = scene.jitter or (0.0,) * 8
-    for index, obj in enumerate(scene.objects):
-        row, col = divmod(POSITIONS.index(obj.position), 3)
-        jx, jy = j[1 + 2 * index] * 0.025, j[2 + 2 * index] * 0.025
-        cx, cy = (_GRID[col] + jx) * big, (_GRID[row] + jy) * big
-        r = SIZE_RADIUS[obj.size] * big * (1 + 0.05 * j[5])
-        color = _jittered(COLORS[obj.color], j[6 + index]) if fill is None else fill
-        angle = math.radians(8 * j[7 - index])
-        if obj.shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
-        else:
-            draw.polygon(_shape_polygon(obj.shape, cx, cy, r, angle), fill=color)
-
-
-def render(scene: Scene, size: int = 128, supersample: int = 4) -> Image.Image:
-    """Draw ``scene`` as an RGB image of ``size`` x ``size`` (anti-aliased by supersampling)."""
-    big = size * supersample
-    image = Image.new("RGB", (big, big))
-    draw = ImageDraw.Draw(image)
-    _draw_background(draw, scene.background, big, (scene.jitter or (0.0,))[0])
-    _draw_objects(draw, scene, big)
-    return image.resize((size, size), Image.Resampling.LANCZOS if supersample > 1 else Image.Resampling.NEAREST)
-
-
-def object_coverage(scene: Scene, size: int = 128, supersample: int = 4) -> np.ndarray:
-    """(size, size) float32 in [0, 1]: the fraction of each pixel covered by an object (same geometry as ``render``)."""
-    big = size * supersample
-    mask = Image.new("L", (big, big), 0)
-    _draw_objects(ImageDraw.Draw(mask), scene, big, fill=255)
-    return np.asarray(mask.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
 # --- labels for the checker --------------------------------------------------------------------------------------

@@ -93,7 +93,8 @@ def img2img(
             # 128 px tokens stay, so its detail survives and no old token sits inside a redrawn area.
             final = pipe.super_resolve(base_out, text, repeat, options, generator, keep_ids=high_ids, region=changed)
     if strength == 0.0 and options.output_type != "ids":
-        # Nothing was re-masked: return the input itself (at the model size), not a lossy VQ reconstruction.
-        return finish(pipe, final, base_out, model_image, torch.zeros_like(model_image[:, :1]), options,
-                      return_dict)  # fmt: skip
-    return finish(pipe, final, base_out, model_image, None, options, return_dict)
+        # Nothing was re-masked: return the input itself, not a lossy VQ reconstruction.
+        return finish(pipe, final, base_out, original.expand(repeat, -1, -1, -1),
+                      torch.zeros_like(original[:, :1]).expand(repeat, -1, -1, -1), options, return_dict)  # fmt: skip
+    # decoded at the model's size, then resized to the input's, as the other edits return it
+    return finish(pipe, final, base_out, original.expand(repeat, -1, -1, -1), None, options, return_dict)

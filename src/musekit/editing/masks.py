@@ -57,7 +57,8 @@ def resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 def fit_to_model(image: torch.Tensor, size: int) -> torch.Tensor:
     """Resize (1, 3, H, W) to the model's square size, warning when that changes it."""
     if tuple(image.shape[-2:]) != (size, size):
-        logger.warning("image of size %dx%d resized to %dx%d", image.shape[-1], image.shape[-2], size, size)
+        logger.warning("the %dx%d image is processed at the model's %dx%d (the result is resized back)",
+                       image.shape[-1], image.shape[-2], size, size)  # fmt: skip
     return resize(image, size)
 
 

@@ -6,6 +6,10 @@
 * edit: change the object's colour or shape with the prompt alone (random re-masking, and the attention-region
   variant given the source prompt); success = the changed attribute is read right; preserved = position and
   background are still read right.
+* img2img: redraw the scene at ``img2img_strength`` under a prompt that changes its object's colour, its shape or
+  the background (in turn); follows = the changed attribute is read as the prompt's; kept = the position and the
+  two other attributes are read as the source's; clean = one object is read, and its colour, its shape and the
+  background each as the source's or the prompt's value (not a patchwork of the two scenes).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class EditEvalSettings:
     iterations: int = 30
     seed: int = 0
     guidance_scale: float | None = None  # None: each method's default (the model's configured scale)
+    img2img_strength: float = 0.5
 
 
 def one_object_scenes(count: int, seed: int) -> list[Scene]:
@@ -55,8 +60,42 @@ def changed(scene: Scene, k: int, attribute: str) -> Scene:
     return replace(scene, objects=(obj,))
 
 
+IMG2IMG_CHANGES = ("color", "shape", "background")
+
+
+def changed_for_img2img(scene: Scene, k: int, kind: str) -> Scene:
+    """The scene with its object's colour or shape, or its background (``kind``), changed deterministically by k."""
+    if kind != "background":
+        return changed(scene, k, kind)
+    obj = scene.objects[0]
+    options = [c for c in COLOR_NAMES if c not in (obj.color, scene.background)]
+    return replace(scene, background=options[k % len(options)])
+
+
 def read(checker: ShapeChecker, images: torch.Tensor) -> dict[str, torch.Tensor]:
     return checker.predict(images)
+
+
+def read_values(pred: dict[str, torch.Tensor], i: int = 0) -> dict:
+    """The checker's reading of image ``i`` as attribute names (and the object count)."""
+    return {"color": COLOR_NAMES[pred["color"][i]], "shape": SHAPES[pred["shape"][i]],
+            "background": BACKGROUNDS[pred["background"][i]], "position": POSITIONS[pred["position"][i]],
+            "count": int(pred["count"][i]) + 1}  # fmt: skip
+
+
+def scene_values(scene: Scene) -> dict[str, str]:
+    obj = scene.objects[0]
+    return {"color": obj.color, "shape": obj.shape, "background": scene.background, "position": obj.position}
+
+
+def img2img_verdict(got: dict, source: Scene, target: Scene, kind: str) -> dict[str, bool]:
+    """follows / kept / clean of one image-to-image result read as ``got`` (see the module doc)."""
+    src, tgt = scene_values(source), scene_values(target)
+    return {
+        "follows": got[kind] == tgt[kind],
+        "kept": all(got[a] == src[a] for a in ("position", *IMG2IMG_CHANGES) if a != kind),
+        "clean": got["count"] == 1 and all(got[a] in (src[a], tgt[a]) for a in IMG2IMG_CHANGES),
+    }
 
 
 def evaluate_inpaint(pipe, checker, scenes, settings) -> dict:
@@ -127,6 +166,26 @@ def evaluate_maskfree(pipe, checker, scenes, settings, region: bool) -> dict:
             "iterations": settings.iterations, "seconds_per_edit": seconds / n}  # fmt: skip
 
 
+def evaluate_img2img(pipe, checker, scenes, settings) -> dict:
+    totals, seconds = {"follows": 0, "kept": 0, "clean": 0}, 0.0
+    size = pipe.image_size
+    for k, scene in enumerate(scenes):
+        kind = IMG2IMG_CHANGES[k % len(IMG2IMG_CHANGES)]
+        target = changed_for_img2img(scene, k, kind)
+        image = to_float(render_examples([_example(scene)], size))
+        start = time.perf_counter()
+        out = pipe.img2img(image, target.canonical_caption(), strength=settings.img2img_strength,
+                           guidance_scale=settings.guidance_scale, generator=torch.Generator().manual_seed(k),
+                           output_type="pt").images  # fmt: skip
+        seconds += time.perf_counter() - start
+        verdict = img2img_verdict(read_values(read(checker, out)), scene, target, kind)
+        totals = {key: totals[key] + int(verdict[key]) for key in totals}
+    n = len(scenes)
+    return {"prompt_followed": totals["follows"] / n, "rest_kept": totals["kept"] / n,
+            "one_clean_scene": totals["clean"] / n, "strength": settings.img2img_strength,
+            "seconds_per_image": seconds / n}  # fmt: skip
+
+
 def _example(scene: Scene) -> Example:
     return Example(scene, scene.canonical_caption())
 
@@ -141,4 +200,5 @@ def evaluate_editing(pipe, checker: ShapeChecker, settings: EditEvalSettings | N
         "outpaint": evaluate_outpaint(pipe, checker, scenes, settings),
         "edit_random": evaluate_maskfree(pipe, checker, scenes, settings, region=False),
         "edit_region": evaluate_maskfree(pipe, checker, scenes, settings, region=True),
+        "img2img": evaluate_img2img(pipe, checker, scenes, settings),
     }

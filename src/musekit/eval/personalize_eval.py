@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from musekit.data.concepts import CONCEPTS, backgrounds_for, cell_box, concept_examples, concept_scene
-from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Scene, ShapeObject, render, with_articles
+from musekit.data.drawing import render
+from musekit.data.shapes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Scene, ShapeObject, with_articles
 from musekit.editing.masks import image_to_tensor
 from musekit.eval.checker import ShapeChecker
 from musekit.personalize.rank_one import DEFAULT_BIAS

@@ -87,12 +87,21 @@ def save_component(module: torch.nn.Module, config: BaseConfig, folder: str | Pa
     config.save(folder / CONFIG_NAME)
 
 
-def load_state_strict(module: torch.nn.Module, path: str | Path) -> None:
-    """Load a safetensors state dict into ``module``; any missing, unexpected or mis-shaped key is an error."""
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, damaged or partial file is a one-line error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    state = load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"cannot read {path} (a damaged or partial file?): {err}") from None
+
+
+def load_state_strict(module: torch.nn.Module, path: str | Path) -> None:
+    """Load a safetensors state dict into ``module``; any missing, unexpected or mis-shaped key is an error."""
+    path = Path(path)
+    state = read_weights(path)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -109,9 +118,7 @@ def load_state_matching(module: torch.nn.Module, path: str | Path) -> list[str]:
     """Load the tensors of ``path`` whose names and shapes match ``module`` (e.g. a transformer body for a new
     codebook); returns the names of ``module``'s tensors left as they were. No matching tensor at all is an error."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    state = load_file(str(path))
+    state = read_weights(path)
     expected = module.state_dict()
     matching = {k: v.to(expected[k].dtype) for k, v in state.items() if k in expected and v.shape == expected[k].shape}
     if not matching:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from musekit.config import PipelineConfig, SchedulerConfig, TextEncoderConfig, UVitConfig
+from musekit.io.checkpoint import read_weights
 from musekit.models.uvit import UVitTransformer, from_diffusers_state_dict
 from musekit.text import build_text_encoder
 from musekit.tokenizer.amused_vq import AmusedVQConfig, AmusedVQModel
@@ -37,7 +36,7 @@ def _weights(module, folder: Path, convert=lambda s: s) -> None:
     path = folder / WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
-    state = convert(load_file(str(path)))
+    state = convert(read_weights(path))
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: missing keys {missing[:6]}, unexpected keys {unexpected[:6]}")

@@ -9,9 +9,10 @@ IMAGE`` re-runs it. Editors that rewrite a PNG may drop the chunk; the pixels ar
 
 A record (``SCHEMA`` 1) is a flat JSON object: ``schema``, ``musekit`` (version), ``command`` (``generate``,
 ``inpaint``, ``outpaint``, ``edit`` or ``img2img``), ``prompt``, then the command's options under their
-command-line names (``seed``, ``steps``, ``guidance``, ...; ``null`` for "not set"), and ``model`` /
-``model_fingerprint``. A picture that is one image of a batch also has ``index``. File paths (model, concepts,
-inputs) are recorded absolute, so a record re-runs from any folder.
+command-line names (``seed``, ``steps``, ``guidance``, ...; ``null`` for "not set"), ``model`` /
+``model_fingerprint``, and ``inputs``: hashes of the input files (image, mask, concept files) it was made from, so a
+re-run can say when one has changed. A picture that is one image of a batch also has ``index``. File paths (model,
+concepts, inputs) are recorded absolute, so a record re-runs from any folder.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ POSITIONALS = {
     "img2img": ("image", "prompt"),
 }
 # Keys that are facts about the image, not options of the command.
-FACTS = ("schema", "musekit", "command", "model_fingerprint", "index", "size")
+FACTS = ("schema", "musekit", "command", "model_fingerprint", "inputs", "index", "size")
 # Options recorded for information that a re-run does not take from the record (they name this machine's setup);
-# only `generate` has them as flags.
+# every command has them as flags.
 MACHINE_OPTIONS = ("int8", "device", "half")
 PATH_OPTIONS = ("model", "image", "mask")  # recorded absolute; and "concept", a list
 SCALARS = (str, int, float, bool, type(None))
@@ -87,6 +88,22 @@ def weights_fingerprint(pipe) -> str:
     return cached
 
 
+def file_fingerprint(path) -> str:
+    """A short hash of a file's bytes (input images, masks and concept files are kilobytes)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def input_fingerprints(record: dict) -> dict:
+    """``{"image": hash, "mask": hash, "concept": [hash, ...]}`` of the input files ``record`` names that exist, so
+    that a ``--from`` re-run can tell when one has changed since."""
+    found = {key: file_fingerprint(record[key]) for key in ("image", "mask") if record.get(key) and
+             Path(record[key]).is_file()}  # fmt: skip
+    concepts = [file_fingerprint(p) for p in record.get("concept") or [] if Path(p).is_file()]
+    if concepts:
+        found["concept"] = concepts
+    return found
+
+
 def absolute(path) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
@@ -107,6 +124,9 @@ def make_record(pipe, command: str, prompt: str, model: str | None = None, **opt
         record["concept"] = [absolute(path) for path in record["concept"]]
     record["model"] = absolute(model)
     record["model_fingerprint"] = weights_fingerprint(pipe)
+    inputs = input_fingerprints(record)
+    if inputs:
+        record["inputs"] = inputs
     record.update(machine_record(pipe))
     return record
 
@@ -173,7 +193,10 @@ def record_problem(record) -> str | None:
             key in NUMBERS and not (whole or isinstance(value, float))
         ):
             return f"{key} {value!r}"
-        if key in ("concept", "pad", "size"):
+        if key == "inputs":
+            if not isinstance(value, dict):
+                return f"{key} {value!r}"
+        elif key in ("concept", "pad", "size"):
             kind = str if key == "concept" else int
             if not (isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)):
                 return f"{key} {value!r}"
@@ -213,11 +236,10 @@ def command_line(record: dict) -> str:
             flags += [flag, str(value)]
     if command == "inpaint" and record.get("mask") is None:
         flags += ["--mask", "MASK"]
-    if command == "generate":  # the editing commands have no machine flags
-        for key in MACHINE_OPTIONS:
-            value = record.get(key)
-            if value and not (key == "device" and value == "cpu"):
-                flags += [f"--{key}", str(value)]
+    for key in MACHINE_OPTIONS:  # every command takes them
+        value = record.get(key)
+        if value and not (key == "device" and value == "cpu"):
+            flags += [f"--{key}", str(value)]
     if any(p.startswith("-") for p in positionals):
         return shlex.join(["musekit", command, *flags, "--", *positionals])
     return shlex.join(["musekit", command, *positionals, *flags])
@@ -234,7 +256,7 @@ def describe(record: dict) -> str:
     machine = ", ".join(f"--{k} {record[k]}" for k in ("int8", "half") if record.get(k)) or "fp32"
     model = record.get("model") or "the bundled model"
     fingerprint, device = record.get("model_fingerprint", "?"), record.get("device", "cpu")
-    facts = f"model: {model} (fingerprint {fingerprint}), {machine} on {device}"
+    facts = f"model: {model} (weights fingerprint {fingerprint}), {machine} on {device}"
     if "size" in record:
         facts += f", {record['size'][0]}x{record['size'][1]}"
     facts += f", musekit {record.get('musekit', '?')}"

@@ -1,7 +1,9 @@
 """Reduced-precision decoding paths and how far they drift from fp32.
 
 On the 2-core CPU this project targets, fp16/bf16 matmuls are ~100x slower than fp32 while int8 matmuls
-(``torch._int_mm``, oneDNN) run several times faster (docs/BENCHMARKS.md), so the CPU fast path is ``Int8Linear``:
+(``torch._int_mm``, oneDNN) ran several times faster (docs/BENCHMARKS.md; on some CPUs, such as an AVX2-only AMD
+EPYC, torch's int8 product is a plain loop, far slower than fp32: ``quantize_pipeline`` measures it and warns,
+``int8_speedup``), so the CPU fast path is ``Int8Linear``:
 weights int8 per output channel (once), activations int8 per token (at run time), int32 accumulation. Per-token
 activation scales keep a token's error independent of the other tokens' outliers; torch's dynamic quantization
 (one scale per batch) drifted several times further from fp32 at the same speed.
@@ -20,7 +22,9 @@ Everything that runs once per call (text projections, cross-attention K/V, which
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import time
 from collections.abc import Callable
 
 import torch
@@ -122,6 +126,28 @@ def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, fl
     return {"cosine_mean": cos.mean().item(), "cosine_min": cos.min().item(), "top1_agreement": top1.item()}
 
 
+@functools.cache
+def int8_speedup() -> float:
+    """How many times faster ``torch._int_mm`` multiplies (256 x 512) by (512 x 512) than fp32 does on this CPU, at
+    the current thread count (best of 3 each; measured once per process). torch's int8 product is fast on some CPUs
+    and a plain loop on others: on an AVX2-only AMD EPYC it ran about 60x slower than fp32 (docs/BENCHMARKS.md)."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 512, generator=generator), torch.randn(512, 512, generator=generator)
+    qa = torch.randint(-127, 128, (256, 512), dtype=torch.int8, generator=generator)
+    qb = torch.randint(-127, 128, (512, 512), dtype=torch.int8, generator=generator)
+
+    def best(run: Callable[[], object]) -> float:
+        run()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(lambda: a @ b) / best(lambda: torch._int_mm(qa, qb))
+
+
 def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
     """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 (CPU) or fp16/bf16 (CUDA) copies, keeping
     the fp32 ones aside."""
@@ -148,6 +174,11 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
         raise ValueError("compile applies to the fp16/bf16 GPU paths")
     if pipe.device.type != "cpu":
         raise ValueError("int8 quantization is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
+    speedup = int8_speedup()
+    if speedup < 1:
+        logger.warning("on this CPU (%s) int8 matrix products run %.0fx slower than fp32 (torch has no fast int8 "
+                       "kernel for it): %s will be slower than fp32 here",
+                       torch.backends.cpu.get_cpu_capability(), 1 / speedup, kind)  # fmt: skip
     text = pipe.text_encoder.empty(1)
     for name in ("transformer", "superres"):
         model = getattr(pipe, name)

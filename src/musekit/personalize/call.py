@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,8 +79,10 @@ class ConceptCall:
     def context(pipe, prompts, concepts, num_images, bias, temperature, key_locking) -> Iterator[ConceptCall]:
         if key_locking not in KEY_LOCKING:
             raise ValueError(f"key_locking must be one of {KEY_LOCKING}, got {key_locking!r}")
-        if not temperature > 0:
-            raise ValueError(f"concept_temperature must be > 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"concept_temperature must be a finite number > 0, got {temperature}")
+        if not math.isfinite(bias):
+            raise ValueError(f"concept_bias must be a finite number, got {bias}")
         loaded = load_concepts(list(concepts), model_fingerprint(pipe))
         missing = [c.token for c in loaded if not any(c.token in p for p in prompts)]
         if missing:

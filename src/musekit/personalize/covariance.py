@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from musekit.io.checkpoint import atomic_save_tensors
+from musekit.io.checkpoint import atomic_save_tensors, read_weights
 from musekit.models.transformer import MaskedTransformer
 from musekit.text.base import TextEncoder
 
@@ -60,7 +59,7 @@ def load_covariances(folder: str | Path) -> dict[str, torch.Tensor]:
             f"no Perfusion covariance in {folder}; estimate it once with pipe.estimate_covariance() and store it with "
             "pipe.save_pretrained(folder) (musekit build-pipeline does both)"
         )
-    return {k: v.double() for k, v in load_file(str(path)).items()}
+    return {k: v.double() for k, v in read_weights(path).items()}
 
 
 def estimate_pipeline_covariances(pipe, captions: list[str] | None = None, count: int = 2000) -> dict:

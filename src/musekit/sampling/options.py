@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from musekit.config import PipelineConfig
@@ -66,15 +67,21 @@ class SamplingOptions:
             raise ValueError(
                 f"inference steps must be >= 1 (got {self.num_inference_steps}, {self.sr_inference_steps})"
             )
-        if self.guidance_scale < 0 or self.sr_guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        for name in ("guidance_scale", "sr_guidance_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        temperature = self.temperature
+        values = [] if temperature is None else temperature if isinstance(temperature, tuple | list) else [temperature]
+        if not all(math.isfinite(value) and value >= 0 for value in values):
+            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
         if self.guidance_schedule not in GUIDANCE_SCHEDULES:
             raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {self.guidance_schedule!r}")
         if self.num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {self.num_images_per_prompt}")
         if self.output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {self.output_type!r}")
-        if not 0.0 <= self.sr_strength <= 1.0:
+        if not 0.0 <= self.sr_strength <= 1.0:  # (NaN fails too)
             raise ValueError(f"sr_strength must be in [0, 1], got {self.sr_strength}")
         crop = self.micro_conditioning_crop_coord
         if crop is not None and (len(crop) != 2 or min(crop) < 0):

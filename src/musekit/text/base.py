@@ -126,7 +126,7 @@ class TextEncoder(nn.Module):
             max_length=self.config.max_length,
             return_tensors="pt",
         )
-        untruncated = self.tokenizer(prompts, truncation=False)["input_ids"]
+        untruncated = self.tokenizer(prompts, truncation=False, verbose=False)["input_ids"]  # musekit warns below
         for row, ids in enumerate(untruncated):
             if len(ids) > self.config.max_length:
                 kept = self.tokenizer.decode(batch["input_ids"][row], skip_special_tokens=True)
@@ -149,6 +149,12 @@ class TextEncoder(nn.Module):
         if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
             raise TypeError("prompts must be a string or a list of strings")
         input_ids, attention_mask = self.tokenize(list(prompts))
+        # A concept token that a call with concepts added to the tokenizer has no row in the embedding table (its
+        # embedding is the concept's): outside such a call it is an unknown word, not an index error.
+        rows = self.input_embeddings().num_embeddings
+        if bool((input_ids >= rows).any()):
+            unknown = self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else 0
+            input_ids = input_ids.masked_fill(input_ids >= rows, unknown)
         full_length = input_ids.shape[1]
         if self.config.mask_padding:
             # Run the encoder only up to the longest prompt (padding is masked, so the outputs are the same),

@@ -33,6 +33,9 @@ class TrainConfig(BaseConfig):
     num_examples: int = 50000  # examples pre-encoded to token shards (transformer stages)
     # transformer objective
     cond_dropout: float = 0.1
+    # share of captions that leave some attributes out (``musekit.data.shapes.partial_caption``): without them a
+    # model meets "a red circle" (no size, place or background) only at sampling time, and draws confetti
+    partial_captions: float = 0.0
     label_smoothing: float = 0.1
     mask_schedule: str = "cosine"
     base_codes: int = 0  # > 0: the base predicts this many codes of the codebook (tokenizer.code_subset); 0 = all
@@ -74,6 +77,8 @@ class TrainConfig(BaseConfig):
             raise ConfigError("TrainConfig: steps, batch_size and lr must be positive")
         if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError("TrainConfig: ema_decay in [0, 1) and cond_dropout in [0, 1]")
+        if not 0.0 <= self.partial_captions <= 1.0:
+            raise ConfigError("TrainConfig: partial_captions must be in [0, 1]")
         if self.base_codes < 0:
             raise ConfigError("TrainConfig: base_codes must be >= 0 (0 = the whole codebook)")
         if self.object_loss_weight <= 0:

@@ -103,7 +103,8 @@ def train_transformer(
     for step in bar:
         index = batch_indices(len(shards), config.batch_size, step, runner.rank, runner.world_size, config.seed)
         rng = np.random.default_rng([config.seed, step, runner.rank])
-        prompts = [caption(world.example("train", int(shards.index[i])).scene, rng) for i in index]
+        prompts = [caption(world.example("train", int(shards.index[i])).scene, rng, config.partial_captions)
+                   for i in index]  # fmt: skip
         text = encoder.encode(prompts)
         ids = (base_ids if config.stage == "base" else shards.ids_hi)[index].long().to(runner.device)
         cond = shards.ids_lo[index].long().to(runner.device) if config.stage == "sr" else None

@@ -40,7 +40,7 @@ SHAPES_PROMPTS = [
     "a large red circle in the center on a blue background",
     "a small yellow star at the top left on a gray background",
     "a green triangle left of a white square on a black background",
-    "a purple heart at the bottom right on a checkered background",
+    "a small purple heart at the bottom right on a checkered background",
 ]
 OPEN_PROMPTS = [  # for a model trained on real images (an aMUSEd checkpoint)
     "a photo of a red fox in the snow",

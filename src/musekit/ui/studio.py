@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from musekit.data.shapes import unknown_words
+from musekit.data.shapes import prompt_notes
 from musekit.editing.outpaint import OUTPAINT_MODES
 from musekit.io.images import check_image_size, flatten_alpha, read_image
 from musekit.io.metadata import attach, make_record, sampling_record
@@ -180,9 +180,8 @@ class Studio:
         for index, image in enumerate(images):
             attach(image, base, index=index if len(images) > 1 else None)
         text = summary(images, start, seed)
-        unknown = unknown_words(prompt) if self.pipe.is_bundled else []
-        if unknown:
-            text += f"; words the bundled model never saw in training: {', '.join(unknown)}"
+        for note in prompt_notes(prompt) if self.pipe.is_bundled else []:
+            text += f"; note: {note}"
         return Result(images, text)
 
     # --- personalization --------------------------------------------------------------------------------------

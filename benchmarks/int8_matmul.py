@@ -1,0 +1,51 @@
+"""Is torch's int8 matrix product faster than fp32 on this CPU? (The int8 paths depend on it.)
+
+Usage: python benchmarks/int8_matmul.py [--threads 2]
+Times fp32 ``a @ b`` against ``torch._int_mm`` (int8 x int8 -> int32, what ``Int8Linear`` runs) on the shapes of the
+bundled base transformer's per-step linears at batch 1 with guidance (2 x 64 tokens: 128 rows), best of 3 after a
+warm-up, and prints the CPU's capability as torch sees it and ``musekit.models.quantize.int8_speedup()`` (the check
+``quantize`` makes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from musekit.models.quantize import int8_speedup
+
+
+def best(run, repeats: int = 3) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"{args.threads} thread(s)")  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    for rows, inner, out in ((128, 320, 1280), (128, 1280, 320), (128, 320, 320)):
+        a, b = torch.randn(rows, inner, generator=generator), torch.randn(inner, out, generator=generator)
+        qa = torch.randint(-127, 128, (rows, inner), dtype=torch.int8, generator=generator)
+        qb = torch.randint(-127, 128, (inner, out), dtype=torch.int8, generator=generator)
+        fp32 = best(lambda a=a, b=b: a @ b)
+        int8 = best(lambda qa=qa, qb=qb: torch._int_mm(qa, qb))
+        rate = 2 * rows * inner * out / 1e9
+        print(f"{rows}x{inner} @ {inner}x{out}: fp32 {fp32 * 1e3:.2f} ms ({rate / fp32:.1f} GFLOP/s), int8 "
+              f"{int8 * 1e3:.2f} ms ({rate / int8:.1f} GOP/s): int8 at {fp32 / int8:.3f}x fp32's speed")  # fmt: skip
+    print(f"int8_speedup() (256x512 @ 512x512): {int8_speedup():.3f}")
+
+
+if __name__ == "__main__":
+    main()
