@@ -130,7 +130,7 @@ def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, fl
 def int8_speedup() -> float:
     """How many times faster ``torch._int_mm`` multiplies (256 x 512) by (512 x 512) than fp32 does on this CPU, at
     the current thread count (best of 3 each; measured once per process). torch's int8 product is fast on some CPUs
-    and a plain loop on others: on an AVX2-only AMD EPYC it ran about 60x slower than fp32 (docs/BENCHMARKS.md)."""
+    and a plain loop on others: on an AVX2-only AMD EPYC it ran 24-55x slower than fp32 (docs/BENCHMARKS.md)."""
     generator = torch.Generator().manual_seed(0)
     a, b = torch.randn(256, 512, generator=generator), torch.randn(512, 512, generator=generator)
     qa = torch.randint(-127, 128, (256, 512), dtype=torch.int8, generator=generator)
