@@ -24,7 +24,7 @@ import torch
 from musekit.data.renders import render_examples, to_float
 from musekit.data.shapes import Example
 from musekit.eval.checker import load_checker
-from musekit.eval.edit_eval import IMG2IMG_CHANGES, changed_for_img2img, img2img_verdict, one_object_scenes, read_values
+from musekit.eval.edit_eval import IMG2IMG_CHANGES, changed, img2img_verdict, one_object_scenes, read_values
 from musekit.pipeline import MusePipeline
 
 
@@ -62,7 +62,7 @@ def main() -> None:
         outs = []
         for k, scene in enumerate(scenes):
             kind = IMG2IMG_CHANGES[k % 3]
-            target = scene if args.same_prompt else changed_for_img2img(scene, k, kind)
+            target = scene if args.same_prompt else changed(scene, k, kind)
             image = to_float(render_examples([Example(scene, scene.canonical_caption())], size))
             extra = {"guidance_scale": pipe.config.guidance_scale * strength} if args.guidance_times_strength else {}
             began = time.perf_counter()

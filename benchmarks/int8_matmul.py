@@ -10,21 +10,10 @@ warm-up, and prints the CPU's capability as torch sees it and ``musekit.models.q
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from musekit.models.quantize import int8_speedup
-
-
-def best(run, repeats: int = 3) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from musekit.models.quantize import best_time, int8_speedup
 
 
 def main() -> None:
@@ -39,8 +28,8 @@ def main() -> None:
         a, b = torch.randn(rows, inner, generator=generator), torch.randn(inner, out, generator=generator)
         qa = torch.randint(-127, 128, (rows, inner), dtype=torch.int8, generator=generator)
         qb = torch.randint(-127, 128, (inner, out), dtype=torch.int8, generator=generator)
-        fp32 = best(lambda a=a, b=b: a @ b)
-        int8 = best(lambda qa=qa, qb=qb: torch._int_mm(qa, qb))
+        fp32 = best_time(lambda a=a, b=b: a @ b)
+        int8 = best_time(lambda qa=qa, qb=qb: torch._int_mm(qa, qb))
         rate = 2 * rows * inner * out / 1e9
         print(f"{rows}x{inner} @ {inner}x{out}: fp32 {fp32 * 1e3:.2f} ms ({rate / fp32:.1f} GFLOP/s), int8 "
               f"{int8 * 1e3:.2f} ms ({rate / int8:.1f} GOP/s): int8 at {fp32 / int8:.3f}x fp32's speed")  # fmt: skip

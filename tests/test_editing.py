@@ -400,10 +400,10 @@ def test_edit_harness_on_tiny_components(tiny_pipe):
 
 
 def test_img2img_verdict_reads_follow_keep_and_patchwork():
-    from musekit.eval.edit_eval import changed_for_img2img, img2img_verdict, one_object_scenes, scene_values
+    from musekit.eval.edit_eval import changed, img2img_verdict, one_object_scenes, scene_values
 
     source = one_object_scenes(1, 0)[0]
-    target = changed_for_img2img(source, 0, "background")
+    target = changed(source, 0, "background")
     assert target.background != source.background and target.objects == source.objects
     src, tgt = scene_values(source), scene_values(target)
     redrawn = dict(tgt, count=1)

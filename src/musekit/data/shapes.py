@@ -200,11 +200,16 @@ def vocabulary() -> frozenset[str]:
     return frozenset(words)
 
 
+def prompt_words(prompt: str) -> list[str]:
+    """The words of ``prompt``, lower-cased: runs of letters in any script, and concept tokens (``<emblem>``) whole."""
+    return re.findall(r"<[^>]*>|[^\W\d_]+", prompt.lower())
+
+
 def unknown_words(prompt: str) -> list[str]:
     """The words of ``prompt`` that no training caption uses, in order, once each (concept tokens such as
     ``<emblem>`` are not words). A model trained on the shapes world can only guess at them."""
     known, seen = vocabulary(), []
-    for word in re.findall(r"<[^>]*>|[^\W\d_]+", prompt.lower()):  # words of letters, in any script
+    for word in prompt_words(prompt):
         if not word.startswith("<") and word not in known and word not in seen:
             seen.append(word)
     return seen
@@ -212,7 +217,7 @@ def unknown_words(prompt: str) -> list[str]:
 
 def names_an_object(prompt: str) -> bool:
     """Whether ``prompt`` names a shape of the shapes world or a concept token (``<emblem>``)."""
-    words = re.findall(r"<[^>]*>|[^\W\d_]+", prompt.lower())
+    words = prompt_words(prompt)
     return any(word.startswith("<") or word in SHAPES for word in words)
 
 
@@ -225,7 +230,7 @@ def left_out(prompt: str) -> list[str]:
     """What a prompt naming one or two shapes leaves out of a whole shapes-world caption: "size" and "position"
     (one object), "colour" (of a named shape), "background". Every training caption of the bundled model names all
     of them (a concept token stands for a shape and its colour, and its prompts need no size)."""
-    words = re.findall(r"<[^>]*>|[^\W\d_]+", prompt.lower())
+    words = prompt_words(prompt)
     shapes, tokens = sum(w in SHAPES for w in words), sum(w.startswith("<") for w in words)
     if not shapes + tokens:
         return []

@@ -49,27 +49,19 @@ def one_object_scenes(count: int, seed: int) -> list[Scene]:
 
 
 def changed(scene: Scene, k: int, attribute: str) -> Scene:
-    """The scene with its object's colour or shape changed (deterministically by k), keeping it visible."""
+    """The scene with its object's colour or shape, or its background, changed (deterministically by k), keeping the
+    object visible."""
     obj = scene.objects[0]
-    if attribute == "color":
-        options = [c for c in COLOR_NAMES if c not in (obj.color, scene.background)]
-        obj = replace(obj, color=options[k % len(options)])
-    else:
+    if attribute == "shape":
         options = [s for s in SHAPES if s != obj.shape]
-        obj = replace(obj, shape=options[k % len(options)])
-    return replace(scene, objects=(obj,))
+        return replace(scene, objects=(replace(obj, shape=options[k % len(options)]),))
+    options = [c for c in COLOR_NAMES if c not in (obj.color, scene.background)]
+    if attribute == "background":
+        return replace(scene, background=options[k % len(options)])
+    return replace(scene, objects=(replace(obj, color=options[k % len(options)]),))
 
 
 IMG2IMG_CHANGES = ("color", "shape", "background")
-
-
-def changed_for_img2img(scene: Scene, k: int, kind: str) -> Scene:
-    """The scene with its object's colour or shape, or its background (``kind``), changed deterministically by k."""
-    if kind != "background":
-        return changed(scene, k, kind)
-    obj = scene.objects[0]
-    options = [c for c in COLOR_NAMES if c not in (obj.color, scene.background)]
-    return replace(scene, background=options[k % len(options)])
 
 
 def read(checker: ShapeChecker, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -169,7 +161,7 @@ def evaluate_img2img(pipe, checker, scenes, settings) -> dict:
     size = pipe.image_size
     for k, scene in enumerate(scenes):
         kind = IMG2IMG_CHANGES[k % len(IMG2IMG_CHANGES)]
-        target = changed_for_img2img(scene, k, kind)
+        target = changed(scene, k, kind)
         image = to_float(render_examples([_example(scene)], size))
         start = time.perf_counter()
         out = pipe.img2img(image, target.canonical_caption(), strength=settings.img2img_strength,

@@ -126,6 +126,17 @@ def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, fl
     return {"cosine_mean": cos.mean().item(), "cosine_min": cos.min().item(), "top1_agreement": top1.item()}
 
 
+def best_time(run: Callable[[], object], repeats: int = 3) -> float:
+    """The shortest of ``repeats`` timings of ``run()`` in seconds, after one untimed warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 @functools.cache
 def int8_speedup() -> float:
     """How many times faster ``torch._int_mm`` multiplies (256 x 512) by (512 x 512) than fp32 does on this CPU, at
@@ -136,16 +147,7 @@ def int8_speedup() -> float:
     qa = torch.randint(-127, 128, (256, 512), dtype=torch.int8, generator=generator)
     qb = torch.randint(-127, 128, (512, 512), dtype=torch.int8, generator=generator)
 
-    def best(run: Callable[[], object]) -> float:
-        run()
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(lambda: a @ b) / best(lambda: torch._int_mm(qa, qb))
+    return best_time(lambda: a @ b) / best_time(lambda: torch._int_mm(qa, qb))
 
 
 def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):

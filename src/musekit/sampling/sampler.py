@@ -78,6 +78,7 @@ def decode_tokens(
     scheduler = build_scheduler(model.config.mask_token_id, scheduler_config)
     scheduler.set_timesteps(num_inference_steps, temperature)
     revise = revise and isinstance(scheduler, MaskGITScheduler)
+    revising = {"revise": True} if revise else {}  # the aMUSEd scheduler takes no such argument
     steps = list(enumerate(scheduler.timesteps.tolist()))
     length = ids[0].numel()
     for index, timestep in tqdm(steps, desc=description, disable=not progress, leave=False):
@@ -93,6 +94,5 @@ def decode_tokens(
         else:
             logits = model(ids, cache=cache, positions=positions)
         logits = scatter_logits(logits, positions, length)
-        revising = {"revise": True} if revise else {}  # the aMUSEd scheduler takes no such argument
         ids = scheduler.step(logits, timestep, ids, generator=generator, top_k=top_k, **revising).prev_ids
     return ids
