@@ -1,4 +1,5 @@
-"""int8 fast paths on a model folder: logit fidelity against fp32 at a fixed half-masked input, per stage and scope.
+"""CPU fast paths on a model folder: logit fidelity against fp32 at a fixed half-masked input, per stage and path
+(int8 feed-forward linears, int8 every per-step linear, bf16 per-step forward).
 
 Usage: python benchmarks/int8_fidelity.py [MODEL_DIR] [--threads 2]
 """
@@ -9,6 +10,7 @@ import argparse
 
 import torch
 
+from musekit.models.half import HalfPrecisionModel
 from musekit.models.quantize import logits_fidelity, quantize_int8
 from musekit.pipeline import MusePipeline
 
@@ -48,7 +50,9 @@ def main() -> None:
             reference = model(ids, cache=cache)
             for scope in ("feed-forward", "all"):
                 fast = quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache), scope)
-                print(name, scope, logits_fidelity(reference, fast(ids, cache=cache)))
+                print(name, f"int8 {scope}", logits_fidelity(reference, fast(ids, cache=cache)))
+            half = HalfPrecisionModel(model, "bf16")
+            print(name, "bf16", logits_fidelity(reference, half(ids, cache=half.cast(cache))))
 
 
 if __name__ == "__main__":

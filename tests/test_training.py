@@ -355,3 +355,24 @@ def test_a_decoder_can_be_wider_and_deeper_than_the_encoder():
     )
     with pytest.raises(ConfigError, match="decoder"):
         base.replace(decoder_channels=-1)
+
+
+def test_bf16_mixed_precision_trains_fp32_weights_under_bf16_autocast(tmp_path, tokenizer_dir, tiny_bert_dir):
+    from musekit.training.runner import Runner
+
+    text = TextEncoderConfig(path=str(tiny_bert_dir), max_length=16)
+    config = TrainConfig(stage="base", mixed_precision="bf16", **{**BASE, "sample_every": 0})
+    final = train_transformer(config, tmp_path / "bf16", tokenizer_dir, tmp_path / "shards", text, False)
+    weights = load_file(str(final / "model.safetensors"))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())
+    rows = [json.loads(line) for line in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(0 < r["loss"] < 100 for r in rows)
+    runner = Runner(config, tmp_path / "bf16")
+    with runner.autocast():
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+    with Runner(config.replace(mixed_precision="no"), tmp_path / "fp32").autocast():
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.float32
+    with pytest.raises(Exception, match="mixed_precision must be one of"):
+        TrainConfig(mixed_precision="fp16")
+    with pytest.raises(Exception, match="applies to the transformer stages"):
+        TrainConfig(**{**TOK, "mixed_precision": "bf16"})

@@ -238,7 +238,7 @@ def test_cli_ui_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and "cannot write concepts to" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = musekit("ui", "--half", "fp16")
-    assert result.returncode == 2 and "--half is a GPU path" in result.stderr
+    assert result.returncode == 2 and "--half fp16 is a GPU path" in result.stderr
     result = musekit("ui", "--int8", "--half", "fp16")
     assert result.returncode == 2 and "choose one fast path" in result.stderr
     no_gradio = "import sys; sys.modules['gradio'] = None; from musekit.cli.main import main; sys.exit(main(['ui']))"

@@ -162,13 +162,14 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
     def quantize(self, kind: str = "int8", compile: bool = False) -> MusePipeline:
         """Swap the base and super-resolution transformers for faster reduced-precision copies, in place.
 
-        ``"int8"``: int8 feed-forward linears on CPU (per-channel weights, per-token activations, int32 accumulation;
-        fp16/bf16 are ~100x slower on that CPU). ``"int8-all"``: every per-step linear, faster but further from
-        fp32. ``"fp16"``, ``"bf16"``: on CUDA, the per-step forward in half precision replayed as a CUDA graph
-        (``musekit.models.half``; ``compile=True`` adds torch.compile). Only per-step work changes: text
-        keys/values (and so Perfusion's edits) stay fp32. Fidelity against fp32 and speed are measured by
-        ``musekit bench amused`` and ``benchmarks/int8_fidelity.py``. Learning concepts and saving need the
-        full-precision pipeline.
+        ``"int8"``: int8 feed-forward linears on CPU (per-channel weights, per-token activations, int32 accumulation).
+        ``"int8-all"``: every per-step linear, faster but further from fp32. ``"fp16"``, ``"bf16"``: on CUDA, the
+        per-step forward in half precision replayed as a CUDA graph (``musekit.models.half``; ``compile=True`` adds
+        torch.compile); ``"bf16"`` also on a CPU, eagerly. Which path is faster than fp32 depends on the CPU: each
+        is timed once per process and a warning says when it is slower here (``musekit.models.quantize``). Only
+        per-step work changes: text keys/values (and so Perfusion's edits) stay fp32. Fidelity against fp32 and speed
+        are measured by ``musekit bench amused`` and ``benchmarks/int8_fidelity.py``. Learning concepts and saving
+        need the full-precision pipeline.
 
         Example:
             >>> pipe = MusePipeline.from_pretrained().quantize("int8")
@@ -185,11 +186,9 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
             raise ValueError(f"{what} needs the full-precision pipeline; load it again without quantize()")
 
     def to(self, device: torch.device | str) -> MusePipeline:
-        if self._full_precision:
-            gpu_only = self._quantization in ("fp16", "bf16")
-            if (torch.device(device).type == "cuda") != gpu_only:
-                where = "CUDA" if gpu_only else "CPU"
-                raise ValueError(f"a {self._quantization} pipeline runs on {where} only; load it again to move it")
+        if self._full_precision and torch.device(device).type != self.device.type:
+            where = "CUDA" if self.device.type == "cuda" else "CPU"
+            raise ValueError(f"this {self._quantization} pipeline was made for {where}; load it again to move it")
         for module in self.modules().values():
             module.to(device)
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from musekit.cli.common import CLIError, check_device_arguments, positive_int
 
@@ -16,7 +17,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=positive_int, default=12)
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu (int8 paths) or cuda (fp16/bf16)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cpu (int8 and bf16 paths) or cuda (fp16/bf16)")  # fmt: skip
+    p.add_argument("--paths", default="auto", metavar="LIST",
+                   help="cpu: the fast paths to time beside fp32, comma-separated from int8,int8_all,bf16, or "
+                   "none; auto (default): those whose products beat fp32 here (a slow one takes hours)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="cuda: also time torch.compile'd fp16 (compiles per batch)")
     p.add_argument("--out", default="outputs/bench_amused.jsonl")
     p.set_defaults(func=run)
@@ -43,7 +48,17 @@ def run(args: argparse.Namespace) -> int:
     if check_device_arguments(args)[0].type == "cuda":
         rows = run_bench_cuda(args.preset, batches, args.steps, args.repeats, compile=args.compile)
     else:
-        rows = run_bench(args.preset, batches, args.steps, args.repeats)
+        from musekit.eval.bench_amused import FAST_PATHS, fast_paths_here
+
+        if args.paths == "auto":
+            paths = fast_paths_here()
+        else:
+            paths = () if args.paths == "none" else tuple(p.strip() for p in args.paths.split(","))
+            if unknown := [p for p in paths if p not in FAST_PATHS]:
+                raise CLIError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(FAST_PATHS)} or none")
+        if skipped := [p for p in FAST_PATHS if p not in paths]:
+            print(f"musekit: note: not timing {', '.join(skipped)}", file=sys.stderr)
+        rows = run_bench(args.preset, batches, args.steps, args.repeats, paths=paths)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as handle:

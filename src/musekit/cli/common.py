@@ -289,13 +289,14 @@ def add_int8_argument(parser, help_text: str) -> None:
 
 
 def add_device_arguments(parser) -> None:
-    """``--device`` and ``--half`` (GPU fast path); apply them with ``place_pipeline``."""
+    """``--device`` and ``--half`` (fp16/bf16 on a GPU, bf16 on a CPU); apply them with ``place_pipeline``."""
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument(
         "--half",
         choices=["fp16", "bf16"],
         default=None,
-        help="GPU fast path: the per-step forward in fp16/bf16, replayed as a CUDA graph (needs --device cuda)",
+        help="the per-step forward in fp16 or bf16: on a GPU (--device cuda) replayed as a CUDA graph; bf16 also "
+        "on CPUs with native bf16 (AVX512-BF16, AMX), where it is about 2x faster than fp32",
     )
 
 
@@ -311,9 +312,9 @@ def check_device_arguments(args):
         raise CLIError(f"--device {args.device!r} is not supported: use cpu or cuda")
     half, int8 = getattr(args, "half", None), getattr(args, "int8", None)
     if half and int8:
-        raise CLIError("choose one fast path: --half (GPU) or --int8 (CPU)")
-    if half and device.type != "cuda":
-        raise CLIError("--half is a GPU path: add --device cuda (on CPU use --int8)")
+        raise CLIError("choose one fast path: --half or --int8")
+    if half == "fp16" and device.type != "cuda":
+        raise CLIError("--half fp16 is a GPU path: add --device cuda (on a CPU use --half bf16 or --int8)")
     if int8 and device.type != "cpu":
         raise CLIError("--int8 is a CPU path: on a GPU use --half fp16")
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -7,6 +7,7 @@ Single process: `musekit train ...`. Several processes or GPUs: `accelerate laun
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from musekit.cli.common import CLIError, positive_int
@@ -34,6 +35,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--stage", choices=["base", "sr"], required=True)
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="trained tokenizer folder (…/final)")
     p.add_argument("--shards", default=None, metavar="DIR", help="token shards (encoded on first use)")
+    p.add_argument("--mixed-precision", choices=["no", "bf16"], default=None,
+                   help="override the config's mixed_precision; bf16 autocast pays on GPUs and "
+                   "on CPUs with native bf16 (AVX512-BF16, AMX), and is far slower on other CPUs")  # fmt: skip
     p.set_defaults(func=run_transformer)
 
 
@@ -47,11 +51,19 @@ def _config(args: argparse.Namespace, stage: str):
     config = TrainConfig.load(args.config) if args.config else TrainConfig(stage=stage)
     if config.stage != stage:
         raise CLIError(f"{args.config} is a {config.stage!r} config, not {stage!r}")
-    overrides = (("steps", args.steps), ("batch_size", args.batch_size), ("init_from", args.init_from))
+    overrides = (("steps", args.steps), ("batch_size", args.batch_size), ("init_from", args.init_from),
+                 ("mixed_precision", getattr(args, "mixed_precision", None)))  # fmt: skip
     changes = {k: v for k, v in overrides if v is not None}
     if changes.get("init_from") and not (Path(changes["init_from"]) / WEIGHTS_NAME).is_file():
         raise CLIError(f"--init-from: no {WEIGHTS_NAME} in {changes['init_from']}")
-    return config.replace(**changes) if changes else config
+    config = config.replace(**changes) if changes else config
+    if config.mixed_precision == "bf16" and not torch.cuda.is_available():
+        from musekit.models.quantize import bf16_speedup
+
+        if bf16_speedup() < 1:
+            print(f"musekit: note: bf16 matrix products run {1 / bf16_speedup():.0f}x slower than fp32 on this CPU "
+                  "(no native bf16): mixed precision will slow training here", file=sys.stderr)  # fmt: skip
+    return config
 
 
 def run_tokenizer(args: argparse.Namespace) -> int:

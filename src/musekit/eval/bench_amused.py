@@ -2,9 +2,10 @@
 
 Both stacks get the same weights and prompt embeddings, run the full guided 12-step loop (no text encoder, no VQ
 decode) with interleaved repetitions in one process; reports medians, the ratios, and a roofline: model FLOPs per
-image divided by time, against this machine's measured fp32 matmul FLOP/s (and int8 linear FLOP/s for the int8
-path). musekit runs twice: the exact fp32 path (same ids as diffusers) and the int8 CPU path, whose logits are
-compared with fp32's at a fixed half-masked input (cosine, top-1 agreement).
+image divided by time, against this machine's measured fp32 matmul FLOP/s (and int8 linear or bf16 matmul FLOP/s
+for those paths). musekit runs its exact fp32 path (same ids as diffusers) and the CPU fast paths that beat fp32 on
+this machine (int8 feed-forward, int8 everywhere, bf16: ``fast_paths_here``), whose logits are compared with fp32's
+at a fixed half-masked input (cosine, top-1 agreement).
 """
 
 from __future__ import annotations
@@ -97,9 +98,43 @@ def random_models(preset: str = "amused-256"):
     return config, reference, ours
 
 
-def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repeats: int = 3, guidance: float = 10.0):
+FAST_PATHS = ("int8", "int8_all", "bf16")  # musekit's CPU reduced-precision paths
+
+
+def fast_paths_here() -> tuple[str, ...]:
+    """The CPU fast paths whose products beat fp32 on this machine (the others would take many times as long)."""
+    from musekit.models.quantize import bf16_speedup, int8_speedup
+
+    paths = ("int8", "int8_all") if int8_speedup() >= 1 else ()
+    return paths + (("bf16",) if bf16_speedup() >= 1 else ())
+
+
+def bf16_matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size).bfloat16(), torch.randn(size, size).bfloat16()
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def run_bench(
+    preset: str = "amused-256",
+    batches=(1, 4),
+    steps: int = 12,
+    repeats: int = 3,
+    guidance: float = 10.0,
+    paths: tuple[str, ...] | None = None,
+):
+    """One row per batch size. ``paths``: the fast paths to time beside fp32 and diffusers (default: those faster
+    than fp32 on this CPU, ``fast_paths_here``; the row lists the ones left out)."""
+    paths = fast_paths_here() if paths is None else tuple(paths)
+    if unknown := set(paths) - set(FAST_PATHS):
+        raise ValueError(f"unknown fast paths {sorted(unknown)}; choose from {FAST_PATHS}")
     config, reference, ours = random_models(preset)
-    peak, peak_int8 = matmul_gflops(), int8_linear_gflops()
+    peak = matmul_gflops()
+    peaks = {"int8": int8_linear_gflops() if {"int8", "int8_all"} & set(paths) else None,
+             "bf16": bf16_matmul_gflops() if "bf16" in paths else None}  # fmt: skip
     rows = []
     for batch in batches:
         g = torch.Generator().manual_seed(0)
@@ -112,19 +147,25 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
         diffusers_loop = partial(_diffusers_loop, reference, config, batch, steps, guidance, states, pooled, micro)
         musekit_loop = partial(_musekit_loop, ours, config, batch, steps, guidance, text, micro)
         same = torch.equal(diffusers_loop(), musekit_loop())
+        loops = {"diffusers": diffusers_loop, "musekit": musekit_loop}
+        fidelity = {}
         with torch.no_grad():
             cache = ours.precompute(text, micro_conds=micro)
             probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
             probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
             reference_logits = ours(probe, cache=cache)
-            fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache))
-            fidelity = logits_fidelity(reference_logits, fast(probe, cache=cache))
-            fast_all = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope="all")
-            fidelity_all = logits_fidelity(reference_logits, fast_all(probe, cache=cache))
-        int8_loop = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
-        int8_all_loop = partial(_musekit_loop, fast_all, config, batch, steps, guidance, text, micro)
-        loops = {"diffusers": diffusers_loop, "musekit": musekit_loop, "musekit_int8": int8_loop,
-                 "musekit_int8_all": int8_all_loop}  # fmt: skip
+            for path in paths:
+                if path == "bf16":
+                    from musekit.models.half import HalfPrecisionModel
+
+                    fast = HalfPrecisionModel(ours, "bf16", cuda_graph=False)
+                    logits = fast(probe, cache=fast.cast(cache))
+                else:
+                    scope = "all" if path == "int8_all" else "feed-forward"
+                    fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope=scope)
+                    logits = fast(probe, cache=cache)
+                fidelity[path] = logits_fidelity(reference_logits, logits)
+                loops[f"musekit_{path}"] = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
         times = {name: [] for name in loops}
         for _ in range(repeats):  # interleaved
             for name, fn in loops.items():
@@ -134,24 +175,30 @@ def run_bench(preset: str = "amused-256", batches=(1, 4), steps: int = 12, repea
         with torch.no_grad():
             flops = forward_flops(ours, cache, torch.full((2 * batch, grid, grid), config.mask_token_id)) * steps
         medians = {k: statistics.median(v) for k, v in times.items()}
-        rows.append({
+        row = {
             "preset": preset, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "diffusers_s": medians["diffusers"], "musekit_s": medians["musekit"],
-            "musekit_int8_s": medians["musekit_int8"],
             "speedup": medians["diffusers"] / medians["musekit"], "same_ids": same,
-            "speedup_int8": medians["diffusers"] / medians["musekit_int8"],
-            "int8_fidelity": fidelity,
-            "musekit_int8_all_s": medians["musekit_int8_all"],
-            "speedup_int8_all": medians["diffusers"] / medians["musekit_int8_all"],
-            "int8_all_fidelity": fidelity_all,
             "gflop_per_image": flops / batch / 1e9,
             "musekit_gflops": flops / medians["musekit"] / 1e9, "diffusers_gflops": flops / medians["diffusers"] / 1e9,
-            "musekit_int8_gflops": flops / medians["musekit_int8"] / 1e9,
-            "matmul_peak_gflops": peak, "int8_linear_peak_gflops": peak_int8,
-            "musekit_fraction_of_peak": flops / medians["musekit"] / 1e9 / peak,
-            "musekit_int8_fraction_of_int8_peak": flops / medians["musekit_int8"] / 1e9 / peak_int8,
-            "musekit_int8_all_fraction_of_int8_peak": flops / medians["musekit_int8_all"] / 1e9 / peak_int8,
-        })  # fmt: skip
+            "matmul_peak_gflops": peak, "musekit_fraction_of_peak": flops / medians["musekit"] / 1e9 / peak,
+            "skipped_paths": [p for p in FAST_PATHS if p not in paths],
+        }  # fmt: skip
+        for path in paths:
+            seconds = medians[f"musekit_{path}"]
+            reference_peak = peaks["bf16" if path == "bf16" else "int8"]
+            row.update({
+                f"musekit_{path}_s": seconds, f"speedup_{path}": medians["diffusers"] / seconds,
+                f"{path}_fidelity": fidelity[path], f"musekit_{path}_gflops": flops / seconds / 1e9,
+                f"musekit_{path}_fraction_of_{'bf16' if path == 'bf16' else 'int8'}_peak":
+                    flops / seconds / 1e9 / reference_peak,
+            })  # fmt: skip
+        if peaks["int8"] is not None:
+            row["int8_linear_peak_gflops"] = peaks["int8"]
+        if peaks["bf16"] is not None:
+            row["bf16_matmul_peak_gflops"] = peaks["bf16"]
+        rows.append(row)
     return rows
 
 

@@ -1,9 +1,12 @@
 """Reduced-precision decoding paths and how far they drift from fp32.
 
-On the 2-core CPU this project targets, fp16/bf16 matmuls are ~100x slower than fp32 while int8 matmuls
-(``torch._int_mm``, oneDNN) ran several times faster (docs/BENCHMARKS.md; on some CPUs, such as an AVX2-only AMD
-EPYC, torch's int8 product is a plain loop, far slower than fp32: ``quantize_pipeline`` measures it and warns,
-``int8_speedup``), so the CPU fast path is ``Int8Linear``:
+Which reduced precision pays on a CPU depends on the CPU (docs/BENCHMARKS.md). On the 2-core CPU this project was
+first measured on, fp16/bf16 matmuls ran ~100x slower than fp32 while int8 matmuls (``torch._int_mm``, oneDNN) ran
+several times faster; on an AVX2-only AMD EPYC torch's int8 product is a plain loop, far slower than fp32; on an
+AVX-512 EPYC with native bf16 (AVX512-BF16) both bf16 and int8 beat fp32. ``quantize_pipeline`` measures the path
+it is asked for once per process (``int8_speedup``, ``bf16_speedup``) and warns when it is slower than fp32 here.
+bf16 on a CPU runs the per-step forward through ``musekit.models.half.HalfPrecisionModel`` (eagerly, no graph);
+fp16 is refused on a CPU (no CPU here has fast fp16 products). The int8 path is ``Int8Linear``:
 weights int8 per output channel (once), activations int8 per token (at run time), int32 accumulation. Per-token
 activation scales keep a token's error independent of the other tokens' outliers; torch's dynamic quantization
 (one scale per batch) drifted several times further from fp32 at the same speed.
@@ -150,6 +153,17 @@ def int8_speedup() -> float:
     return best_time(lambda: a @ b) / best_time(lambda: torch._int_mm(qa, qb))
 
 
+@functools.cache
+def bf16_speedup() -> float:
+    """How many times faster bf16 multiplies (256 x 512) by (512 x 512) than fp32 does on this CPU, at the current
+    thread count (best of 3 each; measured once per process): about 2x with native bf16 (AVX512-BF16, AMX), about
+    1/100 without it (docs/BENCHMARKS.md)."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 512, generator=generator), torch.randn(512, 512, generator=generator)
+    ha, hb = a.bfloat16(), b.bfloat16()
+    return best_time(lambda: a @ b) / best_time(lambda: ha @ hb)
+
+
 def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
     """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 (CPU) or fp16/bf16 (CUDA) copies, keeping
     the fp32 ones aside."""
@@ -161,10 +175,16 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
         raise ValueError(f"the pipeline is already quantized ({pipe.precision})")
     if kind in HALF_DTYPES:
         if pipe.device.type != "cuda":
-            raise ValueError(
-                f"{kind} is a GPU path (on CPU, fp16/bf16 matmuls run far slower than fp32): "
-                "move the pipeline to CUDA first, or use int8 on CPU"
-            )
+            if kind == "fp16":
+                raise ValueError("fp16 is a GPU path (on a CPU fp16 matrix products run about 100x slower than "
+                                 "fp32): move the pipeline to CUDA first, or use bf16 or int8 on a CPU")  # fmt: skip
+            if compile:
+                raise ValueError("compile applies to the fp16/bf16 GPU paths")
+            speedup = bf16_speedup()
+            if speedup < 1:
+                logger.warning("on this CPU (%s) bf16 matrix products run %.0fx slower than fp32 (no native bf16): "
+                               "bf16 will be slower than fp32 here",
+                               torch.backends.cpu.get_cpu_capability(), 1 / speedup)  # fmt: skip
         for name in ("transformer", "superres"):
             model = getattr(pipe, name)
             if model is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from musekit.config import MASK_SCHEDULES, BaseConfig, ConfigError
 
 STAGES = ("tokenizer", "base", "sr")
+MIXED_PRECISION = ("no", "bf16")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class TrainConfig(BaseConfig):
     # frozen, so every token a transformer was trained on keeps its meaning
     freeze_codes: bool = False
     exact_fraction: float = 0.0  # share of each tokenizer batch rendered exactly (jitter 0), the rest with `jitter`
+    # transformer stages: "bf16" runs the forward under bf16 autocast (weights, gradients, optimizer and EMA stay
+    # fp32; no loss scaling needed). Pays on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), where torch's bf16
+    # products beat fp32; elsewhere bf16 is far slower (docs/BENCHMARKS.md)
+    mixed_precision: str = "no"
     # bookkeeping
     log_every: int = 25
     sample_every: int = 500
@@ -73,6 +78,11 @@ class TrainConfig(BaseConfig):
             raise ConfigError(f"TrainConfig: stage must be one of {STAGES}")
         if self.mask_schedule not in MASK_SCHEDULES:
             raise ConfigError(f"TrainConfig: mask_schedule must be one of {MASK_SCHEDULES}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"TrainConfig: mixed_precision must be one of {MIXED_PRECISION}")
+        if self.mixed_precision != "no" and self.stage == "tokenizer":
+            raise ConfigError("TrainConfig: mixed_precision applies to the transformer stages (a tokenizer's "
+                              "nearest-code search needs fp32)")  # fmt: skip
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("TrainConfig: steps, batch_size and lr must be positive")
         if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.cond_dropout <= 1.0:

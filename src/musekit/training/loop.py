@@ -116,12 +116,13 @@ def train_transformer(
                 ratios = sample_mask_ratio(len(index), runner.step_generator(step, salt=2), config.mask_schedule,
                                            device=runner.device)  # fmt: skip
                 ratios = torch.where(blurry, ratios * config.start_context_max_mask, ratios)
-        out = masked_modeling_loss(
-            model, ids, text, empty, runner.step_generator(step), cond_ids=cond, cond_dropout=config.cond_dropout,
-            label_smoothing=config.label_smoothing, schedule=config.mask_schedule,
-            weights=None if token_weights is None else token_weights[index].to(runner.device), context_ids=context,
-            ratios=ratios,
-        )  # fmt: skip
+        with runner.autocast():
+            out = masked_modeling_loss(
+                model, ids, text, empty, runner.step_generator(step), cond_ids=cond, cond_dropout=config.cond_dropout,
+                label_smoothing=config.label_smoothing, schedule=config.mask_schedule,
+                weights=None if token_weights is None else token_weights[index].to(runner.device),
+                context_ids=context, ratios=ratios,
+            )  # fmt: skip
         runner.optimizer_step(model, optimizer, out.loss, step)
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:

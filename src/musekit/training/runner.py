@@ -27,6 +27,8 @@ class Runner:
     def __init__(self, config: TrainConfig, run_dir: str | Path) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        # mixed precision is our own autocast (``autocast``), not accelerate's: its state is one per process and
+        # cannot change between runs of one process (tests, notebooks)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
@@ -69,6 +71,10 @@ class Runner:
         if self.ema is not None:
             self.ema.to(self.device)
         return model, optimizer, start
+
+    def autocast(self):
+        """The context of a training forward: bf16 autocast under ``mixed_precision`` "bf16", else a no-op."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.mixed_precision == "bf16")
 
     def step_generator(self, step: int, salt: int = 0) -> torch.Generator:
         """A generator that is a fixed function of (seed, step, rank): resumed runs draw the same randomness."""
