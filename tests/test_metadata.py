@@ -321,6 +321,25 @@ def test_every_editing_command_re_runs_from_its_record(tiny_model_dir, tmp_path,
     assert {"steps", "sr_steps", "guidance"} <= {k for k, v in record.items() if v is not None}  # defaults resolved
 
 
+def test_editing_commands_draw_several_results_and_remake_one_of_them(tiny_model_dir, tmp_path, capsys):
+    scene, mask, grid = tmp_path / "scene.png", tmp_path / "mask.png", tmp_path / "grid.png"
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(scene)
+    Image.new("L", (16, 16), 255).save(mask)
+    args = ["inpaint", str(scene), "a red circle", "--mask", str(mask), "--model", str(tiny_model_dir), "--quiet"]
+    assert main([*args, "--num", "3", "--each", "--seed", "2", "--out", str(grid)]) == 0
+    assert "3 image(s), seed 2" in capsys.readouterr().out  # one grid of three 16 px results
+    singles = [np.asarray(Image.open(tmp_path / f"grid-{k}.png")) for k in (1, 2, 3)]
+    assert all(a.shape == (16, 16, 3) for a in singles) and not np.array_equal(singles[0], singles[1])
+    assert read_record(tmp_path / "grid-2.png")["index"] == 1 and read_record(grid)["num"] == 3
+    again = tmp_path / "again.png"
+    assert main(["inpaint", "--from", str(tmp_path / "grid-2.png"), "--out", str(again), "--quiet"]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), singles[1])  # the batch made again, its image kept
+    assert "image 2 of 3" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        main(["img2img", str(scene), "a red circle", "--strength", "0.5", "--num", "65"])
+    assert exit.value.code == 2 and "at most 64 images in one call" in capsys.readouterr().err
+
+
 def test_from_says_when_an_input_file_changed_since(tiny_model_dir, tmp_path, capsys):
     scene = tmp_path / "scene.png"
     Image.new("RGB", (16, 16), (0, 0, 255)).save(scene)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from musekit.cli.batch import add_batch_arguments, batch_index, note_each, write_batch
 from musekit.cli.common import (
     CLIError,
     add_concept_arguments,
@@ -59,6 +60,7 @@ def _common(p, default_out: str) -> None:
     add_from_argument(p, "the input, the prompt")
     add_sampling_arguments(p, "result")
     add_concept_arguments(p)
+    add_batch_arguments(p, "results (from the same input, different draws)")
     p.add_argument("--model", default=None, metavar="DIR", help="model folder (default: the bundled model)")
     p.add_argument(
         "--out",
@@ -100,10 +102,10 @@ def add_parsers(subparsers) -> None:
 
 # Each command's options that --from takes from a record, the defaults of the optional ones, and the required ones.
 SHARED = ("image", "prompt", "negative", "seed", "steps", "sr_steps", "guidance", "concept", "bias", "temperature",
-          "key_locking", "model")  # fmt: skip
+          "key_locking", "model", "num")  # fmt: skip
 OWN = {"inpaint": ("mask",), "outpaint": ("pad", "mode"), "edit": ("source_prompt", "iterations"),
        "img2img": ("strength",)}  # fmt: skip
-DEFAULTS = {"seed": 0, "mode": "window", "iterations": 100}
+DEFAULTS = {"seed": 0, "mode": "window", "iterations": 100, "num": 1}
 REQUIRED = {"inpaint": ("mask",), "outpaint": ("pad",), "img2img": ("strength",)}
 
 
@@ -112,7 +114,9 @@ def settings_from(args: argparse.Namespace) -> dict | None:
     ``--from``, a lone positional is the new prompt (``musekit img2img --from out.png "a blue circle"``)."""
     if args.from_image is not None and args.image is not None and args.prompt is None:
         args.prompt, args.image = args.image, None
+    given_num = args.num
     record = fill_from_record(args, args.op, SHARED + OWN[args.op])
+    args.index = batch_index(args, record, given_num)
     for key, value in DEFAULTS.items():
         if getattr(args, key, 0) is None:
             setattr(args, key, value)
@@ -127,13 +131,13 @@ def settings_from(args: argparse.Namespace) -> dict | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from musekit.io.images import make_grid, save_image
-    from musekit.io.metadata import attach, make_record, sampling_record
+    from musekit.io.metadata import make_record, sampling_record
 
     previous = settings_from(args)
     if not args.prompt.strip():
         raise CLIError("prompt is empty: describe the result you want")
     out = check_output_path(args.out)
+    note_each(args)
     check_device_arguments(args)  # bad flags fail before the model loads
     image = read_image(args.image)
     mask = read_image(args.mask, "mask") if args.op == "inpaint" else None
@@ -151,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     sampling = sampling_record(pipe, args.steps, args.sr_steps, args.guidance)  # the model's defaults filled in
     record = make_record(
         pipe, args.op, args.prompt, model=args.model, image=args.image, negative=args.negative, seed=args.seed,
-        **{key: sampling.get(key) for key in ("steps", "sr_steps", "guidance")}, **options, **concept_record(args),
+        **{key: sampling.get(key) for key in ("steps", "sr_steps", "guidance")}, num=args.num, **options,
+        **concept_record(args),
     )  # fmt: skip
     note_differences(args.from_image, previous, record)
     if args.op == "outpaint":  # (the other edits' library calls log it when they resize the input)
@@ -162,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"musekit: note: the {width}x{height} {what} is drawn at {pipe.image_size}px on its longer side")
     common = dict(
         negative_prompt=args.negative, generator=torch.Generator().manual_seed(args.seed),
-        num_inference_steps=args.steps, sr_inference_steps=args.sr_steps, **concept_options(args),
+        num_inference_steps=args.steps, sr_inference_steps=args.sr_steps, num_images_per_prompt=args.num,
+        **concept_options(args),
     )  # fmt: skip
     start = time.perf_counter()
     if args.op == "inpaint":
@@ -175,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
                            guidance_scale=args.guidance, **common)  # fmt: skip
     else:
         result = pipe.img2img(image, args.prompt, strength=args.strength, guidance_scale=args.guidance, **common)
-    picture = result.images[0] if len(result.images) == 1 else make_grid(result.images)
-    save_image(attach(picture, record), out)
     elapsed = time.perf_counter() - start
-    print(f"wrote {out} ({picture.width}x{picture.height}, seed {args.seed}, {elapsed:.2f} s)")
+    picture, count, also = write_batch(result.images, record, out, args.index, args.each)
+    print(f"wrote {out} ({picture.width}x{picture.height}, {count}, seed {args.seed}, {elapsed:.2f} s{also})")
     return 0

@@ -7,12 +7,12 @@ makes that image again, and flags given beside --from change just those settings
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from musekit.cli.batch import add_batch_arguments, batch_index, note_each, write_batch
 from musekit.cli.common import (
     CLIError,
     add_concept_arguments,
@@ -33,18 +33,6 @@ from musekit.cli.common import (
 )
 from musekit.personalize.rank_one import DEFAULT_BIAS, DEFAULT_TEMPERATURE
 
-MAX_IMAGES = 64  # decoded as one batch, so memory grows with it
-
-
-def image_count(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_IMAGES:
-        raise argparse.ArgumentTypeError(
-            f"at most {MAX_IMAGES} images in one call (they are decoded as one batch), got {value}; for more, run "
-            "again with other seeds"
-        )
-    return value
-
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", help="turn a prompt into an image", description=__doc__)
@@ -60,11 +48,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--choice-temperature", type=non_negative_float, default=None,
                    help="Gumbel choice temperature of the re-masking (annealed to 0)")  # fmt: skip
     add_concept_arguments(p)
-    p.add_argument("--num", type=image_count, default=None,
-                   help=f"number of images (written as one grid; default 1, at most {MAX_IMAGES})")  # fmt: skip
-    p.add_argument(
-        "--each", action="store_true", help="with --num: also write each image, as PATH-1.png, PATH-2.png, ..."
-    )
+    add_batch_arguments(p)
     p.add_argument(
         "--prompts", default=None, metavar="FILE",
         help="a text file of prompts, one a line (# comments): each to PATH-001.png, ... with the same seed",
@@ -99,14 +83,7 @@ def settings_from(args: argparse.Namespace) -> dict | None:
     """Fill the flags not given from ``--from IMAGE``'s record (returned), then from ``DEFAULTS``."""
     given_num = args.num
     record = fill_from_record(args, "generate", RECORDED)
-    args.index = None
-    if record is not None and record.get("index") is not None:
-        if given_num is None:
-            args.index = record["index"]  # one image of a batch: make the batch, keep that image
-        elif given_num != record["num"]:
-            print(f"musekit: note: {args.from_image} is image {record['index'] + 1} of {record['num']} made "
-                  f"together; with --num {given_num} the images differ from it (leave out --num to make it "
-                  "again)", file=sys.stderr)  # fmt: skip
+    args.index = batch_index(args, record, given_num)
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -144,8 +121,7 @@ def jobs_of(args: argparse.Namespace, out: Path) -> list[tuple[str, Path]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from musekit.io.images import make_grid, save_image
-    from musekit.io.metadata import attach, make_record, sampling_record
+    from musekit.io.metadata import make_record, sampling_record
 
     if args.prompts is not None and (args.prompt is not None or args.from_image is not None):
         raise CLIError("give a prompt, --prompts FILE or --from IMAGE, not several")
@@ -154,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
     record = settings_from(args)
     out = check_output_path(args.out)
     jobs = jobs_of(args, out)
-    if args.each and args.num < 2 and args.index is None:
-        print("musekit: note: --each writes the images of --num 2 or more one by one: with one image it adds nothing",
-              file=sys.stderr)  # fmt: skip
+    note_each(args)
     check_device_arguments(args)  # bad flags fail before the model loads
     pipe = load_pipeline(args.model)
     pipe.progress_bar = not args.quiet and len(jobs) == 1
@@ -190,19 +164,6 @@ def run(args: argparse.Namespace) -> int:
         )
         elapsed = time.perf_counter() - start
         new = make_record(pipe, "generate", prompt, **settings)
-        images = result.images
-        if args.index is not None and args.index < len(images):
-            image = attach(images[args.index], new, index=args.index)
-        else:
-            image = attach(images[0] if len(images) == 1 else make_grid(images), new)
-        save_image(image, path)
-        written = [path]
-        if args.each and len(images) > 1:
-            for index, single in enumerate(images):
-                written.append(
-                    save_image(attach(single, new, index=index), path.with_name(f"{path.stem}-{index + 1}.png"))
-                )
-        count = f"image {args.index + 1} of {len(images)}" if args.index is not None else f"{len(images)} image(s)"
-        also = f"; each image also as {written[1].name} ... {written[-1].name}" if len(written) > 1 else ""
+        image, count, also = write_batch(result.images, new, path, args.index, args.each)
         say(f"wrote {path} ({image.width}x{image.height}, {count}, seed {args.seed}, {elapsed:.2f} s{also})")
     return 0
