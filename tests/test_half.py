@@ -82,6 +82,10 @@ def test_bf16_on_cpu_generates_close_to_fp32_and_keeps_its_device(tiny_model_dir
     first = pipe("a red circle", generator=seeded(3), output_type="pt", num_inference_steps=4).images
     again = pipe("a red circle", generator=seeded(3), output_type="pt", num_inference_steps=4).images
     assert torch.equal(first, again) and first.dtype == torch.float32
+    # a mask-free edit confined by a source prompt reads attention maps from the fp32 model
+    edited = pipe.edit(first[0], "a red circle", source_prompt="a blue square", iterations=2, generator=seeded(0),
+                       output_type="pt").images  # fmt: skip
+    assert edited.shape == first.shape
     with pytest.raises(ValueError, match="was made for CPU"):
         pipe.to("cuda")
 

@@ -372,6 +372,10 @@ def test_bf16_mixed_precision_trains_fp32_weights_under_bf16_autocast(tmp_path, 
         assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
     with Runner(config.replace(mixed_precision="no"), tmp_path / "fp32").autocast():
         assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.float32
+    # the arithmetic's precision may change when a run resumes (another machine); the recipe may not
+    Runner(config.replace(mixed_precision="no"), tmp_path / "bf16")
+    with pytest.raises(ValueError, match=r"different config \(lr\)"):
+        Runner(config.replace(lr=0.5), tmp_path / "bf16")
     with pytest.raises(Exception, match="mixed_precision must be one of"):
         TrainConfig(mixed_precision="fp16")
     with pytest.raises(Exception, match="applies to the transformer stages"):

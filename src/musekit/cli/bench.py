@@ -46,18 +46,23 @@ def run(args: argparse.Namespace) -> int:
     if min(batches) < 1:
         raise CLIError(f"--batch takes comma-separated positive integers, got {args.batch!r}")
     if check_device_arguments(args)[0].type == "cuda":
+        if args.paths != "auto":
+            raise CLIError("--paths chooses the CPU fast paths; on cuda the bench times fp16 and bf16")
         rows = run_bench_cuda(args.preset, batches, args.steps, args.repeats, compile=args.compile)
     else:
         from musekit.eval.bench_amused import FAST_PATHS, fast_paths_here
 
         if args.paths == "auto":
             paths = fast_paths_here()
+            if skipped := [p for p in FAST_PATHS if p not in paths]:
+                print(f"musekit: note: not timing {', '.join(skipped)}: slower than fp32 on this CPU (--paths to "
+                      "time them anyway)", file=sys.stderr)  # fmt: skip
         else:
-            paths = () if args.paths == "none" else tuple(p.strip() for p in args.paths.split(","))
-            if unknown := [p for p in paths if p not in FAST_PATHS]:
-                raise CLIError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(FAST_PATHS)} or none")
-        if skipped := [p for p in FAST_PATHS if p not in paths]:
-            print(f"musekit: note: not timing {', '.join(skipped)}", file=sys.stderr)
+            names = [p.strip() for p in args.paths.split(",") if p.strip()]
+            paths = () if names == ["none"] else tuple(dict.fromkeys(names))
+            if not names or (unknown := [p for p in paths if p not in FAST_PATHS]):
+                given = ", ".join(unknown) if names else repr(args.paths)
+                raise CLIError(f"--paths: unknown {given}; choose from {', '.join(FAST_PATHS)}, none or auto")
         rows = run_bench(args.preset, batches, args.steps, args.repeats, paths=paths)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

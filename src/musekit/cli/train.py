@@ -61,7 +61,7 @@ def _config(args: argparse.Namespace, stage: str):
         from musekit.models.quantize import bf16_speedup
 
         if bf16_speedup() < 1:
-            print(f"musekit: note: bf16 matrix products run {1 / bf16_speedup():.0f}x slower than fp32 on this CPU "
+            print(f"musekit: note: bf16 matrix products run {1 / bf16_speedup():.1f}x slower than fp32 on this CPU "
                   "(no native bf16): mixed precision will slow training here", file=sys.stderr)  # fmt: skip
     return config
 

@@ -57,7 +57,9 @@ def edit_region(
     src_pos, tgt_pos = differing_positions(pipe.text_encoder.tokenizer, source_prompt, prompt)
     if not src_pos and not tgt_pos:
         raise ValueError("source_prompt and prompt are identical: there is no changed word to locate")
-    model = pipe.transformer
+    # the fp32 model of a --half pipeline (its fast copy runs without the hooks that read the maps): the region is
+    # computed once per call, so its precision costs nothing per step
+    model = getattr(pipe.transformer, "full", pipe.transformer)
     grid = model.config.grid_size
     batch = base_ids.shape[0]
     maps = []

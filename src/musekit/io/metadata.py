@@ -266,5 +266,5 @@ def describe(record: dict) -> str:
     lines += ["  " + ", ".join(settings), "  " + facts, "again: " + command_line(record)]
     if record.get("index") is not None:
         lines.append(f"(image {record['index'] + 1} of {record.get('num', '?')} made together; "
-                     "`musekit generate --from` this file makes it alone)")  # fmt: skip
+                     f"`musekit {command} --from` this file makes the batch again and keeps it)")  # fmt: skip
     return "\n".join(lines)

@@ -39,6 +39,9 @@ def cross_attention_maps(model: MaskedTransformer, ids: torch.Tensor, cache: Con
     finally:
         for handle in handles:
             handle.remove()
+    if not queries:
+        raise ValueError(f"no text cross-attention of this {type(model).__name__} ran: attention maps need the model "
+                         "whose forward runs them (the fp32 one of a half-precision copy)")  # fmt: skip
     total = None
     for attn, x in zip(attentions, queries):
         q = attn._split(attn.to_q(x))  # (B, heads, L', d)

@@ -165,8 +165,8 @@ def bf16_speedup() -> float:
 
 
 def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
-    """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 (CPU) or fp16/bf16 (CUDA) copies, keeping
-    the fp32 ones aside."""
+    """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 (CPU), bf16 (CPU or CUDA) or fp16 (CUDA)
+    copies, keeping the fp32 ones aside."""
     from musekit.models.half import HALF_DTYPES, HalfPrecisionModel
 
     if kind not in QUANTIZATIONS and kind not in HALF_DTYPES:
@@ -182,7 +182,7 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
                 raise ValueError("compile applies to the fp16/bf16 GPU paths")
             speedup = bf16_speedup()
             if speedup < 1:
-                logger.warning("on this CPU (%s) bf16 matrix products run %.0fx slower than fp32 (no native bf16): "
+                logger.warning("on this CPU (%s) bf16 matrix products run %.1fx slower than fp32 (no native bf16): "
                                "bf16 will be slower than fp32 here",
                                torch.backends.cpu.get_cpu_capability(), 1 / speedup)  # fmt: skip
         for name in ("transformer", "superres"):
@@ -198,7 +198,7 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
         raise ValueError("int8 quantization is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
     speedup = int8_speedup()
     if speedup < 1:
-        logger.warning("on this CPU (%s) int8 matrix products run %.0fx slower than fp32 (torch has no fast int8 "
+        logger.warning("on this CPU (%s) int8 matrix products run %.1fx slower than fp32 (torch has no fast int8 "
                        "kernel for it): %s will be slower than fp32 here",
                        torch.backends.cpu.get_cpu_capability(), 1 / speedup, kind)  # fmt: skip
     text = pipe.text_encoder.empty(1)

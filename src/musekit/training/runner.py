@@ -40,8 +40,16 @@ class Runner:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             saved = self.run_dir / "config.json"
-            if saved.is_file() and TrainConfig.load(saved) != config:
-                raise ValueError(f"{saved} holds a different config; use a new run folder or the same config")
+            if saved.is_file():
+                earlier = TrainConfig.load(saved)
+                # the precision of the arithmetic may change on resume (another machine); the recipe may not
+                differ = [k for k, v in earlier.to_dict().items() if v != getattr(config, k) and k != "mixed_precision"]
+                if differ:
+                    raise ValueError(f"{saved} holds a different config ({', '.join(differ)}); use a new run folder "
+                                     "or the same config")  # fmt: skip
+                if earlier.mixed_precision != config.mixed_precision:
+                    logger.warning("resuming with mixed_precision %r (the run began with %r)",
+                                   config.mixed_precision, earlier.mixed_precision)  # fmt: skip
             config.save(saved)
         self.accelerator.wait_for_everyone()
         self.start_time = time.perf_counter()
