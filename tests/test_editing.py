@@ -119,6 +119,34 @@ def test_other_image_sizes_are_resized_and_composited_at_their_size(tiny_pipe):
     assert torch.equal(out.images[keep], image[keep])
 
 
+def test_a_non_square_image_is_inpainted_in_the_square_around_the_mask(tiny_pipe, caplog):
+    from musekit.editing.inpaint import square_window
+
+    wide = torch.rand(1, 3, 16, 40, generator=seeded(2))
+    mask = torch.zeros(1, 1, 16, 40, dtype=torch.bool)
+    mask[..., 4:10, 30:36] = True  # near the right end
+    assert square_window(mask) == (0, 24, 16)  # centred on the mask (4 px margin), then held inside the image
+    with caplog.at_level("WARNING", logger="musekit"):
+        out = tiny_pipe.inpaint(wide, mask, PROMPT, generator=seeded(0), output_type="pt")
+    assert out.images.shape == (1, 3, 16, 40) and not caplog.records  # nothing squeezed, nothing to warn about
+    keep = ~mask.expand(1, 3, -1, -1)
+    assert torch.equal(out.images[keep], wide[keep])
+    # the same as inpainting that square alone: the model sees it at the image's own proportions
+    alone = tiny_pipe.inpaint(wide[..., 24:], mask[..., 24:], PROMPT, generator=seeded(0), output_type="pt")
+    assert torch.equal(out.images[..., 24:], alone.images) and torch.equal(out.ids, alone.ids)
+    tall = wide.transpose(-1, -2).contiguous()
+    assert square_window(mask.transpose(-1, -2)) == (24, 0, 16)
+    assert tiny_pipe.inpaint(tall, mask.transpose(-1, -2), PROMPT, generator=seeded(0), output_type="pt",
+                             num_images_per_prompt=2).images.shape == (2, 3, 40, 16)  # fmt: skip
+    # a mask longer than the shorter side: the whole image is squeezed into the model's square, with a warning
+    long = torch.zeros(1, 1, 16, 40, dtype=torch.bool)
+    long[..., 6:8, 2:38] = True
+    assert square_window(long) is None and square_window(quadrant_mask()) is None
+    with caplog.at_level("WARNING", logger="musekit"):
+        out = tiny_pipe.inpaint(wide, long, PROMPT, generator=seeded(0), output_type="pt")
+    assert out.images.shape == (1, 3, 16, 40) and "processed at the model's" in caplog.text
+
+
 def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe, caplog):
     image = scene()
     with caplog.at_level("WARNING", logger="musekit"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,6 +16,8 @@ from musekit.sampling.options import SamplingOptions
 if TYPE_CHECKING:
     from musekit.pipeline import ImageOutput, MusePipeline
     from musekit.text import TextEmbeddings
+
+logger = logging.getLogger(__name__)
 
 
 def encode_stages(pipe: MusePipeline, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -81,6 +84,27 @@ def package(images: torch.Tensor | None, ids, base_ids, options: SamplingOptions
     return ImageOutput(images, ids, base_ids, **extra)
 
 
+def square_window(pixel_mask: torch.Tensor, margin: int = 4) -> tuple[int, int, int] | None:
+    """(top, left, side) of the square of the image's shorter side that holds the mask (with ``margin`` px around
+    it where the image allows), centred on the mask; None when the image is square or the mask does not fit in one
+    such square. Inpainting in it keeps the image's aspect ratio: a square is scaled to the model's square evenly."""
+    height, width = pixel_mask.shape[-2:]
+    if height == width:
+        return None
+    side = min(height, width)
+    rows = torch.nonzero(pixel_mask.reshape(-1, height, width).any(0).any(1)).flatten()
+    cols = torch.nonzero(pixel_mask.reshape(-1, height, width).any(0).any(0)).flatten()
+    if len(rows) == 0:
+        return None
+    (first, last), length = ((cols[0], cols[-1]), width) if width > height else ((rows[0], rows[-1]), height)
+    first, last = int(first), int(last)
+    if last - first + 1 > side:
+        return None
+    lo, hi = max(0, first - margin), min(length, last + 1 + margin)
+    start = min(max(0, (lo + hi - side) // 2), length - side)
+    return (0, start, side) if width > height else (start, 0, side)
+
+
 def inpaint(
     pipe: MusePipeline,
     image: Image.Image | torch.Tensor,
@@ -98,12 +122,32 @@ def inpaint(
     original = image_to_tensor(image).to(pipe.device)
     height, width = original.shape[-2:]
     pixel_mask = mask_to_tensor(mask, (width, height)).to(pipe.device)
-    repeat = len(prompts) * options.num_images_per_prompt
-    model_image = fit_to_model(original, pipe.image_size).expand(repeat, -1, -1, -1)
-    model_mask = F.interpolate(pixel_mask.float(), size=(pipe.image_size,) * 2, mode="nearest") > 0
     if not bool(pixel_mask.any()):
         raise ValueError("the mask is empty: paint the region to repaint in white")
+    repeat = len(prompts) * options.num_images_per_prompt
+    window = square_window(pixel_mask)
+    top, left, side = window if window is not None else (0, 0, 0)
+    if window is not None:  # a non-square image: inpaint the square around the mask, at the image's own scale
+        logger.info("the %dx%d image is inpainted in the %dx%d square around the mask (at the model's %dpx)",
+                    width, height, side, side, pipe.image_size)  # fmt: skip
+        crop = original[..., top : top + side, left : left + side]
+        crop_mask = pixel_mask[..., top : top + side, left : left + side]
+        model_image = resize(crop, pipe.image_size)
+    else:
+        crop, crop_mask = original, pixel_mask
+        model_image = fit_to_model(original, pipe.image_size)
+    model_mask = F.interpolate(crop_mask.float(), size=(pipe.image_size,) * 2, mode="nearest") > 0
     text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
-    ids, base_ids = inpaint_tokens(pipe, model_image, model_mask.expand(repeat, -1, -1, -1), text, options, generator)
-    alpha = feathered_alpha(pixel_mask, feather_radius).expand(repeat, -1, -1, -1)
-    return finish(pipe, ids, base_ids, original.expand(repeat, -1, -1, -1), alpha, options, return_dict)
+    ids, base_ids = inpaint_tokens(pipe, model_image.expand(repeat, -1, -1, -1), model_mask.expand(repeat, -1, -1, -1),
+                                   text, options, generator)  # fmt: skip
+    alpha = feathered_alpha(crop_mask, feather_radius).expand(repeat, -1, -1, -1)
+    if window is None:
+        return finish(pipe, ids, base_ids, original.expand(repeat, -1, -1, -1), alpha, options, return_dict)
+    if options.output_type == "ids":
+        return package(None, ids, base_ids, options, return_dict)
+    decoded = pipe.decode(ids, "pt")
+    if decoded.shape[-1] != side:
+        decoded = F.interpolate(decoded, size=(side, side), mode="bilinear", antialias=True).clamp(0, 1)
+    images = original.expand(repeat, -1, -1, -1).clone()
+    images[..., top : top + side, left : left + side] = composite(crop.expand(repeat, -1, -1, -1), decoded, alpha)
+    return package(images, ids, base_ids, options, return_dict)

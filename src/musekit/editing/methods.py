@@ -21,8 +21,12 @@ class EditingMethods:
         super-resolution tokens conditioned on them (Muse 3.3.1); the result is composited into the original with a
         feathered mask, so pixels outside the mask are unchanged.
 
+        A non-square image is inpainted in the square of its shorter side around the mask (scaled evenly to the
+        model's square, so shapes keep their proportions; the rest of the image is kept as it is); only a mask
+        longer than that square makes the whole image be squeezed into the model's square (with a warning).
+
         Args:
-            image: PIL image or (3, H, W) tensor in [0, 1]; another size than the model's is resized (with a warning).
+            image: PIL image or (3, H, W) tensor in [0, 1]; another size than the model's is resized.
             mask: PIL "L"/"1" image or tensor, same size as ``image``.
             prompt: what to paint there.
             feather_radius: width in pixels of the blend inside the mask edge (default 2).
