@@ -98,7 +98,11 @@ def random_models(preset: str = "amused-256"):
     return config, reference, ours
 
 
-FAST_PATHS = ("int8", "int8_all", "bf16")  # musekit's CPU reduced-precision paths
+# musekit's CPU reduced-precision paths: int8 feed-forward / every per-step linear (Int8Linear), the whole per-step
+# forward in bf16 (HalfPrecisionModel), and bf16 products only (Bf16Linear) in the feed-forward / every per-step linear
+FAST_PATHS = ("int8", "int8_all", "bf16", "bf16_ff", "bf16_linears")
+LINEAR_PATHS = {"int8": ("feed-forward", "Int8Linear"), "int8_all": ("all", "Int8Linear"),
+                "bf16_ff": ("feed-forward", "Bf16Linear"), "bf16_linears": ("all", "Bf16Linear")}  # fmt: skip
 
 
 def fast_paths_here() -> tuple[str, ...]:
@@ -106,7 +110,7 @@ def fast_paths_here() -> tuple[str, ...]:
     from musekit.models.quantize import bf16_speedup, int8_speedup
 
     paths = ("int8", "int8_all") if int8_speedup() >= 1 else ()
-    return paths + (("bf16",) if bf16_speedup() >= 1 else ())
+    return paths + (("bf16", "bf16_ff", "bf16_linears") if bf16_speedup() >= 1 else ())
 
 
 def bf16_matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
@@ -134,7 +138,7 @@ def run_bench(
     config, reference, ours = random_models(preset)
     peak = matmul_gflops()
     peaks = {"int8": int8_linear_gflops() if {"int8", "int8_all"} & set(paths) else None,
-             "bf16": bf16_matmul_gflops() if "bf16" in paths else None}  # fmt: skip
+             "bf16": bf16_matmul_gflops() if any(p.startswith("bf16") for p in paths) else None}  # fmt: skip
     rows = []
     for batch in batches:
         g = torch.Generator().manual_seed(0)
@@ -161,8 +165,11 @@ def run_bench(
                     fast = HalfPrecisionModel(ours, "bf16", cuda_graph=False)
                     logits = fast(probe, cache=fast.cast(cache))
                 else:
-                    scope = "all" if path == "int8_all" else "feed-forward"
-                    fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope=scope)
+                    from musekit.models import quantize
+
+                    scope, linear = LINEAR_PATHS[path]
+                    fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope=scope,
+                                         linear=getattr(quantize, linear))  # fmt: skip
                     logits = fast(probe, cache=cache)
                 fidelity[path] = logits_fidelity(reference_logits, logits)
                 loops[f"musekit_{path}"] = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
@@ -187,11 +194,12 @@ def run_bench(
         }  # fmt: skip
         for path in paths:
             seconds = medians[f"musekit_{path}"]
-            reference_peak = peaks["bf16" if path == "bf16" else "int8"]
+            dtype = "bf16" if path.startswith("bf16") else "int8"
+            reference_peak = peaks[dtype]
             row.update({
                 f"musekit_{path}_s": seconds, f"speedup_{path}": medians["diffusers"] / seconds,
                 f"{path}_fidelity": fidelity[path], f"musekit_{path}_gflops": flops / seconds / 1e9,
-                f"musekit_{path}_fraction_of_{'bf16' if path == 'bf16' else 'int8'}_peak":
+                f"musekit_{path}_fraction_of_{dtype}_peak":
                     flops / seconds / 1e9 / reference_peak,
             })  # fmt: skip
         if peaks["int8"] is not None:
