@@ -1,0 +1,65 @@
+"""Logit fidelity of every CPU fast path on a random-weight aMUSEd transformer, at batch sizes the bench does not
+time (no timing here): the bench's fixed half-masked probe, logits against fp32 (cosine, top-1 agreement).
+
+Usage: python benchmarks/fast_path_fidelity.py [--preset amused-256] [--batch 1,4] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+import torch
+
+from musekit.eval.bench_amused import FAST_PATHS, LINEAR_PATHS, _forward, random_models
+from musekit.models import quantize
+from musekit.models.half import HalfPrecisionModel
+from musekit.models.quantize import logits_fidelity, quantize_int8
+from musekit.text import TextEmbeddings
+
+
+def probe_inputs(config, ours, batch: int):
+    """The bench's inputs for one batch size: (cache, probe ids), drawn as ``run_bench`` draws them."""
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(2 * batch, 77, config.encoder_hidden_size, generator=g)
+    pooled = torch.randn(2 * batch, config.cond_embed_dim, generator=g)
+    side = float(config.sample_size * 16)
+    micro = torch.tensor([[side, side, 0.0, 0.0, 6.0]]).repeat(2 * batch, 1)
+    text = TextEmbeddings(states, pooled, torch.ones(states.shape[:2], dtype=torch.bool))
+    grid = config.sample_size
+    with torch.no_grad():
+        cache = ours.precompute(text, micro_conds=micro)
+    probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
+    probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
+    return cache, probe
+
+
+def fast_logits(ours, path: str, cache, probe) -> torch.Tensor:
+    if path == "bf16":
+        half = HalfPrecisionModel(ours, "bf16", cuda_graph=False)
+        return half(probe, cache=half.cast(cache))
+    scope, linear = LINEAR_PATHS[path]
+    fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope=scope, linear=getattr(quantize, linear))
+    return fast(probe, cache=cache)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="amused-256")
+    parser.add_argument("--batch", default="1,4")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config, _, ours = random_models(args.preset)
+    for batch in (int(b) for b in args.batch.split(",")):
+        cache, probe = probe_inputs(config, ours, batch)
+        with torch.no_grad():
+            reference = ours(probe, cache=cache)
+            for path in FAST_PATHS:
+                fidelity = logits_fidelity(reference, fast_logits(ours, path, cache, probe))
+                print(f"batch {batch} {path}: cosine mean {fidelity['cosine_mean']:.6f}, min "
+                      f"{fidelity['cosine_min']:.6f}, top-1 {fidelity['top1_agreement']:.4f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
