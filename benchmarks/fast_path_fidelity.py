@@ -11,27 +11,17 @@ from functools import partial
 
 import torch
 
-from musekit.eval.bench_amused import FAST_PATHS, LINEAR_PATHS, _forward, random_models
+from musekit.eval.bench_amused import FAST_PATHS, LINEAR_PATHS, _forward, bench_inputs, random_models
 from musekit.models import quantize
 from musekit.models.half import HalfPrecisionModel
 from musekit.models.quantize import logits_fidelity, quantize_int8
-from musekit.text import TextEmbeddings
 
 
 def probe_inputs(config, ours, batch: int):
-    """The bench's inputs for one batch size: (cache, probe ids), drawn as ``run_bench`` draws them."""
-    g = torch.Generator().manual_seed(0)
-    states = torch.randn(2 * batch, 77, config.encoder_hidden_size, generator=g)
-    pooled = torch.randn(2 * batch, config.cond_embed_dim, generator=g)
-    side = float(config.sample_size * 16)
-    micro = torch.tensor([[side, side, 0.0, 0.0, 6.0]]).repeat(2 * batch, 1)
-    text = TextEmbeddings(states, pooled, torch.ones(states.shape[:2], dtype=torch.bool))
-    grid = config.sample_size
+    """The bench's inputs for one batch size: (cache, probe ids)."""
+    _, _, micro, text, probe = bench_inputs(config, batch)
     with torch.no_grad():
-        cache = ours.precompute(text, micro_conds=micro)
-    probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
-    probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
-    return cache, probe
+        return ours.precompute(text, micro_conds=micro), probe
 
 
 def fast_logits(ours, path: str, cache, probe) -> torch.Tensor:

@@ -122,6 +122,21 @@ def bf16_matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def bench_inputs(config: UVitConfig, batch: int):
+    """The bench's random inputs for ``batch`` images with guidance (2 x batch rows): (text states, pooled text,
+    micro-conditioning, the three as ``TextEmbeddings``, a half-masked probe of token ids for the fidelity check)."""
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(2 * batch, 77, config.encoder_hidden_size, generator=g)
+    pooled = torch.randn(2 * batch, config.cond_embed_dim, generator=g)
+    side = float(config.sample_size * 16)
+    micro = torch.tensor([[side, side, 0.0, 0.0, 6.0]]).repeat(2 * batch, 1)
+    text = TextEmbeddings(states, pooled, torch.ones(states.shape[:2], dtype=torch.bool))
+    grid = config.sample_size
+    probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
+    probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
+    return states, pooled, micro, text, probe
+
+
 def run_bench(
     preset: str = "amused-256",
     batches=(1, 4),
@@ -141,12 +156,7 @@ def run_bench(
              "bf16": bf16_matmul_gflops() if any(p.startswith("bf16") for p in paths) else None}  # fmt: skip
     rows = []
     for batch in batches:
-        g = torch.Generator().manual_seed(0)
-        states = torch.randn(2 * batch, 77, config.encoder_hidden_size, generator=g)
-        pooled = torch.randn(2 * batch, config.cond_embed_dim, generator=g)
-        side = float(config.sample_size * 16)
-        micro = torch.tensor([[side, side, 0.0, 0.0, 6.0]]).repeat(2 * batch, 1)
-        text = TextEmbeddings(states, pooled, torch.ones(states.shape[:2], dtype=torch.bool))
+        states, pooled, micro, text, probe = bench_inputs(config, batch)
         grid = config.sample_size
         diffusers_loop = partial(_diffusers_loop, reference, config, batch, steps, guidance, states, pooled, micro)
         musekit_loop = partial(_musekit_loop, ours, config, batch, steps, guidance, text, micro)
@@ -155,8 +165,6 @@ def run_bench(
         fidelity = {}
         with torch.no_grad():
             cache = ours.precompute(text, micro_conds=micro)
-            probe = torch.randint(0, config.codebook_size, (2 * batch, grid, grid), generator=g)
-            probe[torch.rand(probe.shape, generator=g) < 0.5] = config.mask_token_id
             reference_logits = ours(probe, cache=cache)
             for path in paths:
                 if path == "bf16":
