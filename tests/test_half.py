@@ -150,3 +150,13 @@ def test_cuda_pipeline_generates_in_fp32_and_fp16(tiny_pipe):
     assert torch.equal(first, again)  # deterministic with a seeded (CPU) generator
     with pytest.raises(ValueError, match="was made for CUDA"):
         pipe.to("cpu")
+
+
+def test_bf16_warns_where_this_cpu_multiplies_bf16_slower_than_fp32(tiny_pipe, monkeypatch, caplog):
+    import musekit.models.quantize as quantize
+
+    monkeypatch.setattr(quantize, "bf16_speedup", lambda: 0.01)
+    with caplog.at_level("WARNING", logger="musekit.models.quantize"):
+        tiny_pipe.quantize("bf16")
+    assert "bf16 matrix products run 100.0x slower than fp32" in caplog.text and "bf16 will be slower" in caplog.text
+    assert tiny_pipe.precision == "bf16"

@@ -97,7 +97,7 @@ def test_int8_warns_where_this_cpu_multiplies_int8_slower_than_fp32(tiny_pipe, m
     monkeypatch.setattr(quantize, "int8_speedup", lambda: 0.02)
     with caplog.at_level("WARNING", logger="musekit.models.quantize"):
         tiny_pipe.quantize("int8")
-    assert "int8 matrix products run 50x slower than fp32" in caplog.text and "int8 will be slower" in caplog.text
+    assert "int8 matrix products run 50.0x slower than fp32" in caplog.text and "int8 will be slower" in caplog.text
 
 
 def test_int8_says_nothing_where_it_is_faster(tiny_pipe, monkeypatch, caplog):

@@ -102,17 +102,18 @@ def test_uvit_logits_at_positions_equal_the_full_logits_there():
 
 
 def test_bench_runs_both_stacks_and_the_fast_paths_on_the_tiny_preset():
-    from musekit.eval.bench_amused import run_bench
+    from musekit.eval.bench_amused import FAST_PATHS, run_bench
 
-    (row,) = run_bench("tiny", batches=(1,), steps=2, repeats=1, paths=("int8", "int8_all", "bf16", "bf16_ff", "bf16_linears"))
+    assert FAST_PATHS == ("int8", "int8_all", "bf16", "bf16_ff", "bf16_linears")
+    (row,) = run_bench("tiny", batches=(1,), steps=2, repeats=1, paths=FAST_PATHS)
     assert row["same_ids"] is True  # the exact fp32 path decodes the same ids as diffusers
     assert row["diffusers_s"] > 0 and row["musekit_s"] > 0 and row["skipped_paths"] == []
-    for path in ("int8", "int8_all", "bf16", "bf16_ff", "bf16_linears"):
+    for path in FAST_PATHS:
         assert row[f"musekit_{path}_s"] > 0 and row[f"speedup_{path}"] > 0
         assert set(row[f"{path}_fidelity"]) == {"cosine_mean", "cosine_min", "top1_agreement"}
         assert row[f"{path}_fidelity"]["cosine_mean"] > 0.99
     assert row["gflop_per_image"] > 0 and row["int8_linear_peak_gflops"] > 0 and row["bf16_matmul_peak_gflops"] > 0
     (row,) = run_bench("tiny", batches=(1,), steps=2, repeats=1, paths=())
-    assert row["skipped_paths"] == ["int8", "int8_all", "bf16", "bf16_ff", "bf16_linears"] and "musekit_int8_s" not in row
+    assert row["skipped_paths"] == list(FAST_PATHS) and "musekit_int8_s" not in row
     with pytest.raises(ValueError, match="unknown fast paths"):
         run_bench("tiny", batches=(1,), paths=("fp8",))
