@@ -7,14 +7,11 @@ Usage: python benchmarks/fast_path_fidelity.py [--preset amused-256] [--batch 1,
 from __future__ import annotations
 
 import argparse
-from functools import partial
 
 import torch
 
-from musekit.eval.bench_amused import FAST_PATHS, LINEAR_PATHS, _forward, bench_inputs, random_models
-from musekit.models import quantize
-from musekit.models.half import HalfPrecisionModel
-from musekit.models.quantize import logits_fidelity, quantize_int8
+from musekit.eval.bench_amused import FAST_PATHS, bench_inputs, fast_path_model, random_models
+from musekit.models.quantize import logits_fidelity
 
 
 def probe_inputs(config, ours, batch: int):
@@ -22,15 +19,6 @@ def probe_inputs(config, ours, batch: int):
     _, _, micro, text, probe = bench_inputs(config, batch)
     with torch.no_grad():
         return ours.precompute(text, micro_conds=micro), probe
-
-
-def fast_logits(ours, path: str, cache, probe) -> torch.Tensor:
-    if path == "bf16":
-        half = HalfPrecisionModel(ours, "bf16", cuda_graph=False)
-        return half(probe, cache=half.cast(cache))
-    scope, linear = LINEAR_PATHS[path]
-    fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope=scope, linear=getattr(quantize, linear))
-    return fast(probe, cache=cache)
 
 
 def main() -> None:
@@ -46,7 +34,7 @@ def main() -> None:
         with torch.no_grad():
             reference = ours(probe, cache=cache)
             for path in FAST_PATHS:
-                fidelity = logits_fidelity(reference, fast_logits(ours, path, cache, probe))
+                fidelity = logits_fidelity(reference, fast_path_model(ours, path, probe, cache)(probe, cache=cache))
                 print(f"batch {batch} {path}: cosine mean {fidelity['cosine_mean']:.6f}, min "
                       f"{fidelity['cosine_min']:.6f}, top-1 {fidelity['top1_agreement']:.4f}", flush=True)  # fmt: skip
 

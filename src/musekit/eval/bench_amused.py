@@ -17,14 +17,15 @@ from functools import partial
 import torch
 
 from musekit.config import SchedulerConfig, UVitConfig
-from musekit.models.quantize import logits_fidelity, quantize_int8
+from musekit.models.half import HalfPrecisionModel
+from musekit.models.quantize import Bf16Linear, Int8Linear, logits_fidelity, swap_step_linears
 from musekit.models.uvit import UVitTransformer, from_diffusers_state_dict
 from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 1024, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
@@ -101,8 +102,8 @@ def random_models(preset: str = "amused-256"):
 # musekit's CPU reduced-precision paths: int8 feed-forward / every per-step linear (Int8Linear), the whole per-step
 # forward in bf16 (HalfPrecisionModel), and bf16 products only (Bf16Linear) in the feed-forward / every per-step linear
 FAST_PATHS = ("int8", "int8_all", "bf16", "bf16_ff", "bf16_linears")
-LINEAR_PATHS = {"int8": ("feed-forward", "Int8Linear"), "int8_all": ("all", "Int8Linear"),
-                "bf16_ff": ("feed-forward", "Bf16Linear"), "bf16_linears": ("all", "Bf16Linear")}  # fmt: skip
+LINEAR_PATHS = {"int8": ("feed-forward", Int8Linear), "int8_all": ("all", Int8Linear),
+                "bf16_ff": ("feed-forward", Bf16Linear), "bf16_linears": ("all", Bf16Linear)}  # fmt: skip
 
 
 def fast_paths_here() -> tuple[str, ...]:
@@ -113,13 +114,13 @@ def fast_paths_here() -> tuple[str, ...]:
     return paths + (("bf16", "bf16_ff", "bf16_linears") if bf16_speedup() >= 1 else ())
 
 
-def bf16_matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size).bfloat16(), torch.randn(size, size).bfloat16()
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+def fast_path_model(ours: UVitTransformer, path: str, probe: torch.Tensor, cache) -> torch.nn.Module:
+    """``ours`` made ready for one of ``FAST_PATHS`` (the per-step linears found by running ``probe`` with
+    ``cache``); call it like ``ours`` with the same fp32 cache."""
+    if path == "bf16":
+        return HalfPrecisionModel(ours, "bf16", cuda_graph=False)  # casts an fp32 cache itself
+    scope, linear = LINEAR_PATHS[path]
+    return swap_step_linears(ours, partial(_forward, ids=probe, cache=cache), scope, linear)
 
 
 def bench_inputs(config: UVitConfig, batch: int):
@@ -152,8 +153,9 @@ def run_bench(
         raise ValueError(f"unknown fast paths {sorted(unknown)}; choose from {FAST_PATHS}")
     config, reference, ours = random_models(preset)
     peak = matmul_gflops()
+    bf16 = any(p.startswith("bf16") for p in paths)
     peaks = {"int8": int8_linear_gflops() if {"int8", "int8_all"} & set(paths) else None,
-             "bf16": bf16_matmul_gflops() if any(p.startswith("bf16") for p in paths) else None}  # fmt: skip
+             "bf16": matmul_gflops(dtype=torch.bfloat16) if bf16 else None}  # fmt: skip
     rows = []
     for batch in batches:
         states, pooled, micro, text, probe = bench_inputs(config, batch)
@@ -167,19 +169,8 @@ def run_bench(
             cache = ours.precompute(text, micro_conds=micro)
             reference_logits = ours(probe, cache=cache)
             for path in paths:
-                if path == "bf16":
-                    from musekit.models.half import HalfPrecisionModel
-
-                    fast = HalfPrecisionModel(ours, "bf16", cuda_graph=False)
-                    logits = fast(probe, cache=fast.cast(cache))
-                else:
-                    from musekit.models import quantize
-
-                    scope, linear = LINEAR_PATHS[path]
-                    fast = quantize_int8(ours, partial(_forward, ids=probe, cache=cache), scope=scope,
-                                         linear=getattr(quantize, linear))  # fmt: skip
-                    logits = fast(probe, cache=cache)
-                fidelity[path] = logits_fidelity(reference_logits, logits)
+                fast = fast_path_model(ours, path, probe, cache)
+                fidelity[path] = logits_fidelity(reference_logits, fast(probe, cache=cache))
                 loops[f"musekit_{path}"] = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
         times = {name: [] for name in loops}
         for _ in range(repeats):  # interleaved

@@ -119,17 +119,18 @@ def feed_forward_linears(model: nn.Module, names: list[str]) -> list[str]:
     return [n for n in names if any(n.startswith(b + ".") for b in blocks)]
 
 
-def quantize_int8(
-    model: nn.Module, step: Callable[[nn.Module], object], scope: str = "feed-forward", linear=Int8Linear
+def swap_step_linears(
+    model: nn.Module, step: Callable[[nn.Module], object], scope: str = "feed-forward", linear=None
 ) -> nn.Module:
-    """A copy of ``model`` (eval mode, CPU) whose per-step linears (see ``step_linears``) are ``Int8Linear`` (or
-    ``linear``, e.g. ``Bf16Linear``): the feed-forward ones (``scope="feed-forward"``) or all of them
-    (``scope="all"``). Inference only.
+    """A copy of ``model`` (eval mode, CPU) whose per-step linears (see ``step_linears``) are ``linear(layer)``
+    (``Int8Linear`` or ``Bf16Linear``; default ``Int8Linear``): the feed-forward ones (``scope="feed-forward"``) or
+    all of them (``scope="all"``). Inference only.
     """
+    linear = Int8Linear if linear is None else linear
     if scope not in ("feed-forward", "all"):
         raise ValueError(f"scope must be 'feed-forward' or 'all', got {scope!r}")
     if any(p.device.type != "cpu" for p in model.parameters()):
-        raise ValueError("the int8 path runs on CPU only; on GPU use fp16/bf16 instead")
+        raise ValueError(f"the {linear.__name__} path runs on CPU only; on GPU use fp16/bf16 instead")
     names = step_linears(model, step)
     if scope == "feed-forward":
         names = feed_forward_linears(model, names)
@@ -140,6 +141,11 @@ def quantize_int8(
         setattr(owner, leaf, linear(getattr(owner, leaf)))
     logger.info("replaced %d linears of %s by %s", len(names), type(model).__name__, linear.__name__)
     return fast
+
+
+def quantize_int8(model: nn.Module, step: Callable[[nn.Module], object], scope: str = "feed-forward") -> nn.Module:
+    """``swap_step_linears`` with ``Int8Linear``."""
+    return swap_step_linears(model, step, scope, Int8Linear)
 
 
 def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, float]:
@@ -163,27 +169,29 @@ def best_time(run: Callable[[], object], repeats: int = 3) -> float:
 
 
 @functools.cache
+def _product_speedup(kind: str) -> float:
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 512, generator=generator), torch.randn(512, 512, generator=generator)
+    if kind == "int8":
+        qa = torch.randint(-127, 128, (256, 512), dtype=torch.int8, generator=generator)
+        qb = torch.randint(-127, 128, (512, 512), dtype=torch.int8, generator=generator)
+        return best_time(lambda: a @ b) / best_time(lambda: torch._int_mm(qa, qb))
+    ha, hb = a.bfloat16(), b.bfloat16()
+    return best_time(lambda: a @ b) / best_time(lambda: ha @ hb)
+
+
 def int8_speedup() -> float:
     """How many times faster ``torch._int_mm`` multiplies (256 x 512) by (512 x 512) than fp32 does on this CPU, at
     the current thread count (best of 3 each; measured once per process). torch's int8 product is fast on some CPUs
     and a plain loop on others: on an AVX2-only AMD EPYC it ran 24-55x slower than fp32 (docs/BENCHMARKS.md)."""
-    generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(256, 512, generator=generator), torch.randn(512, 512, generator=generator)
-    qa = torch.randint(-127, 128, (256, 512), dtype=torch.int8, generator=generator)
-    qb = torch.randint(-127, 128, (512, 512), dtype=torch.int8, generator=generator)
-
-    return best_time(lambda: a @ b) / best_time(lambda: torch._int_mm(qa, qb))
+    return _product_speedup("int8")
 
 
-@functools.cache
 def bf16_speedup() -> float:
     """How many times faster bf16 multiplies (256 x 512) by (512 x 512) than fp32 does on this CPU, at the current
     thread count (best of 3 each; measured once per process): about 2x with native bf16 (AVX512-BF16, AMX), about
     1/100 without it (docs/BENCHMARKS.md)."""
-    generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(256, 512, generator=generator), torch.randn(512, 512, generator=generator)
-    ha, hb = a.bfloat16(), b.bfloat16()
-    return best_time(lambda: a @ b) / best_time(lambda: ha @ hb)
+    return _product_speedup("bf16")
 
 
 def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
