@@ -90,6 +90,16 @@ def test_bf16_on_cpu_generates_close_to_fp32_and_keeps_its_device(tiny_model_dir
         pipe.to("cuda")
 
 
+def test_a_quantized_pipeline_stays_on_its_own_device():
+    from musekit.pipeline import same_device
+
+    cpu, cuda0, cuda1 = torch.device("cpu"), torch.device("cuda", 0), torch.device("cuda", 1)
+    assert same_device(cpu, torch.device("cpu")) and same_device(cuda0, torch.device("cuda", 0))
+    assert not same_device(cpu, cuda0) and not same_device(cuda0, cuda1)  # a CUDA graph is bound to its GPU
+    if not torch.cuda.is_available():  # "cuda" is the current CUDA device (0 where there is none)
+        assert same_device(torch.device("cuda"), cuda0) and not same_device(torch.device("cuda"), cuda1)
+
+
 def test_the_bf16_check_measures_a_positive_speed_ratio():
     from musekit.models.quantize import bf16_speedup
 

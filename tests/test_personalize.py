@@ -299,6 +299,12 @@ def test_personalize_and_generate_cli(tiny_model_dir, tmp_path):
     result = run(*edit, "--concept", str(concept), "--bias", "0.7", "--out", str(inpainted))
     assert result.returncode == 0, result.stderr
     assert (read_record(inpainted)["concept"], read_record(inpainted)["bias"]) == ([str(concept)], 0.7)
+    several = tmp_path / "several.png"  # and several results at once, each recording its concept and place
+    result = run(*edit, "--concept", str(concept), "--num", "2", "--each", "--out", str(several))
+    assert result.returncode == 0, result.stderr
+    for index in (1, 2):
+        record = read_record(tmp_path / f"several-{index}.png")
+        assert (record["concept"], record["num"], record["index"]) == ([str(concept)], 2, index - 1)  # 0-based
     bad = run(*edit, "--concept", str(tmp_path / "gone.safetensors"), "--out", str(inpainted))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "gone.safetensors" in bad.stderr
     bad = run("personalize", str(tmp_path / "c0.png"), "--token", "emblem", "--superclass", "star",

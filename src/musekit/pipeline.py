@@ -38,6 +38,16 @@ CONCEPT_TOKEN = re.compile(r"<[a-z0-9][a-z0-9_-]*>")  # as musekit.personalize.t
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same one ("cuda" meaning the current CUDA device)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+
+
 @dataclass
 class ImageOutput:
     """What a pipeline call returns.
@@ -186,8 +196,8 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
             raise ValueError(f"{what} needs the full-precision pipeline; load it again without quantize()")
 
     def to(self, device: torch.device | str) -> MusePipeline:
-        if self._full_precision and torch.device(device).type != self.device.type:
-            where = "CUDA" if self.device.type == "cuda" else "CPU"
+        if self._full_precision and not same_device(torch.device(device), self.device):
+            where = f"CUDA ({self.device})" if self.device.type == "cuda" else "CPU"
             raise ValueError(f"this {self._quantization} pipeline was made for {where}; load it again to move it")
         for module in self.modules().values():
             module.to(device)
