@@ -315,6 +315,43 @@ def test_img2img_revises_kept_tokens_and_keeps_sr_tokens_where_the_base_did_not_
     assert torch.equal(out.ids[~changed], high_ids[~changed])
 
 
+def test_img2img_redraws_a_non_square_image_in_windows_at_the_model_scale(tiny_pipe, monkeypatch):
+    """A 40x16 image on a 16 px model: windows at columns 12-27 (the middle, first), then 0-15 and 24-39, each
+    seeing what the ones before drew and keeping only its new columns; squash is one pass on the squeezed image."""
+    import musekit.editing.img2img as module
+
+    wide = torch.rand(1, 3, 16, 40, generator=seeded(2))
+    inputs, outputs = [], []
+    original = module.redraw
+
+    def spy(pipe, images, *args):
+        inputs.append(images.clone())
+        outputs.append(original(pipe, images, *args))
+        return outputs[-1]
+
+    monkeypatch.setattr(module, "redraw", spy)
+    out = tiny_pipe.img2img(wide, PROMPT, strength=0.6, generator=seeded(0), output_type="pt")
+    assert out.images.shape == (1, 3, 16, 40) and len(inputs) == 3
+    first = tiny_pipe.decode(outputs[0][0], "pt")
+    assert torch.equal(inputs[0], wide[..., 12:28])  # the middle window first, at the image's own scale
+    assert torch.allclose(out.images[..., 12:28], first)  # kept whole: later windows draw only new columns
+    assert torch.allclose(inputs[1][..., 12:], first[..., :4])  # the left window sees the middle one's drawing
+    assert torch.equal(inputs[1][..., :12], wide[..., :12])
+    assert torch.allclose(inputs[2][..., :4], first[..., 12:])  # and so does the right one
+    assert not torch.allclose(out.images[..., :12], wide[..., :12])
+    assert torch.equal(out.ids, outputs[-1][0])  # the last window's ids
+    inputs.clear()
+    squashed = tiny_pipe.img2img(wide, PROMPT, strength=0.6, mode="squash", generator=seeded(0), output_type="pt")
+    assert len(inputs) == 1 and torch.equal(inputs[0], module.resize(wide, 16))
+    assert squashed.images.shape == (1, 3, 16, 40)
+    tall = tiny_pipe.img2img(wide.transpose(-1, -2), PROMPT, strength=0.6, num_images_per_prompt=2,
+                             generator=seeded(0), output_type="pt")  # fmt: skip
+    assert tall.images.shape == (2, 3, 40, 16) and len(inputs) == 4
+    assert torch.equal(tiny_pipe.img2img(wide, PROMPT, strength=0.0, output_type="pt").images, wide)
+    with pytest.raises(ValueError, match="mode"):
+        tiny_pipe.img2img(wide, PROMPT, strength=0.5, mode="fit")
+
+
 def test_mask_free_edit_and_intermediates(tiny_pipe):
     image = scene()
     out = tiny_pipe.edit(image, "a blue circle", iterations=8, generator=seeded(0), return_intermediates=True,
@@ -362,6 +399,7 @@ def musekit(*args):
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("edit_files")
     Image.new("RGB", (16, 16), (200, 30, 30)).save(folder / "img.png")
+    Image.new("RGB", (40, 16), (200, 30, 30)).save(folder / "wide.png")
     mask = Image.new("L", (16, 16), 0)
     mask.paste(255, (0, 0, 8, 8))
     mask.save(folder / "mask.png")
@@ -378,6 +416,7 @@ def files(tmp_path_factory):
         ["outpaint", "{f}/img.png", "a blue star", "--pad", "8,0,8,0", "--mode", "window"],
         ["edit", "{f}/img.png", "a green circle", "--iterations", "3", "--source-prompt", "a red circle"],
         ["img2img", "{f}/img.png", "a blue star", "--strength", "0.6"],
+        ["img2img", "{f}/wide.png", "a blue star", "--strength", "0.6", "--mode", "squash"],
     ],
 )
 def test_edit_commands_write_images(args, files, tiny_model_dir, tmp_path):
@@ -398,6 +437,7 @@ def test_edit_commands_write_images(args, files, tiny_model_dir, tmp_path):
         (["outpaint", "{f}/img.png", "x", "--pad", "0,0,4,0", "--mode", "stretch"], "fit"),
         (["outpaint", "{f}/img.png", "x", "--pad", "900,900,900,900", "--mode", "window"], "windows"),
         (["img2img", "{f}/img.png", "x", "--strength", "2"], "strength"),
+        (["img2img", "{f}/img.png", "x", "--strength", "0.5", "--mode", "fit"], "squash"),
         (["edit", "{f}/img.png", "x", "--iterations", "0"], "positive integer"),
     ],
 )

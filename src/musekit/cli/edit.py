@@ -97,6 +97,9 @@ def add_parsers(subparsers) -> None:
     _common(p, "outputs/img2img.png")
     p.add_argument("--strength", type=strength, default=None,
                    help="0 keeps the image, 1 regenerates it fully (required)")  # fmt: skip
+    p.add_argument("--mode", choices=("window", "squash"), default=None,
+                   help="for a non-square image: window (default): at the image's own scale, in model-size windows; "
+                   "squash: the whole image squeezed into the model's square and stretched back")  # fmt: skip
     p.set_defaults(func=run, op="img2img")
 
 
@@ -104,7 +107,7 @@ def add_parsers(subparsers) -> None:
 SHARED = ("image", "prompt", "negative", "seed", "steps", "sr_steps", "guidance", "concept", "bias", "temperature",
           "key_locking", "model", "num")  # fmt: skip
 OWN = {"inpaint": ("mask",), "outpaint": ("pad", "mode"), "edit": ("source_prompt", "iterations"),
-       "img2img": ("strength",)}  # fmt: skip
+       "img2img": ("strength", "mode")}  # fmt: skip
 DEFAULTS = {"seed": 0, "mode": "window", "iterations": 100, "num": 1}
 REQUIRED = {"inpaint": ("mask",), "outpaint": ("pad",), "img2img": ("strength",)}
 
@@ -116,6 +119,8 @@ def settings_from(args: argparse.Namespace) -> dict | None:
         args.prompt, args.image = args.image, None
     given_num = args.num
     record = fill_from_record(args, args.op, SHARED + OWN[args.op])
+    if record is not None and args.op == "img2img" and args.mode is None and "mode" not in record:
+        args.mode = "squash"  # made before img2img had windows: how it was made then
     args.index = batch_index(args, record, given_num)
     for key, value in DEFAULTS.items():
         if getattr(args, key, 0) is None:
@@ -151,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.op == "edit":
         options.update(source_prompt=args.source_prompt, iterations=args.iterations)
     elif args.op == "img2img":
-        options.update(strength=args.strength)
+        options.update(strength=args.strength, mode=args.mode)
     sampling = sampling_record(pipe, args.steps, args.sr_steps, args.guidance)  # the model's defaults filled in
     record = make_record(
         pipe, args.op, args.prompt, model=args.model, image=args.image, negative=args.negative, seed=args.seed,
@@ -180,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         result = pipe.edit(image, args.prompt, iterations=args.iterations, source_prompt=args.source_prompt,
                            guidance_scale=args.guidance, **common)  # fmt: skip
     else:
-        result = pipe.img2img(image, args.prompt, strength=args.strength, guidance_scale=args.guidance, **common)
+        result = pipe.img2img(image, args.prompt, strength=args.strength, mode=args.mode,
+                              guidance_scale=args.guidance, **common)  # fmt: skip
     elapsed = time.perf_counter() - start
     picture, count, also = write_batch(result.images, record, out, args.index, args.each)
     print(f"wrote {out} ({picture.width}x{picture.height}, {count}, seed {args.seed}, {elapsed:.2f} s{also})")

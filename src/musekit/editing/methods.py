@@ -96,6 +96,11 @@ class EditingMethods:
         does, and keeps the image's own tokens elsewhere. On the bundled model a prompt that contradicts the image
         is followed from a strength of about 0.1 up (docs/BENCHMARKS.md). With the aMUSEd scheduler, kept tokens
         stay fixed and the base stage runs round(strength x steps) steps, as in diffusers.
+
+        A non-square image is redrawn at the model's own scale (``mode="window"``, the default): its shorter side
+        becomes the model's size and model-size windows are redrawn from the middle outward, each seeing what the
+        ones before it drew; ``mode="squash"`` squeezes it into the model's square in one pass and stretches the
+        result back (narrowed objects, drawn round, come back wide: docs/BENCHMARKS.md).
         """
         from musekit.editing.img2img import img2img
 

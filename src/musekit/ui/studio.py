@@ -160,8 +160,9 @@ class Studio:
         prompt, image = check_prompt(prompt), check_image(image)
         if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength!r}")
-        return self._run("img2img", seed, image, prompt, strength=float(strength),
-                         record=("img2img", prompt, {"strength": float(strength)}), concepts=concepts)  # fmt: skip
+        record = ("img2img", prompt, {"strength": float(strength), "mode": "window"})
+        return self._run("img2img", seed, image, prompt, strength=float(strength), mode="window", record=record,
+                         concepts=concepts)  # fmt: skip
 
     def _run(self, method: str, seed, *args, record: tuple[str, str, dict], concepts: ConceptChoice | None = None,
              **kwargs) -> Result:  # fmt: skip
