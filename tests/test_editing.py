@@ -119,6 +119,22 @@ def test_other_image_sizes_are_resized_and_composited_at_their_size(tiny_pipe):
     assert torch.equal(out.images[keep], image[keep])
 
 
+def test_a_thin_mask_on_a_larger_image_is_still_repainted(tiny_pipe):
+    """A 1 px stroke on a 64 px image (a 16 px model) reaches the model: nearest sampling skipped 3 rows of 4."""
+    from musekit.editing.masks import resize_mask
+
+    for row in range(4):
+        stroke = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
+        stroke[..., 20 + row, 8:40] = True
+        model_mask = resize_mask(stroke, 16)
+        assert model_mask[..., 5, 2:10].all() and model_mask.sum() == 8
+    assert torch.equal(resize_mask(quadrant_mask(8), 16), F.interpolate(quadrant_mask(8).float(), size=16) > 0)
+    image = torch.rand(1, 3, 64, 64, generator=seeded(3))
+    out = tiny_pipe.inpaint(image, stroke, PROMPT, generator=seeded(0), output_type="pt")
+    small = F.interpolate(image, size=16, mode="bilinear", antialias=True).clamp(0, 1)  # what the model sees
+    assert not torch.equal(out.base_ids, encode_stages(tiny_pipe, small)[0])  # row 23's tokens are redrawn
+
+
 def test_a_non_square_image_is_inpainted_in_the_square_around_the_mask(tiny_pipe, caplog):
     from musekit.editing.inpaint import square_window
 

@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from musekit.editing.masks import composite, feathered_alpha, fit_to_model, image_to_tensor, mask_to_tensor, resize
+from musekit.editing.masks import (
+    composite,
+    feathered_alpha,
+    fit_to_model,
+    image_to_tensor,
+    mask_to_tensor,
+    resize,
+    resize_mask,
+)
 from musekit.editing.masks import token_mask as to_token_mask
 from musekit.sampling.options import SamplingOptions
 
@@ -136,7 +144,7 @@ def inpaint(
     else:
         crop, crop_mask = original, pixel_mask
         model_image = fit_to_model(original, pipe.image_size)
-    model_mask = F.interpolate(crop_mask.float(), size=(pipe.image_size,) * 2, mode="nearest") > 0
+    model_mask = resize_mask(crop_mask, pipe.image_size)
     text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
     ids, base_ids = inpaint_tokens(pipe, model_image.expand(repeat, -1, -1, -1), model_mask.expand(repeat, -1, -1, -1),
                                    text, options, generator)  # fmt: skip

@@ -62,6 +62,15 @@ def fit_to_model(image: torch.Tensor, size: int) -> torch.Tensor:
     return resize(image, size)
 
 
+def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 1, H, W) bool -> (B, 1, size, size) bool: a pixel is set where any pixel it covers is, so a thin stroke
+    survives a downscale (nearest sampling would skip it); nearest when enlarging."""
+    scaled = mask.float()
+    if mask.shape[-2] > size or mask.shape[-1] > size:
+        scaled = F.adaptive_max_pool2d(scaled, (min(size, mask.shape[-2]), min(size, mask.shape[-1])))
+    return F.interpolate(scaled, size=(size, size), mode="nearest") > 0
+
+
 def token_mask(pixel_mask: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, 1, H, W) bool -> (B, grid, grid) bool: every token the mask touches (after resizing to grid cells)."""
     soft = F.adaptive_max_pool2d(pixel_mask.float(), (grid, grid)) if pixel_mask.shape[-1] >= grid else None
