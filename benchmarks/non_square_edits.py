@@ -6,7 +6,8 @@ without any of this). `--modes letterbox` needs an experiment version of musekit
 its longer side is the model's size, the rest filled; not kept).
 
 Cases, on the one-object validation scenes of `musekit eval edit` (plain backgrounds): each 128 px render is widened
-to ``--aspect`` x 128 px by repeating its edge pixels on both sides (the background continues), then edited as
+to ``--aspect`` x 128 px by repeating its edge pixels on both sides (``--place middle``) or on the right
+(``--place left``; the background continues), then edited as
 `musekit eval edit` edits it: img2img at strength 0.5 towards the caption with the colour, shape or background
 changed (in turn), and the region edit (`--source-prompt`, 30 iterations) changing the colour or the shape. The
 checker reads the scene's own 128 px square of the result: img2img follows / kept / clean as in `musekit eval
@@ -39,10 +40,11 @@ from musekit.pipeline import MusePipeline
 MODES = ("window", "squash", "square")
 
 
-def widen(image: torch.Tensor, width: int) -> tuple[torch.Tensor, int]:
-    """(1, 3, S, S) -> ((1, 3, S, width), the scene's left edge): edge pixels repeated on both sides."""
+def widen(image: torch.Tensor, width: int, place: str = "middle") -> tuple[torch.Tensor, int]:
+    """(1, 3, S, S) -> ((1, 3, S, width), the scene's left edge): edge pixels repeated on both sides (``place``
+    "middle") or on the right only ("left")."""
     extra = width - image.shape[-1]
-    left = extra // 2
+    left = extra // 2 if place == "middle" else 0
     return F.pad(image, (left, extra - left, 0, 0), mode="replicate"), left
 
 
@@ -82,6 +84,9 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--num", type=int, default=60)
     parser.add_argument("--aspect", type=float, default=1.5, help="width / height of the widened images")
+    parser.add_argument("--place", choices=("middle", "left"), default="middle",
+                        help="where the scene lies in the widened image (middle: img2img's first window is the "
+                        "scene itself)")  # fmt: skip
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--methods", default="img2img,edit")
     parser.add_argument("--threads", type=int, default=2)
@@ -102,7 +107,7 @@ def main() -> None:
                 kind = IMG2IMG_CHANGES[k % 3] if method == "img2img" else ("color", "shape")[k % 2]
                 target = changed(scene, k, kind)
                 image = to_float(render_examples([Example(scene, scene.canonical_caption())], size))
-                wide, left = widen(image, width)
+                wide, left = widen(image, width, args.place)
                 start = time.perf_counter()
                 out = run_edit(pipe, mode, method, image if mode == "square" else wide, target.canonical_caption(),
                                scene.canonical_caption(), k)  # fmt: skip
@@ -127,7 +132,7 @@ def main() -> None:
                 drawn, wanted = log_aspect(square[0], background), log_aspect(reference, background)
                 if drawn is not None and wanted is not None:
                     scores.setdefault("aspect_error", []).append(abs(drawn - wanted))
-            row = {"method": method, "mode": mode, "aspect": args.aspect, "scenes": len(scenes)}
+            row = {"method": method, "mode": mode, "aspect": args.aspect, "place": args.place, "scenes": len(scenes)}
             row.update({name: round(sum(v) / len(v), 4) for name, v in scores.items()})
             row["seconds_per_edit"] = round(seconds / len(scenes), 3)
             print(json.dumps(row), flush=True)
