@@ -132,9 +132,9 @@ def img2img_windows(pipe: MusePipeline, original: torch.Tensor, text, strength: 
     model's size and square windows of that size are redrawn one after another, the middle one first, then outward,
     each keeping a quarter window of what is already redrawn (``outpaint.window_starts``). Each window sees the
     pixels redrawn before it and keeps only its new part (feathered where it meets them); the ids returned are the
-    last window's. Squashing the image into
-    the model's square instead showed the model every object narrowed, and what it drew came back stretched
-    (measured in docs/BENCHMARKS.md, "Image-to-image of non-square images")."""
+    last window's. Squashing the image into the model's square instead showed the model every object narrowed, and
+    what it drew came back stretched (docs/BENCHMARKS.md, "Image-to-image of non-square images: windows at the
+    model's scale")."""
     from musekit.editing.outpaint import window_starts
 
     size = pipe.image_size
