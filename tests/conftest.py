@@ -73,3 +73,17 @@ def concept_pipe(tiny_text_encoder) -> MusePipeline:
     pipe = MusePipeline.from_configs(tiny_text_encoder, seed=0)
     pipe.progress_bar = False
     return pipe
+
+
+# shared by the editing tests
+PROMPT = "a small red circle at the top left on a blue background"
+
+
+def scene(size: int = 16) -> torch.Tensor:
+    return torch.rand(1, 3, size, size, generator=seeded(7))
+
+
+def quadrant_mask(size: int = 16) -> torch.Tensor:
+    mask = torch.zeros(1, 1, size, size, dtype=torch.bool)
+    mask[..., : size // 2, : size // 2] = True  # white (repaint) = top-left quadrant
+    return mask

@@ -1,4 +1,5 @@
-"""Editing: locked tokens, mask polarity, exact composites, strength edges, the text-only region, the CLI."""
+"""Editing: locked tokens, mask polarity, exact composites, inpainting at other sizes, mask-free edits and their
+text-only region, the editing commands."""
 
 import os
 import subprocess
@@ -9,27 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from musekit.config import SchedulerConfig
-from musekit.editing.img2img import changed_region
 from musekit.editing.inpaint import encode_stages
 from musekit.editing.maskfree import differing_positions, edit_region
-from musekit.editing.masks import composite, feathered_alpha, token_mask
-from musekit.editing.outpaint import plan_windows, window_starts
-from musekit.sampling.sampler import decode_tokens
+from musekit.editing.masks import feathered_alpha, token_mask
 
-from .conftest import seeded
-
-PROMPT = "a small red circle at the top left on a blue background"
-
-
-def scene(size=16) -> torch.Tensor:
-    return torch.rand(1, 3, size, size, generator=seeded(7))
-
-
-def quadrant_mask(size=16) -> torch.Tensor:
-    mask = torch.zeros(1, 1, size, size, dtype=torch.bool)
-    mask[..., : size // 2, : size // 2] = True  # white (repaint) = top-left quadrant
-    return mask
+from .conftest import PROMPT, quadrant_mask, scene, seeded
 
 
 def test_inpaint_sr_region_starts_from_the_upsampled_new_base_image(tiny_pipe):
@@ -161,211 +146,6 @@ def test_a_non_square_image_is_inpainted_in_the_square_around_the_mask(tiny_pipe
     with caplog.at_level("WARNING", logger="musekit"):
         out = tiny_pipe.inpaint(wide, long, PROMPT, generator=seeded(0), output_type="pt")
     assert out.images.shape == (1, 3, 16, 40) and "processed at the model's" in caplog.text
-
-
-def test_outpaint_extends_the_canvas_and_keeps_the_original(tiny_pipe, caplog):
-    image = scene()
-    with caplog.at_level("WARNING", logger="musekit"):
-        out = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 4, 0), mode="window", generator=seeded(0),
-                                 output_type="pt")  # fmt: skip
-    assert not [r for r in caplog.records if "resized" in r.getMessage()]  # nothing is resized: the model's scale
-    assert out.images.shape == (1, 3, 16, 20)
-    assert torch.equal(out.images[..., :, :16], image)
-    # one window of the model's size, at the right edge (columns 4-19), drew the strip, blended at its inner edge
-    # with the image's continued edge pixels only: no grey canvas fill, neither at the seam nor as a frame
-    decoded = F.pad(tiny_pipe.decode(out.ids, "pt"), (4, 0, 0, 0))
-    mask = torch.zeros(1, 1, 16, 20, dtype=torch.bool)
-    mask[..., 16:] = True
-    expected = composite(F.pad(image, (0, 4, 0, 0), mode="replicate"), decoded, feathered_alpha(mask, 2))
-    assert torch.allclose(out.images, expected, atol=1e-6)
-    for mode in ("window", "fit"):
-        thin = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 1, 0), mode=mode, generator=seeded(0), output_type="pt")
-        assert not torch.equal(thin.images[..., 16], image[..., 15])  # a 1 px strip is drawn, not the copied edge
-    with pytest.raises(ValueError, match="pad"):
-        tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 0, 0))
-
-
-def test_outpaint_windows_go_outward_from_the_image_with_a_quarter_window_of_context():
-    assert window_starts(16, 16, (0, 16)) == [0] and window_starts(10, 16, (2, 8)) == [0]
-    assert window_starts(64, 16, (16, 32)) == [0, 4, 16, 28, 40, 48]  # over the image, then outward both ways
-    for length, known in ((20, (0, 16)), (33, (17, 33)), (48, (16, 32)), (100, (40, 56)), (100, (0, 16))):
-        starts = window_starts(length, 16, known)
-        covered = torch.zeros(length, dtype=torch.bool)
-        covered[known[0] : known[1]] = True
-        for start in starts:
-            assert 0 <= start <= length - 16
-            covered[start : start + 16] = True
-        assert covered.all()
-        right = [a for a in starts if a > known[0]]
-        assert not right or right[0] == min(known[1] - 4, length - 16)  # a quarter window of the image, or flush
-        assert all(b - a <= 12 for a, b in zip(right, right[1:]))  # each keeps >= a quarter of the one before
-    windows = plan_windows(16, 48, (0, 16, 16, 32), 16)  # the image in the middle of a canvas extended both ways
-    assert (0, 16) not in windows  # nothing left to draw there
-    assert windows == [(0, 4), (0, 28), (0, 0), (0, 32)]  # nearest the image first, then outward
-
-
-def test_outpaint_seams_between_windows_are_drawn_not_left_as_fill(tiny_pipe, monkeypatch):
-    """Only the seam with the original is feathered (with the initial fill there); pixels where a window meets an
-    earlier window's drawing are the drawing, never the fill. A decoder that draws a constant shows it."""
-    monkeypatch.setattr(tiny_pipe, "decode", lambda ids, output_type="pt": torch.full((ids.shape[0], 3, 16, 16), 0.9))
-    image = torch.full((1, 3, 16, 16), 0.2)
-    out = tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 32, 0), mode="window", fill=0.5, output_type="pt").images
-    assert torch.equal(out[..., :16], image)
-    assert torch.allclose(out[0, 0, :, 16:19], torch.tensor([0.5 + 0.4 / 3, 0.5 + 0.8 / 3, 0.9]).expand(16, 3))
-    assert torch.allclose(out[..., 18:], torch.tensor(0.9))  # three windows, no band of fill at their seams
-    # a pad under one pixel at the working scale (a 32 px image on a 16 px model) is still drawn
-    big = torch.full((1, 3, 32, 32), 0.2)
-    out = tiny_pipe.outpaint(big, PROMPT, pad=(0, 0, 1, 0), mode="window", fill=0.5, output_type="pt")
-    assert out.ids is not None and out.images.shape == (1, 3, 32, 33)
-    assert (
-        torch.equal(out.images[..., :32], big) and (out.images[..., 32] > 0.51).all()
-    )  # the drawing shows (feathered)
-
-
-def test_outpaint_refuses_huge_requests_before_allocating(tiny_pipe):
-    tiny = torch.rand(1, 3, 2, 2, generator=seeded(0))  # at the model's scale (8x) the canvas would be 64k px wide
-    with pytest.raises(ValueError, match="windows of the model's size"):
-        tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 8000, 0), mode="window")
-    with pytest.raises(ValueError, match="needs at least 7123560 windows"):  # counted, not listed: 2669 x 2669 - 1
-        tiny_pipe.outpaint(tiny, PROMPT, pad=(2000, 2000, 2000, 2000), mode="window")
-    with pytest.raises(ValueError, match="max_windows must be a positive integer"):
-        tiny_pipe.outpaint(tiny, PROMPT, pad=(0, 0, 4, 0), max_windows=0)
-
-
-def test_outpaint_draws_at_the_model_scale_window_by_window(tiny_pipe, monkeypatch):
-    """A canvas larger than the model is drawn in model-size windows, not squashed into one: every window the
-    model sees is 16x16 pixels of the canvas at the image's own scale."""
-    import musekit.editing.outpaint as module
-
-    seen = []
-    real = module.inpaint_tokens
-
-    def spy(pipe, image, mask, *args):
-        seen.append((tuple(image.shape), int(mask.sum())))
-        return real(pipe, image, mask, *args)
-
-    monkeypatch.setattr(module, "inpaint_tokens", spy)
-    image = scene()
-    out = tiny_pipe.outpaint(image, [PROMPT, PROMPT], pad=(16, 0, 16, 0), mode="window", generator=seeded(0),
-                             output_type="pt")  # fmt: skip
-    assert out.images.shape == (2, 3, 16, 48)
-    assert torch.equal(out.images[..., 16:32], image.expand(2, -1, -1, -1))
-    assert [shape for shape, _ in seen] == [(2, 3, 16, 16)] * 4
-    assert sum(count for _, count in seen) == 2 * 16 * 32  # each new pixel drawn once
-    # a larger image works at the model's scale too (its longer side becomes 16 px), and is kept exactly
-    big = torch.rand(1, 3, 32, 32, generator=seeded(3))
-    out = tiny_pipe.outpaint(big, PROMPT, pad=(0, 0, 32, 0), mode="window", generator=seeded(0), output_type="pt")
-    out = out.images
-    assert out.shape == (1, 3, 32, 64) and torch.equal(out[..., :32], big)
-    # a side shorter than the model is drawn with scratch area, then cut back
-    wide = torch.rand(1, 3, 8, 16, generator=seeded(4))
-    out = tiny_pipe.outpaint(wide, PROMPT, pad=(0, 0, 4, 0), mode="window", generator=seeded(0), output_type="pil")
-    out = out.images[0]
-    assert out.size == (20, 8)
-    with pytest.raises(ValueError, match="windows"):
-        tiny_pipe.outpaint(image, PROMPT, pad=(64, 64, 64, 64), mode="window", max_windows=8)
-    # "fit": one window, the whole enlarged canvas scaled uniformly (16x48 -> 5x16, rows 5-9 of the
-    # window, scratch rows above and below); the image's box, rounded inward, is rows 5-9 x columns 6-9
-    seen.clear()
-    out = tiny_pipe.outpaint(image, PROMPT, pad=(16, 0, 16, 0), mode="fit", generator=seeded(0), output_type="pt")
-    out = out.images
-    assert out.shape == (1, 3, 16, 48) and torch.equal(out[..., 16:32], image)
-    assert len(seen) == 1 and seen[0][0] == (1, 3, 16, 16)
-    assert seen[0][1] == 16 * 16 - 5 * 4  # every pixel but the image's box is drawn
-    with pytest.raises(ValueError, match="mode"):
-        tiny_pipe.outpaint(image, PROMPT, pad=(0, 0, 4, 0), mode="stretch")
-
-
-def test_img2img_strength_edges(tiny_pipe, monkeypatch):
-    image = scene()
-    base_ids, high_ids = encode_stages(tiny_pipe, image)
-    zero = tiny_pipe.img2img(image, PROMPT, strength=0.0, generator=seeded(0), output_type="pt")
-    assert torch.equal(zero.base_ids, base_ids) and torch.equal(zero.ids, high_ids)
-    assert torch.equal(zero.images, image)
-    starts = []
-    original = tiny_pipe.generate_tokens
-    revised = []
-
-    def spy(*args, **kwargs):
-        starts.append(args[6])
-        revised.append(kwargs.get("revise", False))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_pipe, "generate_tokens", spy)
-    out = tiny_pipe.img2img(image, PROMPT, strength=1.0, generator=seeded(0), output_type="ids")
-    mask_id = tiny_pipe.transformer.config.mask_token_id
-    assert (starts[0] == mask_id).all() and len(starts) == 2  # 1.0 regenerates every base token
-    assert not revised[0]  # nothing kept, nothing to revise: the base stage decodes as generation does
-    changed = changed_region(out.base_ids != base_ids, tiny_pipe.superres.config.grid_size)
-    # and the SR tokens wherever the base changed (all of them there: the tiny config's sr_strength is 1)
-    assert torch.equal(starts[1] == mask_id, changed)
-    starts.clear()
-    revised.clear()
-    tiny_pipe.img2img(image, PROMPT, strength=0.5, generator=seeded(0), output_type="ids")
-    masked = (starts[0] == mask_id).float().mean().item()
-    assert 0 < masked < 1 and revised[0]
-    with pytest.raises(ValueError, match="strength"):
-        tiny_pipe.img2img(image, PROMPT, strength=1.5)
-
-
-def test_img2img_revises_kept_tokens_and_keeps_sr_tokens_where_the_base_did_not_change(tiny_pipe, monkeypatch):
-    image = scene()
-    base_ids, high_ids = encode_stages(tiny_pipe, image)
-    calls = []
-    original = tiny_pipe.generate_tokens
-    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: calls.append((a, k)) or original(*a, **k))
-    out = tiny_pipe.img2img(image, "a green square", strength=0.4, generator=seeded(1), output_type="ids")
-    (base_args, base_kwargs), _ = calls
-    assert base_kwargs.get("revise") is True and base_args[7] is None  # no step count: the model's full count
-    start = base_args[6]
-    kept = start != tiny_pipe.transformer.config.mask_token_id
-    assert kept.any() and not torch.equal(out.base_ids[kept], base_ids[kept])  # kept tokens can be redrawn
-    # the SR stage redraws only where the base changed, grown by one base token: force one corner token to change
-    corner = base_ids.clone()
-    corner[:, 0, 0] = (corner[:, 0, 0] + 1) % tiny_pipe.vqgan.config.codebook_size
-    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: corner if k.get("revise") else original(*a, **k))
-    out = tiny_pipe.img2img(image, "a green square", strength=0.4, generator=seeded(1), output_type="ids")
-    changed = changed_region(corner != base_ids, tiny_pipe.superres.config.grid_size)
-    grid, base_grid = tiny_pipe.superres.config.grid_size, base_ids.shape[-1]
-    assert changed.sum() == (2 * grid // base_grid) ** 2 and changed[0, 0, 0]  # the corner and its neighbours
-    assert torch.equal(out.ids[~changed], high_ids[~changed])
-
-
-def test_img2img_redraws_a_non_square_image_in_windows_at_the_model_scale(tiny_pipe, monkeypatch):
-    """A 40x16 image on a 16 px model: windows at columns 12-27 (the middle, first), then 0-15 and 24-39, each
-    seeing what the ones before drew and keeping only its new columns; squash is one pass on the squeezed image."""
-    import musekit.editing.img2img as module
-
-    wide = torch.rand(1, 3, 16, 40, generator=seeded(2))
-    inputs, outputs = [], []
-    original = module.redraw
-
-    def spy(pipe, images, *args):
-        inputs.append(images.clone())
-        outputs.append(original(pipe, images, *args))
-        return outputs[-1]
-
-    monkeypatch.setattr(module, "redraw", spy)
-    out = tiny_pipe.img2img(wide, PROMPT, strength=0.6, generator=seeded(0), output_type="pt")
-    assert out.images.shape == (1, 3, 16, 40) and len(inputs) == 3
-    first = tiny_pipe.decode(outputs[0][0], "pt")
-    assert torch.equal(inputs[0], wide[..., 12:28])  # the middle window first, at the image's own scale
-    assert torch.allclose(out.images[..., 12:28], first)  # kept whole: later windows draw only new columns
-    assert torch.allclose(inputs[1][..., 12:], first[..., :4])  # the left window sees the middle one's drawing
-    assert torch.equal(inputs[1][..., :12], wide[..., :12])
-    assert torch.allclose(inputs[2][..., :4], first[..., 12:])  # and so does the right one
-    assert not torch.allclose(out.images[..., :12], wide[..., :12])
-    assert torch.equal(out.ids, outputs[-1][0])  # the last window's ids
-    inputs.clear()
-    squashed = tiny_pipe.img2img(wide, PROMPT, strength=0.6, mode="squash", generator=seeded(0), output_type="pt")
-    assert len(inputs) == 1 and torch.equal(inputs[0], module.resize(wide, 16))
-    assert squashed.images.shape == (1, 3, 16, 40)
-    tall = tiny_pipe.img2img(wide.transpose(-1, -2), PROMPT, strength=0.6, num_images_per_prompt=2,
-                             generator=seeded(0), output_type="pt")  # fmt: skip
-    assert tall.images.shape == (2, 3, 40, 16) and len(inputs) == 4
-    assert torch.equal(tiny_pipe.img2img(wide, PROMPT, strength=0.0, output_type="pt").images, wide)
-    with pytest.raises(ValueError, match="mode"):
-        tiny_pipe.img2img(wide, PROMPT, strength=0.5, mode="fit")
 
 
 def test_mask_free_edit_and_intermediates(tiny_pipe):
@@ -500,33 +280,3 @@ def test_img2img_verdict_reads_follow_keep_and_patchwork():
     patchwork = dict(tgt, color=other, count=1)  # a colour that is neither the source's nor the prompt's
     verdict = img2img_verdict(patchwork, source, target, "background")
     assert verdict["follows"] and not verdict["kept"] and not verdict["clean"]
-
-
-@pytest.mark.parametrize("kind", ["maskgit", "amused"])
-def test_revise_redraws_known_tokens_except_with_the_amused_scheduler(tiny_pipe, kind):
-    # the aMUSEd scheduler reproduces diffusers, whose image-to-image keeps every unmasked token
-    model = tiny_pipe.transformer
-    text = tiny_pipe.encode_prompt(["a green square"], guidance_scale=1.0)
-    cache = model.precompute(text[1:])
-    ids, _ = encode_stages(tiny_pipe, scene())
-    start = ids.clone()
-    start[:, :2] = model.config.mask_token_id
-    known = start != model.config.mask_token_id
-    out = decode_tokens(model, cache, start, 4, SchedulerConfig(kind=kind), generator=seeded(0), revise=True)
-    assert not (out == model.config.mask_token_id).any()
-    assert torch.equal(out[known], start[known]) == (kind == "amused")
-
-
-def test_img2img_with_the_amused_scheduler_keeps_diffusers_behaviour(tiny_pipe, monkeypatch):
-    # kept tokens fixed and round(strength x steps) steps, as diffusers' img2img
-    image = scene()
-    base_ids, _ = encode_stages(tiny_pipe, image)
-    tiny_pipe.scheduler_config = SchedulerConfig(kind="amused")
-    calls = []
-    original = tiny_pipe.generate_tokens
-    monkeypatch.setattr(tiny_pipe, "generate_tokens", lambda *a, **k: calls.append((a, k)) or original(*a, **k))
-    out = tiny_pipe.img2img(image, "a green square", strength=0.4, generator=seeded(1), output_type="ids")
-    (args, kwargs), *_ = calls
-    assert kwargs["revise"] is False and args[7] == max(1, round(tiny_pipe.config.num_inference_steps * 0.4))
-    kept = args[6] != tiny_pipe.transformer.config.mask_token_id
-    assert torch.equal(out.base_ids[kept], base_ids[kept])
