@@ -1,6 +1,9 @@
 """`musekit eval personalize`: its scores, the two-concept rule, and the evaluation concepts."""
 
+import pytest
 import torch
+
+from musekit.data.shapes import POSITIONS
 
 from .conftest import seeded
 
@@ -80,7 +83,6 @@ def test_pair_cells_follow_the_row_the_pair_is_drawn_in():
     from musekit.data.drawing import render
     from musekit.data.shapes import Scene, ShapeObject
     from musekit.editing.masks import image_to_tensor
-    from musekit.eval.checker import load_checker
     from musekit.eval.personalize_eval import pair_cells
 
     images = []
@@ -88,8 +90,51 @@ def test_pair_cells_follow_the_row_the_pair_is_drawn_in():
         left, right = (f"{row}left", f"{row}right")
         pair = (ShapeObject("circle", "red", "pair", left), ShapeObject("star", "green", "pair", right))
         images.append(image_to_tensor(render(Scene(pair, "gray", "left of"))))
-    cells = pair_cells(load_checker().predict(torch.cat(images))["position"])
+    cells = pair_cells(torch.cat(images))
     assert cells == [("top left", "top right"), ("left", "right"), ("bottom left", "bottom right")]
+
+
+def test_the_two_concept_rule_grants_exact_renders_of_every_pair_and_refuses_swapped_ones():
+    # the rule must read the truth as the truth: every ordered pair of the evaluation's concepts, drawn exactly in each
+    # row, passes; with the references swapped, none does (the checker's position head found the row of the crescent
+    # left of the bullseye 5 times in 12, so that pair could not pass more often than that)
+    from musekit.data.concepts import backgrounds_for, concept_examples, concept_pair_scene
+    from musekit.editing.masks import image_to_tensor
+    from musekit.eval.checker import load_checker
+    from musekit.eval.personalize_eval import PersonalizeEvalSettings, concept_references, pair_success
+
+    checker = load_checker()
+    names = PersonalizeEvalSettings().concepts
+    refs = {n: concept_references(checker, concept_examples(n, 5, 128, 0)) for n in names}
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            background = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][0]
+            rows = ("top", "middle", "bottom")
+            images = torch.cat([image_to_tensor(concept_pair_scene(a, b, row, background)) for row in rows])
+            assert pair_success(checker, images, refs[a], refs[b]).all(), (a, b)
+            assert not pair_success(checker, images, refs[b], refs[a]).any(), (a, b)
+
+
+def test_object_positions_read_every_concept_where_it_is_drawn():
+    from musekit.data.concepts import CONCEPTS, concept_scene
+    from musekit.editing.masks import image_to_tensor
+    from musekit.eval.personalize_eval import object_positions, prompts_for
+
+    for name in CONCEPTS:
+        specs = [spec for _, spec in prompts_for(f"<{name}>", name) if "color2" not in spec]
+        for large in (True, False):
+            images = [image_to_tensor(concept_scene(name, s["position"], s["background"], 96, large)) for s in specs]
+            read = [POSITIONS[i] for i in object_positions(torch.cat(images)).tolist()]
+            assert read == [s["position"] for s in specs], (name, large)
+
+
+def test_concept_pair_scene_rejects_an_unknown_row():
+    from musekit.data.concepts import concept_pair_scene
+
+    with pytest.raises(ValueError, match="row must be one of"):
+        concept_pair_scene("bullseye", "diamond", "upper", "gray")
 
 
 def test_every_concept_renders_in_its_colour_on_backgrounds_without_its_colours():

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from musekit.data.drawing import draw_background
-from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, with_articles
+from musekit.data.shapes import _GRID, BACKGROUNDS, COLORS, POSITIONS, SIZE_RADIUS, with_articles
 
 # "superclass" is what each concept's key is locked to: its colour and shape words. The shapes-world models read an
 # object's colour and its shape from separate words, so a key locked to the shape word alone leaves the image
@@ -70,14 +70,29 @@ def _draw_concept(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r:
 
 def concept_scene(name: str, position: str, background: str, size: int = 128, large: bool = True) -> Image.Image:
     """The concept at ``position`` on ``background`` (a shapes-world background name)."""
+    return _scene([(name, position, 0.2 if large else 0.13)], background, size)
+
+
+def concept_pair_scene(left: str, right: str, row: str, background: str, size: int = 128) -> Image.Image:
+    """Concept ``left`` left of concept ``right`` in ``row`` ("top", "middle" or "bottom"), at the shapes world's
+    pair size: what "a <left> left of a <right> on a ... background" should draw."""
+    rows = {"top": "top ", "middle": "", "bottom": "bottom "}
+    if row not in rows:
+        raise ValueError(f"row must be one of {sorted(rows)}, got {row!r}")
+    radius = SIZE_RADIUS["pair"]
+    return _scene([(left, f"{rows[row]}left", radius), (right, f"{rows[row]}right", radius)], background, size)
+
+
+def _scene(objects: list[tuple[str, str, float]], background: str, size: int) -> Image.Image:
+    """(concept, position, radius as a fraction of the side) objects drawn on ``background``, supersampled 4x."""
     big = size * 4
     image = Image.new("RGB", (big, big))
     draw = ImageDraw.Draw(image)
     draw_background(draw, background, big, 0.0)
     fill = image.getpixel((0, 0)) if background not in ("striped", "checkered") else (200, 200, 200)
-    row, col = divmod(POSITIONS.index(position), 3)
-    radius = (0.2 if large else 0.13) * big
-    _draw_concept(draw, name, _GRID[col] * big, _GRID[row] * big, radius, fill)
+    for name, position, radius in objects:
+        row, col = divmod(POSITIONS.index(position), 3)
+        _draw_concept(draw, name, _GRID[col] * big, _GRID[row] * big, radius * big, fill)
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
