@@ -132,6 +132,38 @@ def test_shards_rendered_in_worker_processes_equal_one_process(tmp_path, tokeniz
     assert torch.equal(one.index, two.index)
 
 
+def test_a_shard_folder_being_written_refuses_a_second_writer(tmp_path, tokenizer_dir):
+    # `musekit train` started on a folder that `musekit encode-shards` has not finished must not write into it too
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from musekit.config import VQConfig
+    from musekit.data.tokens import WRITER, encode_shards, shards_writer
+    from musekit.io.checkpoint import load_component
+    from musekit.tokenizer import VQModel
+
+    vq = load_component(VQModel, VQConfig, tokenizer_dir)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / WRITER).write_text(json.dumps({"pid": live.pid, "host": host}))
+        assert shards_writer(folder) == {"pid": live.pid, "host": host}
+        with pytest.raises(FileExistsError, match=f"being written by process {live.pid}"):
+            encode_shards(vq, ShapesWorld(0), folder, 4, 16, progress=False)
+        assert not (folder / "meta.json").exists() and (folder / WRITER).exists()  # the writer's marker is left alone
+    finally:
+        live.kill()
+        live.wait()
+    # the writer was killed: its marker is stale, and encoding goes ahead and removes it
+    assert shards_writer(folder) is None
+    shards = TokenShards(encode_shards(vq, ShapesWorld(0), folder, 4, 16, progress=False))
+    assert len(shards) == 4 and not (folder / WRITER).exists()
+
+
 def test_training_randomness_follows_the_generator_not_the_device():
     from musekit.training.objectives import mask_tokens
 

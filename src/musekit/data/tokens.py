@@ -5,11 +5,17 @@ super-resolution tokens and ``index`` (N,) the shapes-world example index (capti
 the scene, so every template and synonym is seen), plus ``meta.json``. Shards encoded through a base-stage tokenizer
 (``lo_through``) also hold ``ids_start`` (N, H, W): the super-resolution tokens of that tokenizer's reconstruction
 upsampled to the final size, i.e. what the super-resolution stage starts from at ``sr_strength`` < 1.
+
+While ``encode_shards`` writes a folder it holds ``.encoding`` (its process id and host), so that a second writer (a
+``musekit train`` started on a folder that ``musekit encode-shards`` has not finished) refuses instead of writing the
+same shards beside it; a marker left by a killed process is ignored.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import torch
@@ -24,6 +30,25 @@ from musekit.io.checkpoint import atomic_save_tensors, atomic_write_text
 from musekit.tokenizer import VQModel
 
 META = "meta.json"
+WRITER = ".encoding"
+
+
+def shards_writer(folder: str | Path) -> dict | None:
+    """The live process writing shards into ``folder`` ({"pid", "host"}), or None. A marker from another host counts
+    as live (its process cannot be checked from here); one from a process of this host that has ended does not."""
+    try:
+        writer = json.loads((Path(folder) / WRITER).read_text())
+        pid, host = int(writer["pid"]), str(writer["host"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # another user's live process
+            pass
+    return {"pid": pid, "host": host}
 
 
 @torch.no_grad()
@@ -52,6 +77,22 @@ def encode_shards(
     ``musekit.editing.img2img.upsampled_start_ids`` does with the base stage's ids."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    writer = shards_writer(out)
+    if writer is not None and writer != {"pid": os.getpid(), "host": socket.gethostname()}:
+        raise FileExistsError(
+            f"{out} is being written by process {writer['pid']} on {writer['host']} (musekit encode-shards?): wait for "
+            f"it to finish, or delete {out / WRITER} if no such process runs"
+        )
+    atomic_write_text(out / WRITER, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    try:
+        return _encode_shards(vq, world, out, num_examples, image_size, split, shard_size, batch_size, progress,
+                              lo_through, workers)  # fmt: skip
+    finally:
+        (out / WRITER).unlink(missing_ok=True)
+
+
+def _encode_shards(vq, world, out, num_examples, image_size, split, shard_size, batch_size, progress, lo_through,
+                   workers) -> Path:  # fmt: skip
     vq.eval()
     if lo_through is not None:
         lo_through.eval()
