@@ -70,17 +70,18 @@ def edit(row: dict) -> None:
 
 def personalize(row: dict) -> None:
     s = row["summary"]
-    print("| method | concept similarity | text fidelity | train s | file bytes |")
-    print("|---|---|---|---|---|")
+    print("| method | concept similarity | (at the prompt's cell) | text fidelity | train s | file bytes |")
+    print("|---|---|---|---|---|---|")
     for key in ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "custom-diffusion",
                 "dreambooth"):  # fmt: skip
         v = s[key]
-        print(f"| {key} | {v['concept_similarity']:.3f} | {pct(v['text_fidelity'])} | {v['train_seconds']:.1f} | "
-              f"{int(v['file_bytes']):,} |")  # fmt: skip
-    print("\nbeta sweep (concept similarity / text fidelity):")
+        at_prompt = f"{v['similarity_prompt_cell']:.3f}" if "similarity_prompt_cell" in v else "-"
+        print(f"| {key} | {v['concept_similarity']:.3f} | {at_prompt} | {pct(v['text_fidelity'])} | "
+              f"{v['train_seconds']:.1f} | {int(v['file_bytes']):,} |")  # fmt: skip
+    print("\nbeta sweep (concept similarity (at the prompt's cell) / text fidelity):")
     for key in ("perfusion-local", "perfusion-global", "trained-k"):
-        points = ", ".join(f"b={b}: {v['concept_similarity']:.3f} / {pct(v['text_fidelity'])}"
-                           for b, v in s[key]["sweep"].items())  # fmt: skip
+        points = ", ".join(f"b={b}: {v['concept_similarity']:.3f} ({v.get('similarity_prompt_cell', float('nan')):.3f})"
+                           f" / {pct(v['text_fidelity'])}" for b, v in s[key]["sweep"].items())  # fmt: skip
         print(f"- {key}: {points}")
     print(f"\ntwo concepts in one prompt: {row['two_concepts']}")
     print(f"same layout, fp16 bytes: {row['file_bytes_same_layout_fp16']}")

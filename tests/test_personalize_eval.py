@@ -149,3 +149,26 @@ def test_every_concept_renders_in_its_colour_on_backgrounds_without_its_colours(
             pixels = np.asarray(concept_scene(name, "center", background, size=64)).astype(int)
             main = np.array(spec["colors"][0])  # (the second colour is the pattern's, or only kept off the background)
             assert (np.abs(pixels - main).sum(-1) < 30).sum() >= 10, (name, background)
+
+
+def test_similarity_is_read_where_the_concept_was_drawn(monkeypatch):
+    # an exact concept drawn in the center on each prompt's background: one position in eight is followed, and the
+    # similarity of the object itself is not lowered by where it stands (the prompt's cell, reported beside it, is)
+    import musekit.eval.personalize_eval as pe
+    from musekit.data.concepts import concept_examples, concept_scene
+    from musekit.editing.masks import image_to_tensor
+    from musekit.eval.checker import load_checker
+
+    name = "diamond"
+
+    def centred(pipe, prompts, seed, samples=1, **kwargs):
+        # "... on a X background"
+        backgrounds = [prompt.rsplit(" ", 2)[1] for prompt in prompts for _ in range(samples)]
+        return torch.cat([image_to_tensor(concept_scene(name, "center", bg)) for bg in backgrounds])
+
+    monkeypatch.setattr(pe, "generate", centred)
+    checker = load_checker()
+    refs = pe.concept_references(checker, concept_examples(name, 5, 128, 0))
+    scores = pe.score(None, checker, "<diamond>", name, refs, seed=0)
+    assert scores["text_fidelity_one"] == 1 / len(pe.ONE_OBJECT_POSITIONS)
+    assert scores["concept_similarity"] > scores["similarity_prompt_cell"] + 0.1

@@ -1,8 +1,9 @@
 """`musekit eval personalize`: Perfusion and its baselines on concepts the default model never saw.
 
 For each concept and method: training seconds, file bytes, concept similarity (cosine of checker embeddings of the
-object region in generated images against the concept images' object regions: the analogue of CLIP-I/DINO) and text
-fidelity (the checker reads the prompt's position and background, and a second plain object, right). Perfusion is
+object region in generated images, the cell the object was drawn in, against the concept images' object regions: the
+analogue of CLIP-I/DINO) and text fidelity (the prompt's position, read from the pixels, and background, and a second
+plain object, read right by the checker). Perfusion is
 swept over the inference bias beta with local and global key-locking and trained-K; two concepts in one prompt are
 scored by whether each object region is closer to its own concept than to the other.
 """
@@ -121,7 +122,7 @@ def prompt_followed(predicted: dict[str, torch.Tensor], specs: list[dict]) -> li
     return out
 
 
-SCORES = ("concept_similarity", "text_fidelity", "text_fidelity_one", "text_fidelity_two")
+SCORES = ("concept_similarity", "similarity_prompt_cell", "text_fidelity", "text_fidelity_one", "text_fidelity_two")
 
 
 def similarity_bounds(checker: ShapeChecker, name: str, references: torch.Tensor) -> dict[str, float]:
@@ -174,14 +175,20 @@ def score(pipe, checker, token, name, references, seed, samples: int = 1, keep: 
     specs = [s for _, s in items for _ in range(samples)]
     if keep is not None:
         keep.extend([images[0], images[len(ONE_OBJECT_POSITIONS) * samples]])
-    # the concept's cell: the prompt's for one-object prompts; for "<c> left of a ..." the left cell of the row the
-    # pair was drawn in. Positions are read from the pixels (``object_positions``): the checker's head misreads novel
-    # shapes.
+    # positions are read from the pixels (``object_positions``, ``pair_cells``): the checker's head misreads novel
+    # shapes. Similarity is read where the concept was drawn: in a one-object image the object's cell (whether that is
+    # the prompt's position is text fidelity's business), in "<c> left of a ..." the left cell of the pair's row;
+    # "similarity_prompt_cell" reads the prompt's cell instead (what the harness read before 2026-11-26), so that an
+    # object drawn in the wrong place also costs similarity.
     predicted = {**checker.predict(images), "position": object_positions(images)}
     cells = pair_cells(images)
-    positions = [cell[0] if "color2" in spec else spec["position"] for spec, cell in zip(specs, cells)]
-    similarity = (region_embeddings(checker, images, positions) @ references.t()).mean().item()
-    return {"concept_similarity": similarity, **text_fidelity_scores(prompt_followed(predicted, specs), specs)}
+    drawn = [cell[0] if "color2" in spec else POSITIONS[index]
+             for spec, cell, index in zip(specs, cells, predicted["position"].tolist())]  # fmt: skip
+    asked = [cell[0] if "color2" in spec else spec["position"] for spec, cell in zip(specs, cells)]
+    similarity = (region_embeddings(checker, images, drawn) @ references.t()).mean().item()
+    at_prompt = (region_embeddings(checker, images, asked) @ references.t()).mean().item()
+    return {"concept_similarity": similarity, "similarity_prompt_cell": at_prompt,
+            **text_fidelity_scores(prompt_followed(predicted, specs), specs)}  # fmt: skip
 
 
 GRID_METHODS = ("perfusion-local", "perfusion-global", "trained-k", "textual-inversion", "custom-diffusion",

@@ -1,0 +1,129 @@
+"""Does `musekit eval personalize` read the truth as the truth? Its position reads and pair rule on exact renders.
+
+Usage: python benchmarks/concept_rule_truth.py [--concepts bullseye,diamond,crescent,arrow,ring,flag] [--generated 64]
+[--threads 2]
+
+For every concept, exact renders (``concept_scene``) at each one-object prompt's position and background, large and
+small: the share whose position is read right by the checker's position head and by the pixels
+(``object_positions``, what the harness uses). For every ordered pair of concepts, exact renders of "a <a> left of a
+<b>" (``concept_pair_scene``) in each row on the pair's four evaluation backgrounds: the two-concept rule's pass rate
+with the pair's row found by the checker's position head (the harness before 2026-11-26) and by the pixels
+(``pair_cells``), and with the two concepts' references swapped (should be 0). With ``--generated N``, the bundled
+model draws N one-object and N/2 two-object prompts of the shapes world's own shapes (which the checker's head reads
+right) and the script prints how often the pixel reads agree with the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from musekit.data.concepts import CONCEPTS, backgrounds_for, concept_examples, concept_pair_scene, concept_scene
+from musekit.data.shapes import COLORS, POSITIONS, SHAPES, with_articles
+from musekit.editing.masks import image_to_tensor
+from musekit.eval.checker import load_checker
+from musekit.eval.personalize_eval import (
+    ONE_OBJECT_POSITIONS,
+    concept_references,
+    object_positions,
+    pair_cells,
+    prompts_for,
+    region_embeddings,
+)
+
+ROWS = ("top", "middle", "bottom")
+
+
+def head_pair_cells(positions: torch.Tensor) -> list[tuple[str, str]]:
+    """The harness's row reader before 2026-11-26: the first object's cell by the checker's position head, falling
+    back to the middle row when that is not a left-column cell."""
+    out = []
+    for index in positions.tolist():
+        row, col = divmod(index, 3)
+        row = row if col == 0 else 1
+        out.append((POSITIONS[3 * row], POSITIONS[3 * row + 2]))
+    return out
+
+
+def rule(checker, images, cells, refs_left, refs_right) -> torch.Tensor:
+    left = region_embeddings(checker, images, [c[0] for c in cells])
+    right = region_embeddings(checker, images, [c[1] for c in cells])
+    ok_left = (left @ refs_left.t()).mean(1) > (left @ refs_right.t()).mean(1)
+    ok_right = (right @ refs_right.t()).mean(1) > (right @ refs_left.t()).mean(1)
+    return ok_left & ok_right
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concepts", default=",".join(CONCEPTS))
+    parser.add_argument("--generated", type=int, default=0, help="also check N generated shapes-world images")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    checker = load_checker()
+    names = args.concepts.split(",")
+
+    print("one-object exact renders, position read right (checker head / pixels):")
+    for name in names:
+        specs = [s for _, s in prompts_for(f"<{name}>", name) if "color2" not in s]
+        head = pixels = 0
+        for large in (True, False):
+            images = torch.cat([image_to_tensor(concept_scene(name, s["position"], s["background"], 128, large))
+                                for s in specs])  # fmt: skip
+            truth = torch.tensor([POSITIONS.index(s["position"]) for s in specs])
+            head += int((checker.predict(images)["position"] == truth).sum())
+            pixels += int((object_positions(images) == truth).sum())
+        print(f"  {name}: {head} / {2 * len(specs)}  {pixels} / {2 * len(specs)}")
+
+    refs = {n: concept_references(checker, concept_examples(n, 5, 128, 0)) for n in names}
+    print("two-concept rule on exact pair renders (row by checker head / by pixels / pixels, references swapped):")
+    totals = torch.zeros(3)
+    pairs = [(a, b) for a in names for b in names if a != b]
+    for a, b in pairs:
+        backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
+        images = torch.cat([image_to_tensor(concept_pair_scene(a, b, row, bg)) for bg in backgrounds for row in ROWS])
+        by_head = head_pair_cells(checker.predict(images)["position"])
+        rates = torch.tensor([
+            rule(checker, images, by_head, refs[a], refs[b]).float().mean(),
+            rule(checker, images, pair_cells(images), refs[a], refs[b]).float().mean(),
+            rule(checker, images, pair_cells(images), refs[b], refs[a]).float().mean(),
+        ])  # fmt: skip
+        totals += rates
+        print(f"  {a}+{b} ({len(images)} images): {rates[0]:.1%} / {rates[1]:.1%} / {rates[2]:.1%}")
+    mean = totals / len(pairs)
+    print(f"  mean: {mean[0]:.1%} / {mean[1]:.1%} / {mean[2]:.1%}")
+
+    if args.generated:
+        from musekit.pipeline import MusePipeline
+
+        pipe = MusePipeline.from_pretrained(None)
+        pipe.progress_bar = False
+        colors = list(COLORS)
+        prompts = []
+        for k in range(args.generated):
+            color, shape = colors[k % len(colors)], SHAPES[(3 * k) % len(SHAPES)]
+            background = [c for c in colors if c != color][(5 * k) % (len(colors) - 1)]
+            position = ONE_OBJECT_POSITIONS[k % len(ONE_OBJECT_POSITIONS)]
+            where = "in the center" if position == "center" else f"at the {position}"
+            size = "large" if k % 2 else "small"
+            prompts.append(with_articles(f"a {size} {color} {shape} {where} on a {background} background"))
+        images = torch.cat([pipe(prompts[i : i + 8], generator=torch.Generator().manual_seed(i),
+                                 output_type="pt").images for i in range(0, len(prompts), 8)])  # fmt: skip
+        agree = (object_positions(images) == checker.predict(images)["position"]).float().mean()
+        print(f"generated one-object images ({len(images)}): pixel position = checker head {agree:.1%}")
+        prompts = []
+        for k in range(args.generated // 2):
+            c1, c2 = colors[k % len(colors)], colors[(k + 3) % len(colors)]
+            s1, s2 = SHAPES[k % len(SHAPES)], SHAPES[(k + 2) % len(SHAPES)]
+            background = [c for c in colors if c not in (c1, c2)][k % (len(colors) - 2)]
+            prompts.append(with_articles(f"a {c1} {s1} left of a {c2} {s2} on a {background} background"))
+        images = torch.cat([pipe(prompts[i : i + 8], generator=torch.Generator().manual_seed(100 + i),
+                                 output_type="pt").images for i in range(0, len(prompts), 8)])  # fmt: skip
+        head = head_pair_cells(checker.predict(images)["position"])
+        agree = sum(h == p for h, p in zip(head, pair_cells(images))) / len(head)
+        print(f"generated two-object images ({len(images)}): pixel row = checker head row {agree:.1%}")
+
+
+if __name__ == "__main__":
+    main()
