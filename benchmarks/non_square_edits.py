@@ -1,7 +1,7 @@
-"""Image-to-image and mask-free editing of non-square images, read by the checker: img2img's "window" (musekit's
-default: the image's shorter side at the model's size, model-size windows redrawn from the middle outward) and
-"squash" (the image resized to the model's square and the result stretched back: musekit's only way before, and
-still the mask-free edit's), against the same edit of the square scene alone ("square": what the model does
+"""Image-to-image and mask-free editing of non-square images, read by the checker: "window" (musekit's default for
+both: the image's shorter side at the model's size, model-size windows redrawn from the middle outward) and
+"squash" (the image resized to the model's square and the result stretched back: musekit's only way before),
+against the same edit of the square scene alone ("square": what the model does
 without any of this). `--modes letterbox` needs an experiment version of musekit that had it (the image scaled so
 its longer side is the model's size, the rest filled; not kept).
 
@@ -49,16 +49,17 @@ def widen(image: torch.Tensor, width: int, place: str = "middle") -> tuple[torch
 
 
 def run_edit(pipe, mode: str, method: str, image: torch.Tensor, prompt: str, source: str, seed: int) -> torch.Tensor:
-    """One edit of ``image`` under ``mode``: letterbox (musekit), squash (resize to the square and back)."""
+    """One edit of ``image`` under ``mode``: window (musekit's), squash (resized to the square and back here), square
+    (the square scene alone)."""
     generator = torch.Generator().manual_seed(seed)
     height, width = image.shape[-2:]
     model_input = resize(image, pipe.image_size) if mode == "squash" else image
+    extra = {"mode": mode} if mode == "window" else {}
     if method == "img2img":
-        extra = {"mode": mode} if mode == "window" else {}
         out = pipe.img2img(model_input, prompt, strength=0.5, generator=generator, output_type="pt", **extra).images
     else:
         out = pipe.edit(model_input, prompt, iterations=30, source_prompt=source, generator=generator,
-                        output_type="pt").images  # fmt: skip
+                        output_type="pt", **extra).images  # fmt: skip
     return resize(out, (height, width)) if mode == "squash" else out
 
 

@@ -157,6 +157,69 @@ def test_mask_free_edit_and_intermediates(tiny_pipe):
     assert not torch.equal(out.base_ids, base_ids)
 
 
+def test_the_last_intermediate_is_the_result(tiny_pipe):
+    # 9 iterations, a snapshot every 2: after 2, 4, 6, 8 and the last (before, the image of iteration 8 was returned
+    # with the ids of iteration 9)
+    out = tiny_pipe.edit(scene(), "a blue circle", iterations=9, intermediate_every=2, generator=seeded(0),
+                         return_intermediates=True, output_type="pt")  # fmt: skip
+    assert len(out.intermediates) == 5 and torch.allclose(out.intermediates[-1], out.images)
+    assert torch.allclose(tiny_pipe.decode(out.ids, "pt"), out.images)
+
+
+def test_a_non_square_image_is_edited_in_windows_at_the_model_scale(tiny_pipe, monkeypatch):
+    """A 40x16 image on a 16 px model: windows at columns 12-27 (the middle, first), then 0-15 and 24-39, each
+    seeing what the ones before changed and keeping only its new columns; squash is one pass on the squeezed
+    image."""
+    import musekit.editing.maskfree as module
+
+    wide = torch.rand(1, 3, 16, 40, generator=seeded(2))
+    calls = []
+    original = module.edit_loop
+
+    def spy(pipe, base_ids, high_ids, region, *args):
+        calls.append((base_ids.clone(), region))
+        return original(pipe, base_ids, high_ids, region, *args)
+
+    monkeypatch.setattr(module, "edit_loop", spy)
+    out = tiny_pipe.edit(wide, PROMPT, iterations=4, generator=seeded(0), return_intermediates=True,
+                         intermediate_every=2, output_type="pt")  # fmt: skip
+    assert out.images.shape == (1, 3, 16, 40) and len(calls) == 3
+    assert torch.equal(calls[0][0], encode_stages(tiny_pipe, wide[..., 12:28])[0])  # the middle window first
+    assert len(out.intermediates) == 2 and torch.allclose(out.intermediates[-1], out.images)
+    last = tiny_pipe.decode(out.ids, "pt")  # the last window's ids: its new columns, past the seam's feather
+    assert torch.allclose(last[..., 6:], out.images[..., 30:])
+    assert not torch.allclose(last[..., :4], out.images[..., 24:28])  # (those columns are the middle window's)
+    calls.clear()
+    squashed = tiny_pipe.edit(wide, PROMPT, iterations=2, mode="squash", generator=seeded(0), output_type="pt")
+    assert len(calls) == 1 and squashed.images.shape == (1, 3, 16, 40)
+    with pytest.raises(ValueError, match="mode"):
+        tiny_pipe.edit(wide, PROMPT, iterations=2, mode="fit")
+
+
+def test_a_region_edit_of_a_non_square_image_edits_each_window_s_share_of_the_region(tiny_pipe, monkeypatch):
+    # the region is found once on the squeezed image; windows with none of it are not edited, and no pixel outside
+    # it changes
+    import musekit.editing.maskfree as module
+
+    wide = torch.rand(1, 3, 16, 40, generator=seeded(3))
+    source, target = "a red circle on a blue background", "a green circle on a blue background"
+    region = torch.zeros(1, 4, 4, dtype=torch.bool)
+    region[0, 1:3, 0] = True  # the leftmost tokens of the squeezed image: the left window only
+    monkeypatch.setattr(module, "edit_region", lambda *args: region)
+    calls = []
+    original = module.edit_loop
+
+    def spy(pipe, base_ids, high_ids, window_region, *args):
+        calls.append(window_region)
+        return original(pipe, base_ids, high_ids, window_region, *args)
+
+    monkeypatch.setattr(module, "edit_loop", spy)
+    out = tiny_pipe.edit(wide, target, source_prompt=source, iterations=3, generator=seeded(0), output_type="pt")
+    assert len(calls) == 1 and calls[0].any() and not calls[0].all()
+    pixels = module.scale_region(region, (16, 40))[:, None].expand(1, 3, -1, -1)
+    assert torch.equal(out.images[~pixels], wide[~pixels])
+
+
 def test_differing_words_are_found(tiny_pipe):
     tokenizer = tiny_pipe.text_encoder.tokenizer
     src, tgt = differing_positions(
@@ -213,6 +276,7 @@ def files(tmp_path_factory):
         ["edit", "{f}/img.png", "a green circle", "--iterations", "3", "--source-prompt", "a red circle"],
         ["img2img", "{f}/img.png", "a blue star", "--strength", "0.6"],
         ["img2img", "{f}/wide.png", "a blue star", "--strength", "0.6", "--mode", "squash"],
+        ["edit", "{f}/wide.png", "a green circle", "--iterations", "2", "--source-prompt", "a red circle"],
     ],
 )
 def test_edit_commands_write_images(args, files, tiny_model_dir, tmp_path):
@@ -235,6 +299,7 @@ def test_edit_commands_write_images(args, files, tiny_model_dir, tmp_path):
         (["img2img", "{f}/img.png", "x", "--strength", "2"], "strength"),
         (["img2img", "{f}/img.png", "x", "--strength", "0.5", "--mode", "fit"], "squash"),
         (["edit", "{f}/img.png", "x", "--iterations", "0"], "positive integer"),
+        (["edit", "{f}/img.png", "x", "--mode", "fit"], "squash"),
     ],
 )
 def test_edit_commands_reject_bad_input_in_one_line(args, needle, files, tiny_model_dir, tmp_path):

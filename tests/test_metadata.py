@@ -384,18 +384,19 @@ def test_a_recorded_concept_file_may_take_over_a_token(concept_pipe, tmp_path):
     assert any(f"<emblem> now names {other} (it named {learned})" in note for note in notes)
 
 
-def test_img2img_records_from_before_windows_remake_their_squashed_image(tiny_model_dir, tmp_path):
-    """A non-square img2img record without a mode was made by squashing (img2img had no windows then): --from makes
-    it again that way, pixel for pixel; new records say which mode made them."""
+@pytest.mark.parametrize("command, option", [("img2img", ["--strength", "0.6"]), ("edit", ["--iterations", "2"])])
+def test_records_from_before_windows_remake_their_squashed_image(command, option, tiny_model_dir, tmp_path):
+    """A non-square img2img or edit record without a mode was made by squashing (neither had windows then): --from
+    makes it again that way, pixel for pixel; new records say which mode made them."""
     scene = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 40, 3), dtype=np.uint8)).save(scene)
     window, squash, old, again = (tmp_path / f"{name}.png" for name in ("window", "squash", "old", "again"))
-    args = ["img2img", str(scene), "a red circle", "--strength", "0.6", "--model", str(tiny_model_dir), "--quiet"]
+    args = [command, str(scene), "a red circle", *option, "--model", str(tiny_model_dir), "--quiet"]
     assert main([*args, "--out", str(window)]) == 0 and read_record(window)["mode"] == "window"
     assert main([*args, "--mode", "squash", "--out", str(squash)]) == 0
     record = read_record(squash)
     del record["mode"], record["size"]
     save_image(attach(Image.open(squash).convert("RGB"), record), old)
-    assert main(["img2img", "--from", str(old), "--out", str(again), "--quiet"]) == 0
+    assert main([command, "--from", str(old), "--out", str(again), "--quiet"]) == 0
     pixels = lambda path: np.asarray(Image.open(path).convert("RGB"))  # noqa: E731
     assert np.array_equal(pixels(again), pixels(squash)) and not np.array_equal(pixels(window), pixels(squash))

@@ -91,6 +91,9 @@ def add_parsers(subparsers) -> None:
     _common(p, "outputs/edit.png")
     p.add_argument("--source-prompt", default=None, metavar="TEXT", help="describes the input: confines the edit")
     p.add_argument("--iterations", type=positive_int, default=None, help="resampling rounds (default 100)")
+    p.add_argument("--mode", choices=("window", "squash"), default=None,
+                   help="for a non-square image: window (default): at the image's own scale, in model-size windows; "
+                   "squash: the whole image squeezed into the model's square and stretched back")  # fmt: skip
     p.set_defaults(func=run, op="edit")
     help_text = "redraw an image under a new prompt, keeping its layout"
     p = subparsers.add_parser("img2img", help=help_text, description=__doc__)
@@ -106,7 +109,7 @@ def add_parsers(subparsers) -> None:
 # Each command's options that --from takes from a record, the defaults of the optional ones, and the required ones.
 SHARED = ("image", "prompt", "negative", "seed", "steps", "sr_steps", "guidance", "concept", "bias", "temperature",
           "key_locking", "model", "num")  # fmt: skip
-OWN = {"inpaint": ("mask",), "outpaint": ("pad", "mode"), "edit": ("source_prompt", "iterations"),
+OWN = {"inpaint": ("mask",), "outpaint": ("pad", "mode"), "edit": ("source_prompt", "iterations", "mode"),
        "img2img": ("strength", "mode")}  # fmt: skip
 DEFAULTS = {"seed": 0, "mode": "window", "iterations": 100, "num": 1}
 REQUIRED = {"inpaint": ("mask",), "outpaint": ("pad",), "img2img": ("strength",)}
@@ -119,8 +122,8 @@ def settings_from(args: argparse.Namespace) -> dict | None:
         args.prompt, args.image = args.image, None
     given_num = args.num
     record = fill_from_record(args, args.op, SHARED + OWN[args.op])
-    if record is not None and args.op == "img2img" and args.mode is None and "mode" not in record:
-        args.mode = "squash"  # made before img2img had windows: how it was made then
+    if record is not None and args.op in ("img2img", "edit") and args.mode is None and "mode" not in record:
+        args.mode = "squash"  # made before img2img and edit had windows: how it was made then
     args.index = batch_index(args, record, given_num)
     for key, value in DEFAULTS.items():
         if getattr(args, key, 0) is None:
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.op == "outpaint":
         options.update(pad=list(args.pad), mode=args.mode)
     elif args.op == "edit":
-        options.update(source_prompt=args.source_prompt, iterations=args.iterations)
+        options.update(source_prompt=args.source_prompt, iterations=args.iterations, mode=args.mode)
     elif args.op == "img2img":
         options.update(strength=args.strength, mode=args.mode)
     sampling = sampling_record(pipe, args.steps, args.sr_steps, args.guidance)  # the model's defaults filled in
@@ -183,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                                **common)  # fmt: skip
     elif args.op == "edit":
         result = pipe.edit(image, args.prompt, iterations=args.iterations, source_prompt=args.source_prompt,
-                           guidance_scale=args.guidance, **common)  # fmt: skip
+                           mode=args.mode, guidance_scale=args.guidance, **common)  # fmt: skip
     else:
         result = pipe.img2img(image, args.prompt, strength=args.strength, mode=args.mode,
                               guidance_scale=args.guidance, **common)  # fmt: skip

@@ -125,6 +125,26 @@ def redraw(pipe: MusePipeline, images: torch.Tensor, text, strength: float, opti
     return final, base_out
 
 
+def window_plan(height: int, width: int, size: int) -> tuple[tuple[int, int], list[int]]:
+    """A non-square image edited at the model's scale: the (height, width) canvas it is resized to (its shorter side
+    ``size``) and the starts along the longer side of the ``size`` windows, the middle one first, then outward, each
+    keeping a quarter window of what is already done (``outpaint.window_starts``)."""
+    from musekit.editing.outpaint import window_starts
+
+    scale = size / min(height, width)
+    long_side = max(size, round(max(height, width) * scale))
+    middle = (long_side - size) // 2
+    starts = sorted(window_starts(long_side, size, (middle, middle + size)), key=lambda s: (abs(s - middle), s))
+    return ((size, long_side) if width > height else (long_side, size)), starts
+
+
+def window_area(canvas: tuple[int, int], start: int, size: int) -> tuple[slice, slice]:
+    """The (rows, columns) of the window at ``start`` along the canvas's longer side."""
+    if canvas[1] > canvas[0]:
+        return slice(None), slice(start, start + size)
+    return slice(start, start + size), slice(None)
+
+
 def img2img_windows(pipe: MusePipeline, original: torch.Tensor, text, strength: float, options: SamplingOptions,
                     generator: torch.Generator | None, repeat: int, feather_radius: int,
                     return_dict: bool) -> ImageOutput | tuple:  # fmt: skip
@@ -135,22 +155,16 @@ def img2img_windows(pipe: MusePipeline, original: torch.Tensor, text, strength: 
     last window's. Squashing the image into the model's square instead showed the model every object narrowed, and
     what it drew came back stretched (docs/BENCHMARKS.md, "Image-to-image of non-square images: windows at the
     model's scale")."""
-    from musekit.editing.outpaint import window_starts
-
     size = pipe.image_size
     height, width = original.shape[-2:]
-    wide = width > height
-    scale = size / min(height, width)
-    long_side = max(size, round(max(height, width) * scale))
-    work = resize(original, (size, long_side) if wide else (long_side, size)).expand(repeat, -1, -1, -1).clone()
-    middle = (long_side - size) // 2
-    starts = sorted(window_starts(long_side, size, (middle, middle + size)), key=lambda s: (abs(s - middle), s))
-    done = torch.zeros(work.shape[-2:], dtype=torch.bool, device=work.device)
+    canvas, starts = window_plan(height, width, size)
+    work = resize(original, canvas).expand(repeat, -1, -1, -1).clone()
+    done = torch.zeros(canvas, dtype=torch.bool, device=work.device)
     logger.info("the %dx%d image is redrawn in %d windows of %d px at the model's scale", width, height,
                 len(starts), size)  # fmt: skip
     final = base_out = None
     for start in tqdm(starts, desc="img2img", disable=not pipe.progress_bar, leave=False):
-        area = (slice(None), slice(start, start + size)) if wide else (slice(start, start + size), slice(None))
+        area = window_area(canvas, start, size)
         todo = ~done[area]
         window = work[(..., *area)]
         final, base_out = redraw(pipe, window, text, strength, options, generator)

@@ -14,8 +14,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from musekit.editing.img2img import random_mask
-from musekit.editing.inpaint import encode_stages, finish
-from musekit.editing.masks import feathered_alpha, fit_to_model, image_to_tensor, scale_region
+from musekit.editing.inpaint import encode_stages, finish, package
+from musekit.editing.masks import (
+    composite,
+    feathered_alpha,
+    fit_to_model,
+    image_to_tensor,
+    resize,
+    resize_mask,
+    scale_region,
+)
 from musekit.models.attention_maps import cross_attention_maps, word_map
 from musekit.personalize.tokens import substitute
 from musekit.sampling.options import SamplingOptions
@@ -80,6 +88,9 @@ def stage_cache(pipe: MusePipeline, model, text: TextEmbeddings, batch: int, sca
     return model.precompute(text.to(pipe.device))
 
 
+EDIT_MODES = ("window", "squash")
+
+
 def edit(
     pipe: MusePipeline,
     image: Image.Image | torch.Tensor,
@@ -96,6 +107,8 @@ def edit(
     intermediate_every: int | None = None,
     region_threshold: float = 0.5,
     region_dilation: int = 1,
+    mode: str = "window",
+    feather_radius: int = 2,
     **sampling,
 ) -> ImageOutput | tuple:
     """See ``MusePipeline.edit``."""
@@ -103,23 +116,53 @@ def edit(
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if not 0.0 < remask_fraction <= 1.0:
         raise ValueError(f"remask_fraction must be in (0, 1], got {remask_fraction}")
+    if mode not in EDIT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(EDIT_MODES)}, got {mode!r}")
     prompts = pipe.check_prompts(prompt)
     if source_prompt is not None and len(prompts) != 1:
         raise ValueError("source_prompt editing takes a single prompt")
     options = SamplingOptions.resolve(pipe.config, guidance_scale=guidance_scale, top_k=top_k, **sampling)
     repeat = len(prompts) * options.num_images_per_prompt
     original = image_to_tensor(image).to(pipe.device)
+    text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
+    every = intermediate_every or max(1, iterations // 4)
+    loop = (text, repeat, options, iterations, remask_fraction, generator, every if return_intermediates else None)
+    height, width = original.shape[-2:]
+    region = None
+    if height != width and mode == "window":
+        if source_prompt is not None:  # found on the whole image, squeezed into the model's square
+            squeezed = resize(original, pipe.image_size).expand(repeat, -1, -1, -1)
+            region = edit_region(pipe, encode_stages(pipe, squeezed)[0], source_prompt, prompts[0], region_threshold,
+                                 region_dilation)  # fmt: skip
+        return edit_windows(pipe, original, region, loop, feather_radius, return_dict)
     model_image = fit_to_model(original, pipe.image_size).expand(repeat, -1, -1, -1)
     base_ids, high_ids = encode_stages(pipe, model_image)
-    region = None
     if source_prompt is not None:
         region = edit_region(pipe, base_ids, source_prompt, prompts[0], region_threshold, region_dilation)
-    text = pipe.encode_prompt(prompts, negative_prompt, options.num_images_per_prompt, options.guidance_scale)
+    finals, bases = edit_loop(pipe, base_ids, high_ids, region, *loop)
+    alpha = None
+    if region is not None:
+        alpha = feathered_alpha(scale_region(region, original.shape[-2:]).unsqueeze(1), feather_radius)
+    original = original.expand(repeat, -1, -1, -1)
+    intermediates = None
+    if return_intermediates:
+        intermediates = [finish(pipe, f, b, original, alpha, options, True).images for f, b in zip(finals, bases)]
+    return finish(pipe, finals[-1], bases[-1], original, alpha, options, return_dict, intermediates=intermediates)
+
+
+@torch.no_grad()
+def edit_loop(pipe: MusePipeline, base_ids: torch.Tensor, high_ids: torch.Tensor | None, region: torch.Tensor | None,
+              text: TextEmbeddings, repeat: int, options: SamplingOptions, iterations: int, remask_fraction: float,
+              generator: torch.Generator | None,
+              snapshot_every: int | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+    """The edit of one image at the model's size: ``iterations`` times a random ``remask_fraction`` of the base
+    tokens (only the ``region``'s, when given) re-masked and decoded under the prompt, then the SR stage. Returns the
+    final-stage ids and the base ids, one pair per snapshot (every ``snapshot_every`` iterations and the last) or
+    just the last."""
     model = pipe.transformer
     cfg = model.config
     cache = stage_cache(pipe, model, text, repeat, options.guidance_scale)
     per_iteration = max(1, round(remask_fraction * cfg.seq_len))
-    every = intermediate_every or max(1, iterations // 4)
     ids, snapshots = base_ids.clone(), []
     for step in tqdm(range(iterations), desc="edit", disable=not pipe.progress_bar, leave=False):
         chosen = random_mask(tuple(ids.shape), per_iteration, generator, ids.device)
@@ -130,19 +173,62 @@ def edit(
         start = ids.masked_fill(chosen, cfg.mask_token_id)
         ids = decode_tokens(model, cache, start, 1, pipe.scheduler_config, options.guidance_scale,
                             top_k=options.top_k, generator=generator)  # fmt: skip
-        if return_intermediates and (step + 1) % every == 0:
-            snapshots.append(ids.clone())
-    finals = []
-    for base in snapshots if return_intermediates else [ids]:
-        finals.append(super_resolve(pipe, base, high_ids, region, text, repeat, options, generator))
-    alpha = None
-    if region is not None:
-        alpha = feathered_alpha(scale_region(region, original.shape[-2:]).unsqueeze(1), 2)
-    original = original.expand(repeat, -1, -1, -1)
+        if snapshot_every is not None and ((step + 1) % snapshot_every == 0 or step + 1 == iterations):
+            snapshots.append(ids.clone())  # the last is the result
+    bases = snapshots if snapshot_every is not None else [ids]
+    finals = [super_resolve(pipe, base, high_ids, region, text, repeat, options, generator) for base in bases]
+    return finals, bases
+
+
+def edit_windows(pipe: MusePipeline, original: torch.Tensor, region: torch.Tensor | None, loop: tuple,
+                 feather_radius: int, return_dict: bool) -> ImageOutput | tuple:  # fmt: skip
+    """The edit of a non-square (1, 3, H, W) image at the model's own scale, as ``img2img_windows`` redraws one: its
+    shorter side becomes the model's size and model-size windows are edited one after another from the middle
+    outward, each seeing what the ones before changed and keeping only its new part. With ``source_prompt`` the
+    ``region`` is found once on the whole image squeezed into the model's square, where every word's object is in
+    view, and each window edits only its share of it; a window with none is left as it is. The ids returned are
+    the last edited window's."""
+    from musekit.editing.img2img import window_area, window_plan
+
+    text, repeat, options, iterations, remask_fraction, generator, snapshot_every = loop
+    size = pipe.image_size
+    height, width = original.shape[-2:]
+    canvas, starts = window_plan(height, width, size)
+    work = resize(original, canvas).expand(repeat, -1, -1, -1).clone()
+    wanted = None if region is None else scale_region(region, canvas)  # (B, *canvas) bool pixels
+    done = torch.zeros(canvas, dtype=torch.bool, device=work.device)
+    grid = pipe.transformer.config.grid_size
+    canvases, final, base = None, None, None
+    for start in tqdm(starts, desc="edit windows", disable=not pipe.progress_bar, leave=False):
+        area = window_area(canvas, start, size)
+        todo = ~done[area]
+        done[area] = True
+        window = work[(..., *area)]
+        new = todo[None].expand(repeat, -1, -1)
+        window_region = None
+        if wanted is not None:
+            new = new & wanted[(..., *area)]
+            if not bool(new.any()):
+                continue
+            window_region = resize_mask(new[:, None].float(), grid)[:, 0]  # any pixel of a token: the token
+        base_ids, high_ids = encode_stages(pipe, window)
+        finals, bases = edit_loop(pipe, base_ids, high_ids, window_region, text, repeat, options, iterations,
+                                  remask_fraction, generator, snapshot_every)  # fmt: skip
+        alpha = (feathered_alpha(new[:, None].float(), feather_radius) * todo).expand(-1, 3, -1, -1)
+        if snapshot_every is not None:
+            canvases = canvases or [work.clone() for _ in finals]
+            for canvas_k, final_k in zip(canvases, finals):
+                canvas_k[(..., *area)] = composite(canvas_k[(..., *area)], pipe.decode(final_k, "pt"), alpha)
+        work[(..., *area)] = composite(window, pipe.decode(finals[-1], "pt"), alpha)
+        final, base = finals[-1], bases[-1]
+    if final is None:  # no window held any of the region: nothing was edited
+        base, final = encode_stages(pipe, fit_to_model(original, size).expand(repeat, -1, -1, -1))
+        final = base if final is None else final
     intermediates = None
-    if return_intermediates:
-        intermediates = [finish(pipe, f, b, original, alpha, options, True).images for f, b in zip(finals, snapshots)]
-    return finish(pipe, finals[-1], ids, original, alpha, options, return_dict, intermediates=intermediates)
+    if canvases is not None:
+        intermediates = [package(resize(c, (height, width)), None, None, options, True).images for c in canvases]
+    images = None if options.output_type == "ids" else resize(work, (height, width))
+    return package(images, final, base, options, return_dict, intermediates=intermediates)
 
 
 def super_resolve(pipe, base_ids, high_ids, region, text, batch, options, generator) -> torch.Tensor:

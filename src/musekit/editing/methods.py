@@ -76,7 +76,13 @@ class EditingMethods:
         edit``, see docs/BENCHMARKS.md).
         With ``source_prompt`` (the prompt that describes ``image``), the edit is confined to the tokens that the
         words differing between the two prompts attend to: editing with no mask and nothing else touched.
-        ``return_intermediates=True`` adds the images after each quarter of the iterations.
+        ``return_intermediates=True`` adds the images after each quarter of the iterations (and after the last).
+        A non-square image is edited at the model's own scale (``mode="window"``, the default): its shorter side
+        becomes the model's size and model-size windows are edited from the middle outward, each seeing what the
+        ones before changed; the region of ``source_prompt`` is found once on the whole image and each window edits
+        its share of it. ``mode="squash"`` squeezes the image into the model's square and stretches the result back
+        (the only way before 2026-11-26; docs/BENCHMARKS.md, "Mask-free editing of non-square images").
+        ``feather_radius`` (default 2) blends the edited pixels into the kept ones.
         """
         from musekit.editing.maskfree import edit
 

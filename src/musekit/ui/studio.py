@@ -150,8 +150,9 @@ class Studio:
         """Mask-free edit toward ``prompt``; ``source_prompt`` (what the image shows) confines it to what changes."""
         prompt, image = check_prompt(prompt), check_image(image)
         iterations = check_int("iterations", iterations, 1, 1000)
-        record = ("edit", prompt, {"source_prompt": optional_text(source_prompt), "iterations": iterations})
-        return self._run("edit", seed, image, prompt, iterations=iterations,
+        record = ("edit", prompt, {"source_prompt": optional_text(source_prompt), "iterations": iterations,
+                                   "mode": "window"})  # fmt: skip
+        return self._run("edit", seed, image, prompt, iterations=iterations, mode="window",
                          source_prompt=optional_text(source_prompt), record=record, concepts=concepts)  # fmt: skip
 
     def img2img(self, image, prompt: str, strength: float = 0.5, seed: int = 0,
