@@ -1,7 +1,7 @@
 """Does `musekit eval personalize` read the truth as the truth? Its position reads and pair rule on exact renders.
 
 Usage: python benchmarks/concept_rule_truth.py [--concepts bullseye,diamond,crescent,arrow,ring,flag] [--generated 64]
-[--threads 2]
+[--renders 400] [--threads 2]
 
 For every concept, exact renders (``concept_scene``) at each one-object prompt's position and background, large and
 small: the share whose position is read right by the checker's position head and by the pixels
@@ -10,7 +10,9 @@ small: the share whose position is read right by the checker's position head and
 with the pair's row found by the checker's position head (the harness before 2026-11-26) and by the pixels
 (``pair_cells``), and with the two concepts' references swapped (should be 0). With ``--generated N``, the bundled
 model draws N one-object and N/2 two-object prompts of the shapes world's own shapes (which the checker's head reads
-right) and the script prints how often the pixel reads agree with the head.
+right) and the script prints how often the pixel reads agree with the head. With ``--renders N``, the first N
+held-out one-object scenes of the shapes world on plain backgrounds, rendered: the share whose position each reader
+gets right.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concepts", default=",".join(CONCEPTS))
     parser.add_argument("--generated", type=int, default=0, help="also check N generated shapes-world images")
+    parser.add_argument("--renders", type=int, default=0, help="also read N held-out shapes-world renders")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,6 +96,18 @@ def main() -> None:
         print(f"  {a}+{b} ({len(images)} images): {rates[0]:.1%} / {rates[1]:.1%} / {rates[2]:.1%}")
     mean = totals / len(pairs)
     print(f"  mean: {mean[0]:.1%} / {mean[1]:.1%} / {mean[2]:.1%}")
+
+    if args.renders:
+        from musekit.data.drawing import render
+        from musekit.data.shapes import ShapesWorld, scene_labels
+
+        examples = ShapesWorld().examples("heldout", 3 * args.renders)
+        plain = [e for e in examples if e.scene.background in (*COLORS, "gray")][: args.renders]
+        images = torch.cat([image_to_tensor(render(e.scene)) for e in plain])
+        truth = torch.tensor([scene_labels(e.scene)["position"] for e in plain])
+        head = (checker.predict(images)["position"] == truth).float().mean()
+        pixels = (object_positions(images) == truth).float().mean()
+        print(f"held-out shapes-world renders, plain backgrounds ({len(plain)}): head {head:.1%}, pixels {pixels:.1%}")
 
     if args.generated:
         from musekit.pipeline import MusePipeline
