@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from musekit.editing.img2img import random_mask
+from musekit.editing.img2img import random_mask, window_area, window_plan
 from musekit.editing.inpaint import encode_stages, finish, package
 from musekit.editing.masks import (
     composite,
@@ -188,8 +188,6 @@ def edit_windows(pipe: MusePipeline, original: torch.Tensor, region: torch.Tenso
     ``region`` is found once on the whole image squeezed into the model's square, where every word's object is in
     view, and each window edits only its share of it; a window with none is left as it is. The ids returned are
     the last edited window's."""
-    from musekit.editing.img2img import window_area, window_plan
-
     text, repeat, options, iterations, remask_fraction, generator, snapshot_every = loop
     size = pipe.image_size
     height, width = original.shape[-2:]

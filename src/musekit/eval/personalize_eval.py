@@ -3,9 +3,9 @@
 For each concept and method: training seconds, file bytes, concept similarity (cosine of checker embeddings of the
 object region in generated images, the cell the object was drawn in, against the concept images' object regions: the
 analogue of CLIP-I/DINO) and text fidelity (the prompt's position, read from the pixels, and background, and a second
-plain object, read right by the checker). Perfusion is
-swept over the inference bias beta with local and global key-locking and trained-K; two concepts in one prompt are
-scored by whether each object region is closer to its own concept than to the other.
+plain object, read right by the checker). Perfusion is swept over the inference bias beta with local and global
+key-locking and trained-K; two concepts in one prompt are scored by whether each object region is closer to its own
+concept than to the other.
 """
 
 from __future__ import annotations
