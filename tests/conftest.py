@@ -87,3 +87,17 @@ def quadrant_mask(size: int = 16) -> torch.Tensor:
     mask = torch.zeros(1, 1, size, size, dtype=torch.bool)
     mask[..., : size // 2, : size // 2] = True  # white (repaint) = top-left quadrant
     return mask
+
+
+def cli_in_process(capsys, *args: str) -> tuple[int, str]:
+    """``musekit ARGS`` run through ``musekit.cli.main.main`` in this process: (exit code, what it wrote to stderr).
+    The same code path as the console script, without a new interpreter's start (5 s here) per case; each test file
+    keeps a case or two in a subprocess for the console script itself."""
+    from musekit.cli.main import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's errors
+        code = exit_.code
+    return code, capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""CLI smoke tests in subprocesses: real entry point, real exit codes, one-line errors."""
+"""CLI smoke tests in subprocesses (real entry point, real exit codes) and one-line errors (through ``main`` in this
+process, a few through the console script)."""
 
 import os
 import subprocess
@@ -6,6 +7,8 @@ import sys
 
 import pytest
 from PIL import Image
+
+from .conftest import cli_in_process
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -71,16 +74,24 @@ def test_console_script_is_installed():
         (["encode-shards", "--tokenizer", "t", "--out", "o", "--jitter", "2"], "--jitter must be in [0, 1]"),
     ],
 )
-def test_bad_input_exits_non_zero_with_one_line(args, needle, tiny_model_dir, tmp_path):
+def test_bad_input_exits_non_zero_with_one_line(args, needle, tiny_model_dir, tmp_path, capsys):
     if "--model" not in args and args[0] == "generate":
         args = [*args, "--model", str(tiny_model_dir)]
     if "--out" not in args and args[0] == "generate":
         args = [*args, "--out", str(tmp_path / "x.png")]
+    code, stderr = cli_in_process(capsys, *args)
+    assert code != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert needle in lines[0] and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("args, needle", [(["generate", "  "], "prompt is empty"), (["frobnicate"], "invalid choice")])
+def test_the_console_script_reports_bad_input_in_one_line(args, needle):
     result = musekit(*args)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert needle in lines[0] and "Traceback" not in result.stderr
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
 def test_build_pipeline_assembles_a_model_with_sampling_defaults(tmp_path):

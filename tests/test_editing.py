@@ -14,7 +14,7 @@ from musekit.editing.inpaint import encode_stages
 from musekit.editing.maskfree import differing_positions, edit_region
 from musekit.editing.masks import feathered_alpha, token_mask
 
-from .conftest import PROMPT, quadrant_mask, scene, seeded
+from .conftest import PROMPT, cli_in_process, quadrant_mask, scene, seeded
 
 
 def test_inpaint_sr_region_starts_from_the_upsampled_new_base_image(tiny_pipe):
@@ -302,13 +302,20 @@ def test_edit_commands_write_images(args, files, tiny_model_dir, tmp_path):
         (["edit", "{f}/img.png", "x", "--mode", "fit"], "squash"),
     ],
 )
-def test_edit_commands_reject_bad_input_in_one_line(args, needle, files, tiny_model_dir, tmp_path):
-    result = musekit(
-        *[a.format(f=files) for a in args], "--model", str(tiny_model_dir), "--out", str(tmp_path / "o.png")
-    )
+def test_edit_commands_reject_bad_input_in_one_line(args, needle, files, tiny_model_dir, tmp_path, capsys):
+    args = [*[a.format(f=files) for a in args], "--model", str(tiny_model_dir), "--out", str(tmp_path / "o.png")]
+    code, stderr = cli_in_process(capsys, *args)
+    assert code != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in stderr, stderr
+
+
+def test_the_console_script_rejects_a_bad_edit_input_in_one_line(files, tiny_model_dir, tmp_path):
+    result = musekit("inpaint", f"{files}/broken.png", "x", "--mask", f"{files}/mask.png", "--model",
+                     str(tiny_model_dir), "--out", str(tmp_path / "o.png"))  # fmt: skip
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert len(lines) == 1 and "cannot read" in lines[0] and "Traceback" not in result.stderr, result.stderr
 
 
 def test_edit_harness_on_tiny_components(tiny_pipe):
