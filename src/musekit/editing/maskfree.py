@@ -7,6 +7,7 @@ words that differ between the source and target prompts pick the tokens the edit
 from __future__ import annotations
 
 import difflib
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,6 +33,8 @@ from musekit.text import TextEmbeddings
 
 if TYPE_CHECKING:
     from musekit.pipeline import ImageOutput, MusePipeline
+
+logger = logging.getLogger(__name__)
 
 
 def differing_positions(tokenizer, source: str, target: str) -> tuple[list[int], list[int]]:
@@ -196,6 +199,8 @@ def edit_windows(pipe: MusePipeline, original: torch.Tensor, region: torch.Tenso
     wanted = None if region is None else scale_region(region, canvas)  # (B, *canvas) bool pixels
     done = torch.zeros(canvas, dtype=torch.bool, device=work.device)
     grid = pipe.transformer.config.grid_size
+    logger.info("the %dx%d image is edited in up to %d windows of %d px at the model's scale", width, height,
+                len(starts), size)  # fmt: skip
     canvases, final, base = None, None, None
     for start in tqdm(starts, desc="edit windows", disable=not pipe.progress_bar, leave=False):
         area = window_area(canvas, start, size)
