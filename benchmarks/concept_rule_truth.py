@@ -30,8 +30,8 @@ from musekit.eval.personalize_eval import (
     concept_references,
     object_positions,
     pair_cells,
+    pair_rule,
     prompts_for,
-    region_embeddings,
 )
 
 ROWS = ("top", "middle", "bottom")
@@ -46,14 +46,6 @@ def head_pair_cells(positions: torch.Tensor) -> list[tuple[str, str]]:
         row = row if col == 0 else 1
         out.append((POSITIONS[3 * row], POSITIONS[3 * row + 2]))
     return out
-
-
-def rule(checker, images, cells, refs_left, refs_right) -> torch.Tensor:
-    left = region_embeddings(checker, images, [c[0] for c in cells])
-    right = region_embeddings(checker, images, [c[1] for c in cells])
-    ok_left = (left @ refs_left.t()).mean(1) > (left @ refs_right.t()).mean(1)
-    ok_right = (right @ refs_right.t()).mean(1) > (right @ refs_left.t()).mean(1)
-    return ok_left & ok_right
 
 
 def main() -> None:
@@ -86,11 +78,11 @@ def main() -> None:
     for a, b in pairs:
         backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
         images = torch.cat([image_to_tensor(concept_pair_scene(a, b, row, bg)) for bg in backgrounds for row in ROWS])
-        by_head = head_pair_cells(checker.predict(images)["position"])
+        by_head, by_pixels = head_pair_cells(checker.predict(images)["position"]), pair_cells(images)
         rates = torch.tensor([
-            rule(checker, images, by_head, refs[a], refs[b]).float().mean(),
-            rule(checker, images, pair_cells(images), refs[a], refs[b]).float().mean(),
-            rule(checker, images, pair_cells(images), refs[b], refs[a]).float().mean(),
+            pair_rule(checker, images, by_head, refs[a], refs[b]).float().mean(),
+            pair_rule(checker, images, by_pixels, refs[a], refs[b]).float().mean(),
+            pair_rule(checker, images, by_pixels, refs[b], refs[a]).float().mean(),
         ])  # fmt: skip
         totals += rates
         print(f"  {a}+{b} ({len(images)} images): {rates[0]:.1%} / {rates[1]:.1%} / {rates[2]:.1%}")

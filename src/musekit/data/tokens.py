@@ -13,9 +13,11 @@ same shards beside it; a marker left by a killed process is ignored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -51,6 +53,23 @@ def shards_writer(folder: str | Path) -> dict | None:
     return {"pid": pid, "host": host}
 
 
+@contextlib.contextmanager
+def writing_shards(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s writer marker while the block runs; refuse if another live process holds it."""
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    writer = shards_writer(folder)
+    if writer is not None and writer != me:
+        raise FileExistsError(
+            f"{folder} is being written by process {writer['pid']} on {writer['host']} (musekit encode-shards?): "
+            f"wait for it to finish, or delete {folder / WRITER} if no such process runs"
+        )
+    atomic_write_text(folder / WRITER, json.dumps(me))
+    try:
+        yield
+    finally:
+        (folder / WRITER).unlink(missing_ok=True)
+
+
 @torch.no_grad()
 def encode_shards(
     vq: VQModel,
@@ -77,56 +96,42 @@ def encode_shards(
     ``musekit.editing.img2img.upsampled_start_ids`` does with the base stage's ids."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    writer = shards_writer(out)
-    if writer is not None and writer != {"pid": os.getpid(), "host": socket.gethostname()}:
-        raise FileExistsError(
-            f"{out} is being written by process {writer['pid']} on {writer['host']} (musekit encode-shards?): wait for "
-            f"it to finish, or delete {out / WRITER} if no such process runs"
-        )
-    atomic_write_text(out / WRITER, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    try:
-        return _encode_shards(vq, world, out, num_examples, image_size, split, shard_size, batch_size, progress,
-                              lo_through, workers)  # fmt: skip
-    finally:
-        (out / WRITER).unlink(missing_ok=True)
-
-
-def _encode_shards(vq, world, out, num_examples, image_size, split, shard_size, batch_size, progress, lo_through,
-                   workers) -> Path:  # fmt: skip
-    vq.eval()
-    if lo_through is not None:
-        lo_through.eval()
-    device = next(vq.parameters()).device
-    bar = tqdm(total=num_examples, desc="encode shards", disable=not progress)
-    pool = _render_pool(workers)
-    try:
-        for shard, start in enumerate(range(0, num_examples, shard_size)):
-            count = min(shard_size, num_examples - start)
-            lo, hi, start_ids = [], [], []
-            jobs = [(world, split, start + offset, min(batch_size, count - offset), image_size)
-                    for offset in range(0, count, batch_size)]  # fmt: skip
-            for images, small in pool.imap(_render_job, jobs) if pool is not None else map(_render_job, jobs):
-                images, small = images.to(device), small.to(device)
-                hi.append(vq.encode(images).to(torch.int16).cpu())
-                if lo_through is not None:
-                    drawn = lo_through.decode(lo_through.encode(small))
-                    start_ids.append(vq.encode(resize(drawn, image_size)).to(torch.int16).cpu())
-                    small = drawn.clamp(0.0, 1.0)
-                lo.append(vq.encode(small).to(torch.int16).cpu())
-                bar.update(len(images))
-            tensors = {"ids_lo": torch.cat(lo), "ids_hi": torch.cat(hi), "index": torch.arange(start, start + count)}
-            if start_ids:
-                tensors["ids_start"] = torch.cat(start_ids)
-            atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
-    finally:
-        if pool is not None:
-            pool.terminate()  # every result has been consumed (or an error ends the run)
-        bar.close()
-    meta = {"num_examples": num_examples, "image_size": image_size, "split": split, "world_seed": world.seed,
-            "two_object_fraction": world.two_object_fraction, "jitter": world.jitter,
-            "codebook_size": vq.config.codebook_size, "lo_through": lo_through is not None}  # fmt: skip
-    atomic_write_text(out / META, json.dumps(meta, indent=2))
-    return out
+    with writing_shards(out):
+        vq.eval()
+        if lo_through is not None:
+            lo_through.eval()
+        device = next(vq.parameters()).device
+        bar = tqdm(total=num_examples, desc="encode shards", disable=not progress)
+        pool = _render_pool(workers)
+        try:
+            for shard, start in enumerate(range(0, num_examples, shard_size)):
+                count = min(shard_size, num_examples - start)
+                lo, hi, start_ids = [], [], []
+                jobs = [(world, split, start + offset, min(batch_size, count - offset), image_size)
+                        for offset in range(0, count, batch_size)]  # fmt: skip
+                for images, small in pool.imap(_render_job, jobs) if pool is not None else map(_render_job, jobs):
+                    images, small = images.to(device), small.to(device)
+                    hi.append(vq.encode(images).to(torch.int16).cpu())
+                    if lo_through is not None:
+                        drawn = lo_through.decode(lo_through.encode(small))
+                        start_ids.append(vq.encode(resize(drawn, image_size)).to(torch.int16).cpu())
+                        small = drawn.clamp(0.0, 1.0)
+                    lo.append(vq.encode(small).to(torch.int16).cpu())
+                    bar.update(len(images))
+                index = torch.arange(start, start + count)
+                tensors = {"ids_lo": torch.cat(lo), "ids_hi": torch.cat(hi), "index": index}
+                if start_ids:
+                    tensors["ids_start"] = torch.cat(start_ids)
+                atomic_save_tensors(tensors, out / f"shard-{shard:05d}.safetensors")
+        finally:
+            if pool is not None:
+                pool.terminate()  # every result has been consumed (or an error ends the run)
+            bar.close()
+        meta = {"num_examples": num_examples, "image_size": image_size, "split": split, "world_seed": world.seed,
+                "two_object_fraction": world.two_object_fraction, "jitter": world.jitter,
+                "codebook_size": vq.config.codebook_size, "lo_through": lo_through is not None}  # fmt: skip
+        atomic_write_text(out / META, json.dumps(meta, indent=2))
+        return out
 
 
 def _render_job(job) -> tuple[torch.Tensor, torch.Tensor]:

@@ -218,11 +218,12 @@ def edit_windows(pipe: MusePipeline, original: torch.Tensor, region: torch.Tenso
         finals, bases = edit_loop(pipe, base_ids, high_ids, window_region, text, repeat, options, iterations,
                                   remask_fraction, generator, snapshot_every)  # fmt: skip
         alpha = (feathered_alpha(new[:, None].float(), feather_radius) * todo).expand(-1, 3, -1, -1)
+        decoded = [pipe.decode(final_k, "pt") for final_k in finals]  # one per snapshot; the last is the result
         if snapshot_every is not None:
             canvases = canvases or [work.clone() for _ in finals]
-            for canvas_k, final_k in zip(canvases, finals):
-                canvas_k[(..., *area)] = composite(canvas_k[(..., *area)], pipe.decode(final_k, "pt"), alpha)
-        work[(..., *area)] = composite(window, pipe.decode(finals[-1], "pt"), alpha)
+            for canvas_k, drawn in zip(canvases, decoded):
+                canvas_k[(..., *area)] = composite(canvas_k[(..., *area)], drawn, alpha)
+        work[(..., *area)] = composite(window, decoded[-1], alpha)
         final, base = finals[-1], bases[-1]
     if final is None:  # no window held any of the region: nothing was edited
         base, final = encode_stages(pipe, fit_to_model(original, size).expand(repeat, -1, -1, -1))

@@ -303,7 +303,12 @@ def two_concept_rate(pipe, checker, learned, refs, settings, keep: dict | None =
 def pair_success(checker, images: torch.Tensor, refs_left: torch.Tensor, refs_right: torch.Tensor) -> torch.Tensor:
     """(N,) bool: in each "A left of B" image, the left cell is closer to A's references than to B's and the right
     cell to B's than to A's (the pair may be drawn in any row: read from the image)."""
-    cells = pair_cells(images)
+    return pair_rule(checker, images, pair_cells(images), refs_left, refs_right)
+
+
+def pair_rule(checker, images: torch.Tensor, cells: list[tuple[str, str]], refs_left: torch.Tensor,
+              refs_right: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """``pair_success`` with each image's (left, right) ``cells`` given."""
     left = region_embeddings(checker, images, [cell[0] for cell in cells])
     right = region_embeddings(checker, images, [cell[1] for cell in cells])
     ok_left = (left @ refs_left.t()).mean(1) > (left @ refs_right.t()).mean(1)
