@@ -95,6 +95,12 @@ def main() -> None:
     parser.add_argument("--single", action="store_true", help="also score each concept alone (the eval's score)")
     parser.add_argument("--no-bound", action="store_true", help="skip the superclass-prompt score")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--negative",
+        choices=["none", "superclass"],
+        default="none",
+        help="superclass: each pair prompt's negative prompt is its plain superclass pair",
+    )
     parser.add_argument("--device", default="cpu", help="where the pipeline runs (the checker runs on the CPU)")
     args = parser.parse_args()
     pipe, checker = load_pipeline_and_checker(args.threads, args.device)
@@ -137,8 +143,19 @@ def main() -> None:
             print(f"{label} single: similarity {sim:.3f} fidelity {fid:.3f}", flush=True)
         total = []
         for a, b in pairs:
-            images = generate(pipe, pair_prompts(a, b, f"<{a}>", f"<{b}>"), 0, args.samples,
-                              concepts=[concepts[a], concepts[b]], **extra)  # fmt: skip
+            prompts = pair_prompts(a, b, f"<{a}>", f"<{b}>")
+            if args.negative == "superclass":  # guide away from the plain superclass pair, prompt by prompt
+                plain = pair_prompts(a, b, CONCEPTS[a]["superclass"], CONCEPTS[b]["superclass"])
+                images = torch.cat(
+                    [
+                        generate(
+                            pipe, [p], k, args.samples, concepts=[concepts[a], concepts[b]], negative_prompt=n, **extra
+                        )
+                        for k, (p, n) in enumerate(zip(prompts, plain))
+                    ]
+                )
+            else:
+                images = generate(pipe, prompts, 0, args.samples, concepts=[concepts[a], concepts[b]], **extra)
             ok = pair_score(checker, images, refs[a], refs[b])
             total += ok
             print(f"{label} {a}+{b}: {sum(ok) / len(ok):.3f}", flush=True)
