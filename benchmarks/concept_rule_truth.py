@@ -1,7 +1,7 @@
 """Does `musekit eval personalize` read the truth as the truth? Its position reads and pair rule on exact renders.
 
 Usage: python benchmarks/concept_rule_truth.py [--concepts bullseye,diamond,crescent,arrow,ring,flag] [--generated 64]
-[--renders 400] [--threads 2]
+[--renders 400] [--through-tokenizers] [--threads 2]
 
 For every concept, exact renders (``concept_scene``) at each one-object prompt's position and background, large and
 small: the share whose position is read right by the checker's position head and by the pixels
@@ -12,7 +12,10 @@ with the pair's row found by the checker's position head (the harness before 202
 model draws N one-object and N/2 two-object prompts of the shapes world's own shapes (which the checker's head reads
 right) and the script prints how often the pixel reads agree with the head. With ``--renders N``, the first N
 held-out one-object scenes of the shapes world on plain backgrounds, rendered: the share whose position each reader
-gets right.
+gets right. With ``--through-tokenizers``, the pair renders also go through the bundled model's tokenizers as a
+perfect base transformer's tokens would (downsampled to 64 px, base tokens, decoded; upsampled and re-tokenized by
+the super-resolution tokenizer, the start its stage refines): the rule's pass rate there is what the tokenizers
+leave of each concept at pair size.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+import torch.nn.functional as F
 
 from musekit.data.concepts import CONCEPTS, backgrounds_for, concept_examples, concept_pair_scene, concept_scene
 from musekit.data.shapes import COLORS, POSITIONS, SHAPES, with_articles
@@ -31,6 +35,7 @@ from musekit.eval.personalize_eval import (
     object_positions,
     pair_cells,
     pair_rule,
+    pair_success,
     prompts_for,
 )
 
@@ -48,11 +53,29 @@ def head_pair_cells(positions: torch.Tensor) -> list[tuple[str, str]]:
     return out
 
 
+@torch.no_grad()
+def through_tokenizers(pipe, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """128 px ``images`` as (the SR tokenizer's reconstruction, the base tokenizer's 64 px reconstruction upsampled,
+    that upsampled image re-tokenized by the SR tokenizer: what the SR stage starts from)."""
+    size = images.shape[-1]
+    sr = pipe.sr_tokenizer
+    alone = sr.decode(sr.encode(images)).clamp(0.0, 1.0)
+    small = F.interpolate(images, size=pipe.base_image_size, mode="bilinear", antialias=True, align_corners=False)
+    base = pipe.vqgan.decode(pipe.vqgan.encode(small)).clamp(0.0, 1.0)
+    up = F.interpolate(base, size=size, mode="bilinear", align_corners=False)
+    return alone, up, sr.decode(sr.encode(up)).clamp(0.0, 1.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concepts", default=",".join(CONCEPTS))
     parser.add_argument("--generated", type=int, default=0, help="also check N generated shapes-world images")
     parser.add_argument("--renders", type=int, default=0, help="also read N held-out shapes-world renders")
+    parser.add_argument(
+        "--through-tokenizers",
+        action="store_true",
+        help="also score the pair renders after the bundled model's tokenizers",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,6 +111,24 @@ def main() -> None:
         print(f"  {a}+{b} ({len(images)} images): {rates[0]:.1%} / {rates[1]:.1%} / {rates[2]:.1%}")
     mean = totals / len(pairs)
     print(f"  mean: {mean[0]:.1%} / {mean[1]:.1%} / {mean[2]:.1%}")
+
+    if args.through_tokenizers:
+        from musekit.pipeline import MusePipeline
+
+        pipe = MusePipeline.from_pretrained(None)
+        print("two-concept rule on pair renders through the tokenizers (SR tokenizer alone / base 64 px, upsampled /"
+              " base, then the SR stage's start):")  # fmt: skip
+        totals = torch.zeros(3)
+        for a, b in pairs:
+            backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
+            images = torch.cat([image_to_tensor(concept_pair_scene(a, b, row, bg)) for bg in backgrounds
+                                for row in ROWS])  # fmt: skip
+            rates = torch.tensor([pair_success(checker, x, refs[a], refs[b]).float().mean()
+                                  for x in through_tokenizers(pipe, images)])  # fmt: skip
+            totals += rates
+            print(f"  {a}+{b}: {rates[0]:.1%} / {rates[1]:.1%} / {rates[2]:.1%}")
+        mean = totals / len(pairs)
+        print(f"  mean: {mean[0]:.1%} / {mean[1]:.1%} / {mean[2]:.1%}")
 
     if args.renders:
         from musekit.data.drawing import render
