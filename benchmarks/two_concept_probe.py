@@ -82,7 +82,6 @@ def main() -> None:
     parser.add_argument("--concepts", default="bullseye,diamond,crescent")
     parser.add_argument("--cache", default="runs/two-concept")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--shrinks", type=int, default=0, help="shrunk views per image (PersonalizeConfig)")
     parser.add_argument("--betas", default="0.7,0.8,0.9")
     parser.add_argument("--taus", default="0.15")
     parser.add_argument("--key-locking", default="local")
@@ -107,7 +106,7 @@ def main() -> None:
     pipe, checker = load_pipeline_and_checker(args.threads, args.device)
     names = args.concepts.split(",")
     examples, refs = examples_and_references(pipe, checker, names)
-    config = PersonalizeConfig(steps=args.steps, shrinks_per_image=args.shrinks)
+    config = PersonalizeConfig(steps=args.steps)
     concepts = {n: cached(pipe, n, examples[n], Path(args.cache) / f"{n}.safetensors", config)[0] for n in names}
     pairs = [(a, b) for a in names for b in names if a != b]
     encoders = {"joint": joint, "isolated": encode_concept_prompts}

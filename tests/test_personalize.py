@@ -399,30 +399,3 @@ def test_debiased_moving_average_starts_at_the_first_value():
     average.lerp_(values[1], 0.01)
     weights = torch.tensor([0.99 * 0.01, 0.01]) / (1 - 0.99**2)
     torch.testing.assert_close(_debiased(average, 0.99, 2), weights[0] * values[0] + weights[1] * values[1])
-
-
-def test_shrunk_views_keep_the_object_in_place_smaller_and_say_small():
-    from musekit.data.concepts import concept_scene
-    from musekit.editing.masks import image_to_tensor
-    from musekit.personalize.trainer import augmented_views, object_centre, shrunk_view, view_captions
-
-    def extent(x):  # (columns, rows) where the image differs from its corner colour
-        differs = (x[0] - x[0, :, :1, :1]).abs().sum(0) > 0.3
-        return differs.any(0).nonzero().flatten(), differs.any(1).nonzero().flatten()
-
-    x = image_to_tensor(concept_scene("diamond", "top right", "blue", 128))
-    cx, cy = object_centre(x)
-    assert cx > 0.4 and cy < -0.4  # the top-right cell's centre is at (0.56, -0.56)
-    small = shrunk_view(x, 0.6)
-    (c0, r0), (c1, r1) = extent(x), extent(small)
-    width, width_small = c0[-1] - c0[0], c1[-1] - c1[0]
-    assert 0.5 * width <= width_small <= 0.7 * width
-    assert abs((c1[0] + c1[-1]) - (c0[0] + c0[-1])) <= 4 and abs((r1[0] + r1[-1]) - (r0[0] + r0[-1])) <= 4
-    assert torch.allclose(small[..., :8, :8], x[..., :8, :8], atol=1e-3)  # the plain background is kept
-    assert object_centre(torch.full((1, 3, 32, 32), 0.5)) == (0.0, 0.0)
-    views = augmented_views([concept_scene("ring", "left", "red", 64)] * 2, 64, 1, torch.Generator(), shrinks=2)
-    assert views.shape == (2 * 5, 3, 64, 64)
-    assert view_captions(["a large {} at the left", "a {} in the center"], "<c>", crops=1, shrinks=1) == [
-        "a large <c> at the left", "a large <c> at the right", "a large <c> at the left", "a small <c> at the left",
-        "a <c> in the center", "a <c> in the center", "a <c> in the center", "a <c> in the center",
-    ]  # fmt: skip

@@ -61,10 +61,8 @@ def learn_baseline(
     superclass = superclass_phrase(superclass)
     pieces = superclass_ids(encoder, superclass)
     generator = torch.Generator().manual_seed(config.seed)
-    views = augmented_views(images, pipe.image_size, config.crops_per_image, generator, config.shrinks_per_image).to(
-        pipe.device
-    )
-    view_prompts = view_prompts_for(captions, len(images), token, config.crops_per_image, config.shrinks_per_image)
+    views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
+    view_prompts = view_prompts_for(captions, len(images), token, config.crops_per_image)
     ids = dict(zip(("transformer", "superres"), encode_stages(pipe, views)))
     prior = None
     if method == "dreambooth":  # prior preservation: the model's own superclass images, made before training

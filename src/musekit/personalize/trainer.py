@@ -48,14 +48,12 @@ class PersonalizeConfig:
     settle_fraction: float = 0.25  # the last steps train o* alone, against the final embedding's exact i*
     mask_floor: float = 0.1  # loss weight of tokens far from the object
     crops_per_image: int = 2
-    shrinks_per_image: int = 0  # views with the object shrunk in place (55-75% of its size; "large" -> "small")
     max_value_ratio: float | None = None  # cap |o*_V| per layer at this multiple of |W_V i*| (None: no cap)
     seed: int = 0
 
 
-def augmented_views(images: list, size: int, crops: int, generator: torch.Generator, shrinks: int = 0) -> torch.Tensor:
-    """Each image, its mirror, random crops (85-100% of the side) and ``shrinks`` views with the object shrunk in
-    place (``shrunk_view``), all at ``size``: (N, 3, size, size), per image in that order."""
+def augmented_views(images: list, size: int, crops: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image, its mirror, and random crops (85-100% of the side), all at ``size``: (N, 3, size, size)."""
     views = []
     for image in images:
         x = resize(image_to_tensor(image), size)
@@ -64,36 +62,7 @@ def augmented_views(images: list, size: int, crops: int, generator: torch.Genera
             side = int(size * (0.85 + 0.15 * torch.rand(1, generator=generator).item()))
             top, left = torch.randint(0, size - side + 1, (2,), generator=generator).tolist()
             views.append(resize(x[..., top : top + side, left : left + side], size))
-        for _ in range(shrinks):
-            views.append(shrunk_view(x, 0.55 + 0.2 * torch.rand(1, generator=generator).item()))
     return torch.cat(views)
-
-
-def object_centre(x: torch.Tensor) -> tuple[float, float]:
-    """(x, y) in [-1, 1] of what stands out from the image's border colour (its median): the weighted centroid of
-    each pixel's colour distance from it, over pixels at least half the largest distance; (0, 0) for a plain
-    image. ``x``: (1, 3, H, W) in [0, 1]."""
-    image = x[0]
-    border = torch.cat([image[:, 0], image[:, -1], image[:, :, 0], image[:, :, -1]], dim=1)  # (3, 2H + 2W)
-    distance = (image - border.median(dim=1).values[:, None, None]).norm(dim=0)  # (H, W)
-    if distance.max() < 0.1:
-        return 0.0, 0.0
-    weight = distance * (distance >= 0.5 * distance.max())
-    h, w = distance.shape
-    ys = torch.linspace(-1, 1, h, device=x.device)
-    xs = torch.linspace(-1, 1, w, device=x.device)
-    total = weight.sum()
-    return float((weight.sum(0) * xs).sum() / total), float((weight.sum(1) * ys).sum() / total)
-
-
-def shrunk_view(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """``x`` with everything scaled by ``factor`` (< 1) about the object's centre (``object_centre``), the border
-    repeated outward: the object stays where it was, smaller (how a concept drawn at pair size looks)."""
-    cx, cy = object_centre(x)
-    inverse = 1.0 / factor  # output point p samples the input at c + (p - c) / factor
-    theta = torch.tensor([[inverse, 0.0, cx * (1 - inverse)], [0.0, inverse, cy * (1 - inverse)]], device=x.device)
-    grid = F.affine_grid(theta[None].to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp(0.0, 1.0)
 
 
 _MIRRORED = {"left": "right", "right": "left"}
@@ -104,32 +73,25 @@ def mirrored_caption(text: str) -> str:
     return re.sub(r"\b(left|right)\b", lambda m: _MIRRORED[m.group(1)], text)
 
 
-def shrunk_caption(text: str) -> str:
-    """The caption of a shrunk view: "large" and "big" become "small" (whole words only)."""
-    return re.sub(r"\b(large|big)\b", "small", text)
-
-
-def view_captions(captions: list[str], token: str, crops: int, shrinks: int = 0) -> list[str]:
+def view_captions(captions: list[str], token: str, crops: int) -> list[str]:
     """Per view of ``augmented_views``: the image's caption (``{}`` or the token marks the concept), mirrored for the
-    mirror view, as is for the crops, with its size made small for the shrunk views."""
+    mirror view, as is for the crops."""
     out = []
     for text in captions:
         text = text.replace("{}", token)
         if token not in text:
             raise ValueError(f"caption {text!r} does not mention the concept ({token} or {{}})")
-        out += [text, mirrored_caption(text)] + [text] * crops + [shrunk_caption(text)] * shrinks
+        out += [text, mirrored_caption(text)] + [text] * crops
     return out
 
 
-def view_prompts_for(
-    captions: list[str] | None, num_images: int, token: str, crops: int, shrinks: int = 0
-) -> list[str] | None:
+def view_prompts_for(captions: list[str] | None, num_images: int, token: str, crops: int) -> list[str] | None:
     """``view_captions`` after checking there is one caption per image; None without captions (templates)."""
     if captions is None:
         return None
     if len(captions) != num_images:
         raise ValueError(f"captions: one per image ({num_images}), got {len(captions)}")
-    return view_captions(captions, token, crops, shrinks)
+    return view_captions(captions, token, crops)
 
 
 def step_prompts(view_prompts: list[str] | None, token: str, pick: torch.Tensor, generator) -> list[str]:
@@ -190,10 +152,8 @@ def learn_concept(
     models = stages(pipe)
     c_inv = pipe.perfusion_c_inv()
 
-    views = augmented_views(images, pipe.image_size, config.crops_per_image, generator, config.shrinks_per_image).to(
-        pipe.device
-    )
-    view_prompts = view_prompts_for(captions, len(images), token, config.crops_per_image, config.shrinks_per_image)
+    views = augmented_views(images, pipe.image_size, config.crops_per_image, generator).to(pipe.device)
+    view_prompts = view_prompts_for(captions, len(images), token, config.crops_per_image)
     base_ids, high_ids = encode_stages(pipe, views)
     super_prompts = None if view_prompts is None else substitute(view_prompts, token, superclass)
     weights = {"transformer": object_weights(pipe, base_ids, superclass, config.mask_floor, super_prompts)}
