@@ -17,8 +17,10 @@ def average(out: Path, sources: list[tuple[Path, float]]) -> None:
     total = sum(weight for _, weight in sources)
     mean: dict = {}
     for folder, weight in sources:
+        if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
+            raise SystemExit(f"{folder}: no model.safetensors and config.json there")
         state = load_file(str(folder / "model.safetensors"))
-        if mean and state.keys() != mean.keys():
+        if mean and (state.keys() != mean.keys() or any(v.shape != mean[k].shape for k, v in state.items())):
             raise SystemExit(f"{folder}: its tensors differ from {sources[0][0]}'s")
         for name, value in state.items():
             part = value.float() * (weight / total)
@@ -35,5 +37,11 @@ if __name__ == "__main__":
     parsed = []
     for arg in sys.argv[2:]:
         path, _, weight = arg.partition(":")
-        parsed.append((Path(path), float(weight) if weight else 1.0))
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            raise SystemExit(f"{arg}: the weight after ':' must be a number") from None
+        if value <= 0:
+            raise SystemExit(f"{arg}: the weight must be positive")
+        parsed.append((Path(path), value))
     average(Path(sys.argv[1]), parsed)
