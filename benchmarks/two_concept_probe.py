@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/two_concept_probe.py [--concepts bullseye,diamond,crescent] [--cache runs/two-concept]
 [--betas 0.7,0.8,0.9] [--taus 0.15] [--key-locking local,global] [--context joint,isolated]
-[--sampling '{}' '{"guidance_scale": 3}'] [--single] [--samples 2] [--no-bound] [--threads 2]
+[--sampling '{}' '{"guidance_scale": 3}'] [--negative none|superclass] [--single] [--samples 2] [--no-bound]
+[--threads 2] [--device cpu|cuda]
 
 Learns each concept once as `musekit eval personalize` does (local variant, per-image captions, 60 steps; cached as
 concept files in ``--cache`` so reruns skip it), then for every ordered pair prints
@@ -17,7 +18,9 @@ concept files in ``--cache`` so reruns skip it), then for every ordered pair pri
 ``--context joint`` encodes every concept in the one prompt (the bidirectional text encoder then mixes their learned
 embeddings into each other's encodings); ``isolated`` (musekit's default since 2026-11-25) encodes each concept in the
 prompt with the other concepts' superclasses in their places, and the other tokens as in the superclass prompt.
-``--sampling`` takes pipeline arguments as JSON (guidance, ``top_k``, ...).
+``--sampling`` takes pipeline arguments as JSON (guidance, ``top_k``, ...); ``--negative superclass`` makes each pair
+prompt's negative prompt its plain superclass pair (guidance away from the superclass instead of from the empty
+prompt). ``--device cuda`` learns and samples on a GPU (the checker stays on the CPU).
 """
 
 from __future__ import annotations
