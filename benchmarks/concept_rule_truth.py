@@ -66,22 +66,8 @@ def through_tokenizers(pipe, images: torch.Tensor) -> tuple[torch.Tensor, torch.
     return alone, up, sr.decode(sr.encode(up)).clamp(0.0, 1.0)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concepts", default=",".join(CONCEPTS))
-    parser.add_argument("--generated", type=int, default=0, help="also check N generated shapes-world images")
-    parser.add_argument("--renders", type=int, default=0, help="also read N held-out shapes-world renders")
-    parser.add_argument(
-        "--through-tokenizers",
-        action="store_true",
-        help="also score the pair renders after the bundled model's tokenizers",
-    )
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    checker = load_checker()
-    names = args.concepts.split(",")
-
+def position_reads(checker, names: list[str]) -> None:
+    """One-object exact renders: how often the checker's position head and the pixels read the position right."""
     print("one-object exact renders, position read right (checker head / pixels):")
     for name in names:
         specs = [s for _, s in prompts_for(f"<{name}>", name) if "color2" not in s]
@@ -94,83 +80,122 @@ def main() -> None:
             pixels += int((object_positions(images) == truth).sum())
         print(f"  {name}: {head} / {2 * len(specs)}  {pixels} / {2 * len(specs)}")
 
-    refs = {n: concept_references(checker, concept_examples(n, 5, 128, 0)) for n in names}
+
+def pair_renders(a: str, b: str) -> torch.Tensor:
+    """Exact renders of "a <a> left of a <b>" in each row on the pair's four evaluation backgrounds."""
+    backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
+    return torch.cat([image_to_tensor(concept_pair_scene(a, b, row, bg)) for bg in backgrounds for row in ROWS])
+
+
+def print_rates(pairs: list[tuple[str, str]], rows: list[torch.Tensor], counts: list[int] | None = None) -> None:
+    """Per ordered pair its rates (one tensor each, in ``pairs``' order), then their mean."""
+    for k, ((a, b), rates) in enumerate(zip(pairs, rows)):
+        count = f" ({counts[k]} images)" if counts else ""
+        print(f"  {a}+{b}{count}: " + " / ".join(f"{rate:.1%}" for rate in rates))
+    mean = torch.stack(rows).mean(0)
+    print("  mean: " + " / ".join(f"{rate:.1%}" for rate in mean))
+
+
+def pair_rule_reads(checker, pairs: list[tuple[str, str]], refs: dict) -> None:
+    """The two-concept rule on exact pair renders, with the row found by the checker's head and by the pixels."""
     print("two-concept rule on exact pair renders (row by checker head / by pixels / pixels, references swapped):")
-    totals = torch.zeros(3)
-    pairs = [(a, b) for a in names for b in names if a != b]
+    rows, counts = [], []
     for a, b in pairs:
-        backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
-        images = torch.cat([image_to_tensor(concept_pair_scene(a, b, row, bg)) for bg in backgrounds for row in ROWS])
+        images = pair_renders(a, b)
         by_head, by_pixels = head_pair_cells(checker.predict(images)["position"]), pair_cells(images)
-        rates = torch.tensor([
+        rows.append(torch.tensor([
             pair_rule(checker, images, by_head, refs[a], refs[b]).float().mean(),
             pair_rule(checker, images, by_pixels, refs[a], refs[b]).float().mean(),
             pair_rule(checker, images, by_pixels, refs[b], refs[a]).float().mean(),
-        ])  # fmt: skip
-        totals += rates
-        print(f"  {a}+{b} ({len(images)} images): {rates[0]:.1%} / {rates[1]:.1%} / {rates[2]:.1%}")
-    mean = totals / len(pairs)
-    print(f"  mean: {mean[0]:.1%} / {mean[1]:.1%} / {mean[2]:.1%}")
+        ]))  # fmt: skip
+        counts.append(len(images))
+    print_rates(pairs, rows, counts)
 
+
+def pair_rule_through_tokenizers(checker, pairs: list[tuple[str, str]], refs: dict) -> None:
+    """The two-concept rule on exact pair renders after the bundled model's tokenizers (``through_tokenizers``)."""
+    from musekit.pipeline import MusePipeline
+
+    pipe = MusePipeline.from_pretrained(None)
+    print("two-concept rule on pair renders through the tokenizers (SR tokenizer alone / base 64 px, upsampled /"
+          " base, then the SR stage's start):")  # fmt: skip
+    rows = []
+    for a, b in pairs:
+        rows.append(torch.tensor([pair_success(checker, x, refs[a], refs[b]).float().mean()
+                                  for x in through_tokenizers(pipe, pair_renders(a, b))]))  # fmt: skip
+    print_rates(pairs, rows)
+
+
+def held_out_render_reads(checker, count: int) -> None:
+    """The first ``count`` held-out one-object shapes-world scenes on plain backgrounds, rendered: the share whose
+    position each reader gets right."""
+    from musekit.data.drawing import render
+    from musekit.data.shapes import ShapesWorld, scene_labels
+
+    examples = ShapesWorld().examples("heldout", 3 * count)
+    plain = [e for e in examples if e.scene.background in (*COLORS, "gray")][:count]
+    images = torch.cat([image_to_tensor(render(e.scene)) for e in plain])
+    truth = torch.tensor([scene_labels(e.scene)["position"] for e in plain])
+    head = (checker.predict(images)["position"] == truth).float().mean()
+    pixels = (object_positions(images) == truth).float().mean()
+    print(f"held-out shapes-world renders, plain backgrounds ({len(plain)}): head {head:.1%}, pixels {pixels:.1%}")
+
+
+def generated_reads(checker, count: int) -> None:
+    """The bundled model draws ``count`` one-object and ``count // 2`` two-object prompts of the shapes world's own
+    shapes: how often the pixel reads agree with the checker's head."""
+    from musekit.pipeline import MusePipeline
+
+    pipe = MusePipeline.from_pretrained(None)
+    pipe.progress_bar = False
+    colors = list(COLORS)
+    prompts = []
+    for k in range(count):
+        color, shape = colors[k % len(colors)], SHAPES[(3 * k) % len(SHAPES)]
+        background = [c for c in colors if c != color][(5 * k) % (len(colors) - 1)]
+        position = ONE_OBJECT_POSITIONS[k % len(ONE_OBJECT_POSITIONS)]
+        where = "in the center" if position == "center" else f"at the {position}"
+        size = "large" if k % 2 else "small"
+        prompts.append(with_articles(f"a {size} {color} {shape} {where} on a {background} background"))
+    images = torch.cat([pipe(prompts[i : i + 8], generator=torch.Generator().manual_seed(i),
+                             output_type="pt").images for i in range(0, len(prompts), 8)])  # fmt: skip
+    agree = (object_positions(images) == checker.predict(images)["position"]).float().mean()
+    print(f"generated one-object images ({len(images)}): pixel position = checker head {agree:.1%}")
+    prompts = []
+    for k in range(count // 2):
+        c1, c2 = colors[k % len(colors)], colors[(k + 3) % len(colors)]
+        s1, s2 = SHAPES[k % len(SHAPES)], SHAPES[(k + 2) % len(SHAPES)]
+        background = [c for c in colors if c not in (c1, c2)][k % (len(colors) - 2)]
+        prompts.append(with_articles(f"a {c1} {s1} left of a {c2} {s2} on a {background} background"))
+    images = torch.cat([pipe(prompts[i : i + 8], generator=torch.Generator().manual_seed(100 + i),
+                             output_type="pt").images for i in range(0, len(prompts), 8)])  # fmt: skip
+    head = head_pair_cells(checker.predict(images)["position"])
+    agree = sum(h == p for h, p in zip(head, pair_cells(images))) / len(head)
+    print(f"generated two-object images ({len(images)}): pixel row = checker head row {agree:.1%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concepts", default=",".join(CONCEPTS))
+    parser.add_argument("--generated", type=int, default=0, help="also check N generated shapes-world images")
+    parser.add_argument("--renders", type=int, default=0, help="also read N held-out shapes-world renders")
+    parser.add_argument("--through-tokenizers", action="store_true",
+                        help="also score the pair renders after the bundled model's tokenizers")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    checker = load_checker()
+    names = args.concepts.split(",")
+    position_reads(checker, names)
+    refs = {n: concept_references(checker, concept_examples(n, 5, 128, 0)) for n in names}
+    pairs = [(a, b) for a in names for b in names if a != b]
+    pair_rule_reads(checker, pairs, refs)
     if args.through_tokenizers:
-        from musekit.pipeline import MusePipeline
-
-        pipe = MusePipeline.from_pretrained(None)
-        print("two-concept rule on pair renders through the tokenizers (SR tokenizer alone / base 64 px, upsampled /"
-              " base, then the SR stage's start):")  # fmt: skip
-        totals = torch.zeros(3)
-        for a, b in pairs:
-            backgrounds = [bg for bg in backgrounds_for(a) if bg in backgrounds_for(b)][:4]
-            images = torch.cat([image_to_tensor(concept_pair_scene(a, b, row, bg)) for bg in backgrounds
-                                for row in ROWS])  # fmt: skip
-            rates = torch.tensor([pair_success(checker, x, refs[a], refs[b]).float().mean()
-                                  for x in through_tokenizers(pipe, images)])  # fmt: skip
-            totals += rates
-            print(f"  {a}+{b}: {rates[0]:.1%} / {rates[1]:.1%} / {rates[2]:.1%}")
-        mean = totals / len(pairs)
-        print(f"  mean: {mean[0]:.1%} / {mean[1]:.1%} / {mean[2]:.1%}")
-
+        pair_rule_through_tokenizers(checker, pairs, refs)
     if args.renders:
-        from musekit.data.drawing import render
-        from musekit.data.shapes import ShapesWorld, scene_labels
-
-        examples = ShapesWorld().examples("heldout", 3 * args.renders)
-        plain = [e for e in examples if e.scene.background in (*COLORS, "gray")][: args.renders]
-        images = torch.cat([image_to_tensor(render(e.scene)) for e in plain])
-        truth = torch.tensor([scene_labels(e.scene)["position"] for e in plain])
-        head = (checker.predict(images)["position"] == truth).float().mean()
-        pixels = (object_positions(images) == truth).float().mean()
-        print(f"held-out shapes-world renders, plain backgrounds ({len(plain)}): head {head:.1%}, pixels {pixels:.1%}")
-
+        held_out_render_reads(checker, args.renders)
     if args.generated:
-        from musekit.pipeline import MusePipeline
-
-        pipe = MusePipeline.from_pretrained(None)
-        pipe.progress_bar = False
-        colors = list(COLORS)
-        prompts = []
-        for k in range(args.generated):
-            color, shape = colors[k % len(colors)], SHAPES[(3 * k) % len(SHAPES)]
-            background = [c for c in colors if c != color][(5 * k) % (len(colors) - 1)]
-            position = ONE_OBJECT_POSITIONS[k % len(ONE_OBJECT_POSITIONS)]
-            where = "in the center" if position == "center" else f"at the {position}"
-            size = "large" if k % 2 else "small"
-            prompts.append(with_articles(f"a {size} {color} {shape} {where} on a {background} background"))
-        images = torch.cat([pipe(prompts[i : i + 8], generator=torch.Generator().manual_seed(i),
-                                 output_type="pt").images for i in range(0, len(prompts), 8)])  # fmt: skip
-        agree = (object_positions(images) == checker.predict(images)["position"]).float().mean()
-        print(f"generated one-object images ({len(images)}): pixel position = checker head {agree:.1%}")
-        prompts = []
-        for k in range(args.generated // 2):
-            c1, c2 = colors[k % len(colors)], colors[(k + 3) % len(colors)]
-            s1, s2 = SHAPES[k % len(SHAPES)], SHAPES[(k + 2) % len(SHAPES)]
-            background = [c for c in colors if c not in (c1, c2)][k % (len(colors) - 2)]
-            prompts.append(with_articles(f"a {c1} {s1} left of a {c2} {s2} on a {background} background"))
-        images = torch.cat([pipe(prompts[i : i + 8], generator=torch.Generator().manual_seed(100 + i),
-                                 output_type="pt").images for i in range(0, len(prompts), 8)])  # fmt: skip
-        head = head_pair_cells(checker.predict(images)["position"])
-        agree = sum(h == p for h, p in zip(head, pair_cells(images))) / len(head)
-        print(f"generated two-object images ({len(images)}): pixel row = checker head row {agree:.1%}")
+        generated_reads(checker, args.generated)
 
 
 if __name__ == "__main__":
