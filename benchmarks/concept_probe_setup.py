@@ -40,7 +40,8 @@ def learn(pipe, name: str, examples: list, config: PersonalizeConfig, superclass
 
 
 def cached(pipe, name: str, examples: list, path: Path, config: PersonalizeConfig) -> tuple[Concept, bool]:
-    """The concept file at ``path`` if it exists, else ``learn`` it and save it there; and whether it was learned."""
+    """The concept file at ``path`` if it exists, else ``learn`` it and save it there; and whether it was learned.
+    The file is reused whatever ``config`` is now: learn under another config into another cache folder."""
     if path.is_file():
         return Concept.load(path), False
     concept = learn(pipe, name, examples, config)

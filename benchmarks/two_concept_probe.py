@@ -106,6 +106,8 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="where the pipeline runs (the checker runs on the CPU)")
     args = parser.parse_args()
+    if args.negative != "none" and any("negative_prompt" in json.loads(x) for x in args.sampling):
+        parser.error("--negative sets the negative prompt: leave negative_prompt out of --sampling")
     pipe, checker = load_pipeline_and_checker(args.threads, args.device)
     names = args.concepts.split(",")
     examples, refs = examples_and_references(pipe, checker, names)

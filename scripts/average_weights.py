@@ -6,6 +6,7 @@ component folder: ``config.json`` from the first, ``model.safetensors`` the weig
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ def average(out: Path, sources: list[tuple[Path, float]]) -> None:
         for name, value in state.items():
             part = value.float() * (weight / total)
             mean[name] = mean[name] + part if name in mean else part
+    if any(out.resolve() == folder.resolve() for folder, _ in sources):
+        raise SystemExit(f"{out}: the output folder must not be one of the sources")
     out.mkdir(parents=True, exist_ok=True)
     save_file(mean, str(out / "model.safetensors"), metadata={"format": "pt"})
     shutil.copy2(sources[0][0] / "config.json", out / "config.json")
@@ -36,12 +39,14 @@ if __name__ == "__main__":
         raise SystemExit(__doc__)
     parsed = []
     for arg in sys.argv[2:]:
-        path, _, weight = arg.partition(":")
+        path, colon, weight = arg.rpartition(":")
+        if not colon or Path(arg).exists():  # no weight given (a folder name may hold a colon)
+            path, weight = arg, ""
         try:
             value = float(weight) if weight else 1.0
         except ValueError:
             raise SystemExit(f"{arg}: the weight after ':' must be a number") from None
-        if value <= 0:
-            raise SystemExit(f"{arg}: the weight must be positive")
+        if not math.isfinite(value) or value <= 0:
+            raise SystemExit(f"{arg}: the weight must be a positive number")
         parsed.append((Path(path), value))
     average(Path(sys.argv[1]), parsed)

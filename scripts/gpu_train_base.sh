@@ -26,7 +26,15 @@ SHARD_DIR=runs/shards-gpu-$SHARDS-w$WORLD_SEED
     --tokenizer src/musekit/assets/default/vqgan --out $SHARD_DIR --num $SHARDS --jitter 0 --workers 14 \
     --device cuda 2>&1 | tail -c 400
 echo "shards ready after $(( $(date +%s) - start )) s"
-left=$(( ${BUDGET:-550} - ($(date +%s) - start) ))
+[ -f $SHARD_DIR/meta.json ] || { echo "encoding the shards failed"; exit 5; }
+left=$(( ${BUDGET:-550} - ($(date +%s) - start) - 30 ))  # 30 s kept for the export
+[ $left -gt 0 ] || { echo "no time left to train (BUDGET ${BUDGET:-550} s)"; exit 6; }
+for run in $RUNS; do
+    case $run in
+        *=*) ;;
+        *) echo "RUNS entries are NAME=CONFIG, got $run"; exit 2 ;;
+    esac
+done
 pids=()
 for run in $RUNS; do
     name=${run%%=*}
@@ -41,6 +49,7 @@ echo "training stopped after $(( $(date +%s) - start )) s"
 for run in $RUNS; do
     name=${run%%=*}
     echo "== $name"; tail -c 600 runs/$name.out; tail -n 2 runs/$name/log.jsonl
+    ls -d runs/$name/ckpt-* >/dev/null 2>&1 || { echo "$name: no checkpoint to export"; continue; }
     mkdir -p $OUT/$name
     cp runs/$name/log.jsonl $OUT/$name/log.jsonl
     python3 scripts/export_split.py split runs/$name $OUT/$name
