@@ -122,6 +122,13 @@ def test_build_pipeline_assembles_a_model_with_sampling_defaults(tmp_path):
     assert index["pipeline"]["num_inference_steps"] == 5 and index["pipeline"]["sr_strength"] == 0.5
     assert index["pipeline"]["sr_guidance_scale"] == 1.0
     assert (out / "perfusion_covariance.safetensors").is_file()
+    assert index["world"] == "shapes"  # built by musekit's recipes: shapes-world prompt notes apply to it
+    from musekit.pipeline import MusePipeline
+
+    built = MusePipeline.from_pretrained(out)
+    assert built.is_shapes_world and not built.is_bundled
+    copy = built.save_pretrained(tmp_path / "copy")
+    assert MusePipeline.from_pretrained(copy).is_shapes_world
     bad = musekit("build-pipeline", "--tokenizer", str(tmp_path / "tok"), "--base", str(tmp_path / "base"),
                   "--out", str(tmp_path / "m2"), "--sr-strength", "2")  # fmt: skip
     assert bad.returncode == 2 and "sr_strength" in bad.stderr and "Traceback" not in bad.stderr
@@ -176,7 +183,7 @@ def test_the_bundled_model_names_words_it_never_saw(tiny_model_dir, tmp_path, ca
     loaded.source_folder = DEFAULT_MODEL_DIR  # stands in for the bundled model (a tiny one, for speed)
     monkeypatch.setattr("musekit.cli.generate.load_pipeline", lambda model: loaded)
     assert main(args) == 0
-    assert "the bundled model never saw 'crimson' in training" in capsys.readouterr().err
+    assert "the model never saw 'crimson' in training" in capsys.readouterr().err
     assert main(["generate", "a blue background", *args[2:]]) == 0
     err = capsys.readouterr().err
     assert "musekit: note: the prompt names no shape" in err and "never saw" not in err

@@ -175,7 +175,7 @@ def test_left_out_names_what_a_prompt_leaves_out_of_a_whole_caption():
     assert left_out("a <emblem> at the top left on a blue background") == []  # a concept brings its colour
     assert left_out("a blue background") == []  # no shape: prompt_notes says so instead
     (note,) = prompt_notes("a yellow star above a green heart")
-    assert note.startswith("the prompt leaves out the background: the bundled model learned from whole captions")
+    assert note.startswith("the prompt leaves out the background: the model learned from whole captions")
 
 
 def test_partial_captions_name_every_shape_and_leave_out_the_rest_at_random():

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,9 +225,13 @@ def test_intro_and_examples_fit_the_model(tiny_pipe):
 
     intro, examples = intro_and_examples(tiny_pipe)
     assert examples == OPEN_PROMPTS and "built in memory" in intro and "shapes world" not in intro
-    tiny_pipe.source_folder = DEFAULT_MODEL_DIR
+    tiny_pipe.world = "shapes"  # e.g. built by `musekit build-pipeline`: the intro names its folder
+    tiny_pipe.source_folder = Path("runs/candidate")
     intro, examples = intro_and_examples(tiny_pipe)
-    assert examples == SHAPES_PROMPTS and "shapes world" in intro
+    assert examples == SHAPES_PROMPTS and "shapes world" in intro and "runs/candidate" in intro
+    tiny_pipe.world, tiny_pipe.source_folder = None, DEFAULT_MODEL_DIR
+    intro, examples = intro_and_examples(tiny_pipe)
+    assert examples == SHAPES_PROMPTS and "shapes world" in intro and "Model:" not in intro
 
 
 def test_cli_ui_errors_are_one_line(tmp_path):

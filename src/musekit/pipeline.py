@@ -95,6 +95,7 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
         self.config = config or PipelineConfig()
         self.progress_bar = True
         self.source_folder: Path | None = None  # where from_pretrained loaded it (Perfusion's C lives there)
+        self.world: str | None = None  # "shapes" for a model trained on musekit's shapes world (model_index.json)
         self._c_inv: dict[str, torch.Tensor] | None = None
         self._concept_call = None  # set only inside a call that uses concepts
         self._full_precision: dict[str, torch.nn.Module] = {}  # the fp32 transformers while quantized
@@ -210,6 +211,12 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
         return folder is not None and Path(folder).resolve() == DEFAULT_MODEL_DIR.resolve()
 
     @property
+    def is_shapes_world(self) -> bool:
+        """Whether this model was trained on musekit's shapes world (the bundled one, a copy of it, or one that
+        `musekit build-pipeline` assembled from musekit's recipes), so shapes-world prompt notes apply to it."""
+        return self.world == "shapes" or self.is_bundled
+
+    @property
     def base_image_size(self) -> int:
         return self.transformer.config.grid_size * self.vqgan.downsample_factor
 
@@ -256,7 +263,7 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
                 AmusedScheduler token for token).
         """
         from musekit.io.convert_amused import is_amused_folder, load_amused
-        from musekit.io.pipeline_io import load_pipeline_parts
+        from musekit.io.pipeline_io import load_pipeline_parts, model_world
 
         folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
         if is_amused_folder(folder):
@@ -267,6 +274,7 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
                 scheduler_config = scheduler_config.replace(kind=scheduler)
         pipe = cls(*parts, scheduler_config, config)
         pipe.source_folder = folder
+        pipe.world = None if is_amused_folder(folder) else model_world(folder)
         return pipe.to(device)
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:

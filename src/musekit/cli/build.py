@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise CLIError(f"caption file not found: {path}")
         captions = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    pipe.world = "shapes"  # musekit's recipes train on the shapes world: its prompt notes apply
     pipe.estimate_covariance(captions)  # Perfusion's C, stored beside the model
     out = pipe.save_pretrained(args.out, dtype=torch.float16 if args.fp16 else None)
     sizes = {k: f"{v:,}" for k, v in pipe.num_parameters().items()}

@@ -244,9 +244,10 @@ def concept_options(args) -> dict:
 
 
 def note_prompt(pipe, prompt: str) -> None:
-    """Tell the user (stderr) what the bundled shapes-world model will make of ``prompt`` that they may not expect:
-    words it never saw in training, or no shape named (``musekit.data.shapes.prompt_notes``)."""
-    if not pipe.is_bundled:
+    """Tell the user (stderr) what a shapes-world model (the bundled one, or one built by musekit's recipes) will make
+    of ``prompt`` that they may not expect: words it never saw in training, or no shape named
+    (``musekit.data.shapes.prompt_notes``)."""
+    if not pipe.is_shapes_world:
         return
     from musekit.data.shapes import prompt_notes
 
@@ -255,14 +256,14 @@ def note_prompt(pipe, prompt: str) -> None:
 
 
 def note_words(pipe, text: str) -> None:
-    """Tell the user (stderr) which words of ``text`` the bundled shapes-world model never saw in training."""
-    if not pipe.is_bundled:
+    """Tell the user (stderr) which words of ``text`` a shapes-world model never saw in training."""
+    if not pipe.is_shapes_world:
         return
     from musekit.data.shapes import unknown_words
 
     words = unknown_words(text)
     if words:
-        print(f"musekit: note: the bundled model never saw {', '.join(repr(w) for w in words)} in training: "
+        print(f"musekit: note: the model never saw {', '.join(repr(w) for w in words)} in training: "
               "a concept learns best with a superclass and captions in its words", file=sys.stderr)  # fmt: skip
 
 

@@ -255,14 +255,14 @@ def prompt_notes(prompt: str) -> list[str]:
     notes = []
     unknown = unknown_words(prompt)
     if unknown:
-        notes.append(f"the bundled model never saw {', '.join(repr(w) for w in unknown)} in training and may ignore "
+        notes.append(f"the model never saw {', '.join(repr(w) for w in unknown)} in training and may ignore "
                      "them: it draws shapes, colours, sizes, positions and backgrounds (see the README)")  # fmt: skip
     if not names_an_object(prompt):
-        notes.append(f"the prompt names no shape ({', '.join(SHAPES)}); the bundled model draws one or two objects "
+        notes.append(f"the prompt names no shape ({', '.join(SHAPES)}); the model draws one or two objects "
                      "in every image, so without one it draws stray fragments")  # fmt: skip
     missing = left_out(prompt)
     if missing:
-        notes.append(f"the prompt leaves out the {', '.join(missing)}: the bundled model learned from whole captions "
+        notes.append(f"the prompt leaves out the {', '.join(missing)}: the model learned from whole captions "
                      "and often draws fragments without them (write e.g. 'a large red circle in the center on a blue "
                      "background')")  # fmt: skip
     return notes

@@ -110,6 +110,14 @@ def load_pipeline_parts(folder: Path, bundled: bool = False) -> tuple[tuple, Sch
     return (text_encoder, vqgan, transformer, superres, vqgan_sr), scheduler, config
 
 
+def model_world(folder: Path) -> str | None:
+    """The ``world`` a model folder's index names ("shapes": trained on musekit's shapes world), or None."""
+    try:
+        return json.loads((folder / MODEL_INDEX).read_text()).get("world")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def save_pipeline(pipe, folder: Path, dtype: torch.dtype | None = None) -> Path:
     """Write every component as ``config.json`` + ``model.safetensors``, the index, and Perfusion's C if known."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,6 +136,8 @@ def save_pipeline(pipe, folder: Path, dtype: torch.dtype | None = None) -> Path:
         "scheduler": pipe.scheduler_config.to_dict(),
         "pipeline": pipe.config.to_dict(),
     }
+    if getattr(pipe, "world", None):
+        index["world"] = pipe.world
     atomic_write_text(folder / MODEL_INDEX, json.dumps(index, indent=2) + "\n")
     if pipe._c_inv is not None:
         from musekit.personalize.covariance import save_covariances

@@ -59,15 +59,16 @@ INTRO = (
     "**Personalize** tab, then write its token (e.g. `<emblem>`) in a prompt."
 )
 SHAPES_INTRO = (
-    "The bundled model draws the shapes world: shapes, colours, sizes, positions and backgrounds, e.g. *a small green "
+    "This model draws the shapes world: shapes, colours, sizes, positions and backgrounds, e.g. *a small green "
     "star at the top left on a gray background*; it reads whole captions best, in editing too."
 )
 
 
 def intro_and_examples(pipe) -> tuple[str, list[str]]:
-    if pipe.is_bundled:
-        return INTRO.format(model=SHAPES_INTRO), SHAPES_PROMPTS
     folder = getattr(pipe, "source_folder", None)
+    if pipe.is_shapes_world:
+        where = "" if pipe.is_bundled or folder is None else f"Model: `{folder}`. "
+        return INTRO.format(model=where + SHAPES_INTRO), SHAPES_PROMPTS
     model = f"Model: `{folder}`." if folder is not None else "Model: built in memory."
     return INTRO.format(model=model), OPEN_PROMPTS
 

@@ -182,7 +182,7 @@ class Studio:
         for index, image in enumerate(images):
             attach(image, base, index=index if len(images) > 1 else None)
         text = summary(images, start, seed)
-        for note in prompt_notes(prompt) if self.pipe.is_bundled else []:
+        for note in prompt_notes(prompt) if self.pipe.is_shapes_world else []:
             text += f"; note: {note}"
         return Result(images, text)
 
