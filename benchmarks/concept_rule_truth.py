@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 
 from musekit.data.concepts import CONCEPTS, backgrounds_for, concept_examples, concept_pair_scene, concept_scene
 from musekit.data.shapes import COLORS, POSITIONS, SHAPES, with_articles
@@ -56,14 +55,15 @@ def head_pair_cells(positions: torch.Tensor) -> list[tuple[str, str]]:
 @torch.no_grad()
 def through_tokenizers(pipe, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """128 px ``images`` as (the SR tokenizer's reconstruction, the base tokenizer's 64 px reconstruction upsampled,
-    that upsampled image re-tokenized by the SR tokenizer: what the SR stage starts from)."""
-    size = images.shape[-1]
+    the super-resolution stage's start from those base tokens: ``upsampled_start_ids`` with nothing re-masked)."""
+    from musekit.editing.img2img import upsampled_start_ids
+    from musekit.editing.masks import resize
+
     sr = pipe.sr_tokenizer
     alone = sr.decode(sr.encode(images)).clamp(0.0, 1.0)
-    small = F.interpolate(images, size=pipe.base_image_size, mode="bilinear", antialias=True, align_corners=False)
-    base = pipe.vqgan.decode(pipe.vqgan.encode(small)).clamp(0.0, 1.0)
-    up = F.interpolate(base, size=size, mode="bilinear", align_corners=False)
-    return alone, up, sr.decode(sr.encode(up)).clamp(0.0, 1.0)
+    base_ids = pipe.vqgan.encode(resize(images, pipe.base_image_size))
+    up = resize(pipe.vqgan.decode(base_ids), pipe.image_size).clamp(0.0, 1.0)
+    return alone, up, sr.decode(upsampled_start_ids(pipe, base_ids, 0.0, None)).clamp(0.0, 1.0)
 
 
 def position_reads(checker, names: list[str]) -> None:

@@ -149,18 +149,12 @@ def main() -> None:
         total = []
         for a, b in pairs:
             prompts = pair_prompts(a, b, f"<{a}>", f"<{b}>")
-            if args.negative == "superclass":  # guide away from the plain superclass pair, prompt by prompt
-                plain = pair_prompts(a, b, CONCEPTS[a]["superclass"], CONCEPTS[b]["superclass"])
-                images = torch.cat(
-                    [
-                        generate(
-                            pipe, [p], k, args.samples, concepts=[concepts[a], concepts[b]], negative_prompt=n, **extra
-                        )
-                        for k, (p, n) in enumerate(zip(prompts, plain))
-                    ]
-                )
-            else:
-                images = generate(pipe, prompts, 0, args.samples, concepts=[concepts[a], concepts[b]], **extra)
+            negatives = [None] * len(prompts)  # the empty prompt, or guidance away from the plain superclass pair
+            if args.negative == "superclass":
+                negatives = pair_prompts(a, b, CONCEPTS[a]["superclass"], CONCEPTS[b]["superclass"])
+            images = torch.cat([generate(pipe, [p], k, args.samples, concepts=[concepts[a], concepts[b]],
+                                         negative_prompt=n, **extra)
+                                for k, (p, n) in enumerate(zip(prompts, negatives))])  # fmt: skip
             ok = pair_score(checker, images, refs[a], refs[b])
             total += ok
             print(f"{label} {a}+{b}: {sum(ok) / len(ok):.3f}", flush=True)

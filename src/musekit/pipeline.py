@@ -266,15 +266,17 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
         from musekit.io.pipeline_io import load_pipeline_parts, model_world
 
         folder = Path(path) if path is not None else DEFAULT_MODEL_DIR
+        world = None
         if is_amused_folder(folder):
             parts, scheduler_config, config = load_amused(folder, scheduler or "maskgit")
         else:
             parts, scheduler_config, config = load_pipeline_parts(folder, bundled=path is None)
+            world = model_world(folder)
             if scheduler is not None:
                 scheduler_config = scheduler_config.replace(kind=scheduler)
         pipe = cls(*parts, scheduler_config, config)
         pipe.source_folder = folder
-        pipe.world = None if is_amused_folder(folder) else model_world(folder)
+        pipe.world = world
         return pipe.to(device)
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:

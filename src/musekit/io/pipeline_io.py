@@ -136,7 +136,7 @@ def save_pipeline(pipe, folder: Path, dtype: torch.dtype | None = None) -> Path:
         "scheduler": pipe.scheduler_config.to_dict(),
         "pipeline": pipe.config.to_dict(),
     }
-    if getattr(pipe, "world", None):
+    if pipe.world:
         index["world"] = pipe.world
     atomic_write_text(folder / MODEL_INDEX, json.dumps(index, indent=2) + "\n")
     if pipe._c_inv is not None:
