@@ -1,7 +1,7 @@
 """Import + load time of the bundled model, then seconds per image at batch 1 (median of 5 after a warm-up), fp32 and
-with ``pipe.quantize("int8")`` and ``pipe.quantize("int8-all")``.
+with ``pipe.quantize(KIND)`` for each of ``--kinds``.
 
-Usage: python benchmarks/generate_speed.py [MODEL_DIR] [--threads 2]
+Usage: python benchmarks/generate_speed.py [MODEL_DIR] [--threads 2] [--kinds int8,int8-all,bf16,bf16-linears]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?", default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kinds", default="int8,int8-all", help="comma-separated MusePipeline.quantize kinds")
     args = parser.parse_args()
     start = time.perf_counter()
     import torch
@@ -27,7 +28,7 @@ def main() -> None:
     pipe = MusePipeline.from_pretrained(args.model)
     pipe.progress_bar = False
     print(f"imports + model load: {time.perf_counter() - start:.2f} s")
-    for label in ("fp32", "int8", "int8-all"):
+    for label in ["fp32", *args.kinds.split(",")]:
         if label != "fp32":
             pipe = MusePipeline.from_pretrained(args.model).quantize(label)
             pipe.progress_bar = False

@@ -1,5 +1,6 @@
 """CPU fast paths on a model folder: logit fidelity against fp32 at a fixed half-masked input, per stage and path
-(int8 feed-forward linears, int8 every per-step linear, bf16 per-step forward).
+(``MusePipeline.quantize`` kinds: int8 feed-forward linears, int8 every per-step linear, bf16 products in all but the
+sensitive linears; and the bf16 per-step forward).
 
 Usage: python benchmarks/int8_fidelity.py [MODEL_DIR] [--threads 2]
 """
@@ -11,28 +12,24 @@ import argparse
 import torch
 
 from musekit.models.half import HalfPrecisionModel
-from musekit.models.quantize import logits_fidelity, quantize_int8
+from musekit.models.quantize import QUANTIZATIONS, logits_fidelity, swap_step_linears
 from musekit.pipeline import MusePipeline
 
+PROMPTS = [
+    "a large red circle in the center on a blue background",
+    "a small green star at the top left on a striped background",
+    "a yellow heart left of a purple cross on a gray background",
+    "a white square",
+]
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model", nargs="?", default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    pipe = MusePipeline.from_pretrained(args.model)
-    prompts = [
-        "a large red circle in the center on a blue background",
-        "a small green star at the top left on a striped background",
-        "a yellow heart left of a purple cross on a gray background",
-        "a white square",
-    ]
-    text = pipe.encode_prompt(prompts)
+
+def stage_inputs(pipe) -> dict:
+    """Per stage of ``pipe``: (model, half-masked random ids, its text cache), the fixed input of the comparisons
+    (``PROMPTS`` with guidance, seed 0)."""
+    text = pipe.encode_prompt(PROMPTS)
     g = torch.Generator().manual_seed(0)
-    models = {"transformer": pipe.transformer, "superres": pipe.superres}
     inputs = {}
-    for name, model in models.items():
+    for name, model in {"transformer": pipe.transformer, "superres": pipe.superres}.items():
         if model is None:
             continue
         side = model.config.grid_size
@@ -42,15 +39,24 @@ def main() -> None:
         if name == "superres":
             low = model.config.cond_grid_size
             cond = torch.randint(0, model.config.cond_codebook_size, (len(text), low, low), generator=g)
-        inputs[name] = (ids, cond)
+        with torch.no_grad():
+            inputs[name] = (model, ids, model.precompute(text, cond))
+    return inputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", nargs="?", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = MusePipeline.from_pretrained(args.model)
     with torch.no_grad():
-        for name, (ids, cond) in inputs.items():
-            model = models[name]
-            cache = model.precompute(text, cond)
+        for name, (model, ids, cache) in stage_inputs(pipe).items():
             reference = model(ids, cache=cache)
-            for scope in ("feed-forward", "all"):
-                fast = quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache), scope)
-                print(name, f"int8 {scope}", logits_fidelity(reference, fast(ids, cache=cache)))
+            for kind, (scope, linear) in QUANTIZATIONS.items():
+                fast = swap_step_linears(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache), scope, linear)
+                print(name, kind, logits_fidelity(reference, fast(ids, cache=cache)), flush=True)
             half = HalfPrecisionModel(model, "bf16")
             print(name, "bf16", logits_fidelity(reference, half(ids, cache=half.cast(cache))))
 

@@ -143,6 +143,17 @@ def test_int8_flag_takes_an_optional_scope():
     assert parse() is None and INT8_KINDS[parse("--int8")] == "int8"
     assert INT8_KINDS[parse("--int8", "all")] == "int8-all"
     assert parser.parse_args(["eval", "shapes", "--int8", "all"]).int8 == "all"
+    assert parser.parse_args(["eval", "shapes", "--half", "bf16-linears"]).half == "bf16-linears"
+
+
+def test_eval_fast_path_flags_are_checked(tiny_model_dir, tmp_path, capsys):
+    from musekit.cli.main import main
+
+    base = ["eval", "--model", str(tiny_model_dir), "--out-dir", str(tmp_path)]
+    assert main([*base[:1], "personalize", *base[1:], "--half", "bf16-linears"]) == 2
+    assert "--half applies to `eval shapes` and `eval edit`" in capsys.readouterr().err
+    assert main([*base[:1], "shapes", *base[1:], "--half", "bf16", "--int8"]) == 2
+    assert "choose one fast path" in capsys.readouterr().err
 
 
 def test_generate_a_prompt_file_and_each_image(tiny_model_dir, tmp_path, capsys):

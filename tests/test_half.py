@@ -113,6 +113,7 @@ def test_cli_half_and_device_errors_are_one_line(tmp_path):
     out = str(tmp_path / "x.png")
     for args, message in (
         (["--half", "fp16"], "--half fp16 is a GPU path"),
+        (["--half", "bf16-linears", "--device", "cuda"], "--half bf16-linears is a CPU path"),
         (["--device", "tpu"], "--device"),
         (["--int8", "--half", "fp16", "--device", "cuda"], None),
     ):

@@ -366,6 +366,12 @@ def test_quantizing_keeps_the_fingerprint_of_the_loaded_weights(tiny_pipe):
     assert quantized["model_fingerprint"] == fresh and quantized["int8"] == "all"
 
 
+def test_a_bf16_linears_pipeline_is_recorded_as_its_flag(tiny_pipe):
+    from musekit.io.metadata import machine_record
+
+    assert machine_record(tiny_pipe.quantize("bf16-linears")) == {"int8": None, "device": "cpu", "half": "bf16-linears"}
+
+
 def test_a_recorded_concept_file_may_take_over_a_token(concept_pipe, tmp_path):
     pytest.importorskip("gradio")
     from musekit.ui.app import generate_settings

@@ -107,3 +107,74 @@ def test_int8_says_nothing_where_it_is_faster(tiny_pipe, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="musekit.models.quantize"):
         tiny_pipe.quantize("int8-all")
     assert "slower" not in caplog.text
+
+
+def test_bf16_linears_keeps_the_sensitive_linears_in_fp32(tiny_pipe):
+    from musekit.models.quantize import Bf16Linear
+
+    tiny_pipe.quantize("bf16-linears")
+    assert tiny_pipe.precision == "bf16-linears"
+    for model in (tiny_pipe.transformer, tiny_pipe.superres):
+        for block in model.blocks:
+            assert isinstance(block.self_attn.to_q, Bf16Linear) and isinstance(block.self_attn.to_k, Bf16Linear)
+            assert is_float_linear(block.self_attn.to_v) and is_float_linear(block.self_attn.to_out)  # sensitive
+            assert isinstance(block.cross_attn.to_q, Bf16Linear) and isinstance(block.cross_attn.to_out, Bf16Linear)
+            assert is_float_linear(block.cross_attn.to_k) and is_float_linear(block.cross_attn.to_v)  # once per call
+            assert isinstance(block.mlp.fc1, Bf16Linear) and isinstance(block.mlp.fc2, Bf16Linear)
+        assert is_float_linear(model.head) and is_float_linear(model.text_proj)
+        assert model.patch_in is None or is_float_linear(model.patch_in)
+
+
+def test_bf16_linears_stays_closer_to_fp32_than_the_whole_forward_in_bf16(tiny_pipe):
+    from musekit.models.half import HalfPrecisionModel
+    from musekit.models.quantize import Bf16Linear, swap_step_linears
+
+    text = tiny_pipe.encode_prompt(["a red circle", "a blue square"])
+    fp32 = tiny_pipe.transformer
+    grid = fp32.config.grid_size
+    ids = torch.randint(0, fp32.config.codebook_size, (4, grid, grid), generator=seeded(0))
+    with torch.no_grad():
+        cache = fp32.precompute(text)
+        reference = fp32(ids, cache=cache)
+        linears = swap_step_linears(fp32, lambda m: m(ids, cache=cache), "most", Bf16Linear)(ids, cache=cache)
+        half = HalfPrecisionModel(fp32, "bf16")
+        whole = half(ids, cache=half.cast(cache))
+    error = lambda x: ((x.float() - reference).norm() / reference.norm()).item()  # noqa: E731
+    assert 0 < error(linears) < error(whole) < 0.05
+    assert logits_fidelity(reference, linears)["cosine_mean"] > 0.999
+
+
+def test_sensitive_linears_of_the_amused_architecture():
+    from functools import partial
+
+    from musekit.eval.bench_amused import _forward, bench_inputs, random_models
+    from musekit.models.quantize import sensitive_linears, step_linears
+
+    config, _, ours = random_models("tiny")
+    _, _, micro, text, probe = bench_inputs(config, 1)
+    with torch.no_grad():
+        cache = ours.precompute(text, micro_conds=micro)
+    names = step_linears(ours, partial(_forward, ids=probe, cache=cache))
+    kept = set(sensitive_linears(ours, names))
+    layers = len(ours.transformer_layers)
+    expected = {f"transformer_layers.{i}.attn1.{leaf}" for i in range(layers) for leaf in ("to_v", "to_out")}
+    assert kept == expected | {"project_to_hidden"}
+    assert any(".attention_blocks." in n and n.endswith("attn1.to_out") for n in names)  # cross-attention: swapped
+
+
+def test_bf16_linears_is_a_cpu_path(tiny_pipe, monkeypatch):
+    import musekit.models.quantize as quantize
+
+    monkeypatch.setattr(type(tiny_pipe), "device", property(lambda self: torch.device("cuda")))
+    with pytest.raises(ValueError, match="bf16-linears is a CPU path"):
+        quantize.quantize_pipeline(tiny_pipe, "bf16-linears")
+
+
+def test_bf16_linears_warns_where_this_cpu_multiplies_bf16_slower_than_fp32(tiny_pipe, monkeypatch, caplog):
+    import musekit.models.quantize as quantize
+
+    monkeypatch.setattr(quantize, "bf16_speedup", lambda: 0.01)
+    with caplog.at_level("WARNING", logger="musekit.models.quantize"):
+        tiny_pipe.quantize("bf16-linears")
+    assert "bf16 matrix products run 100.0x slower than fp32" in caplog.text
+    assert "bf16-linears will be slower" in caplog.text

@@ -101,10 +101,19 @@ def test_uvit_logits_at_positions_equal_the_full_logits_there():
     assert torch.allclose(part, full.gather(1, positions[..., None].expand(-1, -1, full.shape[-1])), atol=1e-5)
 
 
+def test_blended_peak_is_the_rate_of_each_share_at_its_own_peak():
+    from musekit.eval.bench_amused import blended_peak
+
+    peaks = {"fp32": 100.0, "bf16": 400.0, "int8": 800.0}
+    assert blended_peak({"fp32": 0, "bf16": 10**9, "int8": 0}, peaks) == 400.0
+    # 1 GFLOP at 100 (0.01 s) + 4 GFLOP at 400 (0.01 s): 5 GFLOP in 0.02 s
+    assert abs(blended_peak({"fp32": 10**9, "bf16": 4 * 10**9, "int8": 0}, peaks) - 250.0) < 1e-9
+
+
 def test_bench_runs_both_stacks_and_the_fast_paths_on_the_tiny_preset():
     from musekit.eval.bench_amused import FAST_PATHS, run_bench
 
-    assert FAST_PATHS == ("int8", "int8_all", "bf16", "bf16_ff", "bf16_linears")
+    assert FAST_PATHS == ("int8", "int8_all", "bf16", "bf16_linears", "bf16_ff", "bf16_all_linears")
     (row,) = run_bench("tiny", batches=(1,), steps=2, repeats=1, paths=FAST_PATHS)
     assert row["same_ids"] is True  # the exact fp32 path decodes the same ids as diffusers
     assert row["diffusers_s"] > 0 and row["musekit_s"] > 0 and row["skipped_paths"] == []
@@ -113,6 +122,11 @@ def test_bench_runs_both_stacks_and_the_fast_paths_on_the_tiny_preset():
         assert set(row[f"{path}_fidelity"]) == {"cosine_mean", "cosine_min", "top1_agreement"}
         assert row[f"{path}_fidelity"]["cosine_mean"] > 0.99
     assert row["gflop_per_image"] > 0 and row["int8_linear_peak_gflops"] > 0 and row["bf16_matmul_peak_gflops"] > 0
+    for path in FAST_PATHS:  # the roofline of each path: its FLOPs split by the precision of their products
+        share = row[f"{path}_flop_share"]
+        assert abs(sum(share.values()) - 1) < 1e-9 and row[f"{path}_blended_peak_gflops"] > 0
+    assert row["bf16_flop_share"]["bf16"] == 1 and row["int8_all_flop_share"]["bf16"] == 0
+    assert 0 < row["bf16_linears_flop_share"]["fp32"] < row["bf16_ff_flop_share"]["fp32"] < 1
     (row,) = run_bench("tiny", batches=(1,), steps=2, repeats=1, paths=())
     assert row["skipped_paths"] == list(FAST_PATHS) and "musekit_int8_s" not in row
     with pytest.raises(ValueError, match="unknown fast paths"):

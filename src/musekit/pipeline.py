@@ -165,7 +165,7 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
 
     @property
     def precision(self) -> str:
-        """ "fp32" (or the dtype the weights were cast to), or the ``quantize`` kind ("int8", "int8-all")."""
+        """ "fp32" (or the dtype the weights were cast to), or the ``quantize`` kind ("int8", "bf16-linears", ...)."""
         if self._full_precision:
             return self._quantization
         return str(next(self.transformer.parameters()).dtype).replace("torch.float", "fp")
@@ -174,7 +174,9 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
         """Swap the base and super-resolution transformers for faster reduced-precision copies, in place.
 
         ``"int8"``: int8 feed-forward linears on CPU (per-channel weights, per-token activations, int32 accumulation).
-        ``"int8-all"``: every per-step linear, faster but further from fp32. ``"fp16"``, ``"bf16"``: on CUDA, the
+        ``"int8-all"``: every per-step linear, faster but further from fp32. ``"bf16-linears"`` (CPU): bf16 products
+        (fp32 accumulation) in every per-step linear but the few whose rounding moves the logits most, which stay
+        fp32 with everything between the linears. ``"fp16"``, ``"bf16"``: on CUDA, the
         per-step forward in half precision replayed as a CUDA graph (``musekit.models.half``; ``compile=True`` adds
         torch.compile); ``"bf16"`` also on a CPU, eagerly. Which path is faster than fp32 depends on the CPU: each
         is timed once per process and a warning says when it is slower here (``musekit.models.quantize``). Only

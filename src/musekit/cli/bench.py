@@ -21,8 +21,8 @@ def add_parser(subparsers) -> None:
                    help="cpu (int8 and bf16 paths) or cuda (fp16/bf16)")  # fmt: skip
     p.add_argument("--paths", default="auto", metavar="LIST",
                    help="cpu: the fast paths to time beside fp32, comma-separated from int8, int8_all, bf16, "
-                   "bf16_ff, bf16_linears, or none; auto (default): those whose products beat fp32 here (a slow one "
-                   "takes hours)")  # fmt: skip
+                   "bf16_linears, bf16_ff, bf16_all_linears, or none; auto (default): those whose products beat fp32 "
+                   "here (a slow one takes hours)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="cuda: also time torch.compile'd fp16 (compiles per batch)")
     p.add_argument("--out", default="outputs/bench_amused.jsonl")
     p.set_defaults(func=run)

@@ -290,14 +290,16 @@ def add_int8_argument(parser, help_text: str) -> None:
 
 
 def add_device_arguments(parser) -> None:
-    """``--device`` and ``--half`` (fp16/bf16 on a GPU, bf16 on a CPU); apply them with ``place_pipeline``."""
+    """``--device`` and ``--half`` (fp16/bf16 on a GPU; bf16 or bf16-linears on a CPU); apply them with
+    ``place_pipeline``."""
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument(
         "--half",
-        choices=["fp16", "bf16"],
+        choices=["fp16", "bf16", "bf16-linears"],
         default=None,
         help="the per-step forward in fp16 or bf16: on a GPU (--device cuda) replayed as a CUDA graph; bf16 also "
-        "on CPUs with native bf16 (AVX512-BF16, AMX: products about 2x fp32, a bundled-model image about 1.3x)",
+        "on CPUs with native bf16 (AVX512-BF16, AMX: products about 2x fp32); bf16-linears (CPU): bf16 products in "
+        "all but the few linears that move the logits most, closer to fp32 than bf16 (docs/BENCHMARKS.md)",
     )
 
 
@@ -315,7 +317,9 @@ def check_device_arguments(args):
     if half and int8:
         raise CLIError("choose one fast path: --half or --int8")
     if half == "fp16" and device.type != "cuda":
-        raise CLIError("--half fp16 is a GPU path: add --device cuda (on a CPU use --half bf16 or --int8)")
+        raise CLIError("--half fp16 is a GPU path: add --device cuda (on a CPU: --half bf16, bf16-linears or --int8)")
+    if half == "bf16-linears" and device.type != "cpu":
+        raise CLIError("--half bf16-linears is a CPU path: on a GPU use --half fp16 or bf16")
     if int8 and device.type != "cpu":
         raise CLIError("--int8 is a CPU path: on a GPU use --half fp16")
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--top-k", type=positive_int, default=None, help="shapes: sample among the k most likely codes")
     add_int8_argument(p, "shapes/edit: evaluate the int8 CPU fast path (ff: feed-forward linears; all: every "
                       "per-step linear)")  # fmt: skip
+    p.add_argument("--half", choices=["bf16", "bf16-linears"], default=None,
+                   help="shapes/edit: evaluate a bf16 CPU fast path (the per-step forward in bf16, or bf16 products "
+                   "in all but the sensitive linears)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -71,10 +74,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"checker folder not found: {args.checker}")
     checker = load_checker(args.checker)
     pipe = load_pipeline(args.model)
-    if args.int8:
+    if args.int8 and args.half:
+        raise CLIError("choose one fast path: --half or --int8")
+    fast = INT8_KINDS[args.int8] if args.int8 else args.half
+    if fast:
         if args.suite == "personalize":
-            raise CLIError("--int8 applies to `eval shapes` and `eval edit` (concepts are learned in fp32)")
-        pipe.quantize(INT8_KINDS[args.int8])
+            flag = "--int8" if args.int8 else "--half"
+            raise CLIError(f"{flag} applies to `eval shapes` and `eval edit` (concepts are learned in fp32)")
+        pipe.quantize(fast)
     if args.suite == "personalize":
         return run_personalize(args, pipe, checker)
     if args.suite == "edit":

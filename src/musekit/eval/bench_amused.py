@@ -24,16 +24,26 @@ from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+def _best_rate(run, flop: float, repeats: int, rounds: int) -> float:
+    """GFLOP/s of ``run()`` (``flop`` per call): the best of ``rounds`` rounds of ``repeats`` calls after a warm-up
+    call. One round straight after building a 600 M-parameter model once read a quarter of the idle rate."""
+    run()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        best = min(best, time.perf_counter() - start)
+    return flop * repeats / best / 1e9
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 10, dtype: torch.dtype = torch.float32, rounds: int = 5) -> float:
+    """This CPU's size x size matmul rate for ``dtype`` (best of ``rounds``), the roofline's reference."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+    return _best_rate(lambda: a @ b, 2 * size**3, repeats, rounds)
 
 
-def int8_linear_gflops(rows: int = 512, size: int = 1024, repeats: int = 10) -> float:
+def int8_linear_gflops(rows: int = 512, size: int = 1024, repeats: int = 10, rounds: int = 5) -> float:
     """``Int8Linear`` throughput (two size x size layers on a rows x size input; quantization of the activations and
     rescaling of the outputs included), the int8 path's reference rate."""
     from musekit.models.quantize import Int8Linear
@@ -41,11 +51,38 @@ def int8_linear_gflops(rows: int = 512, size: int = 1024, repeats: int = 10) -> 
     layers = torch.nn.Sequential(Int8Linear(torch.nn.Linear(size, size)), Int8Linear(torch.nn.Linear(size, size)))
     x = torch.randn(rows, size)
     with torch.no_grad():
-        layers(x)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            layers(x)
-    return 2 * 2 * rows * size * size * repeats / (time.perf_counter() - start) / 1e9
+        return _best_rate(lambda: layers(x), 2 * 2 * rows * size * size, repeats, rounds)
+
+
+def flops_by_precision(model: torch.nn.Module, cache, ids: torch.Tensor, total: int) -> dict[str, int]:
+    """How the ``total`` FLOPs of one forward of ``model`` split by the precision of their products: those of its
+    ``Int8Linear`` and ``Bf16Linear`` layers (counted by hooks), the rest fp32 (attention, convolutions, the
+    linears left fp32). A ``HalfPrecisionModel`` runs everything in its dtype."""
+    if isinstance(model, HalfPrecisionModel):
+        return {"fp32": 0, "bf16": total, "int8": 0}
+    counts = {"bf16": 0, "int8": 0}
+
+    def count(module, args, out):
+        rows = args[0].numel() // module.in_features
+        counts["int8" if isinstance(module, Int8Linear) else "bf16"] += (
+            2 * rows * module.in_features * module.out_features
+        )
+
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, Int8Linear | Bf16Linear)]
+    try:
+        with torch.no_grad():
+            model(ids, cache=cache)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"fp32": total - counts["bf16"] - counts["int8"], **counts}
+
+
+def blended_peak(split: dict[str, int], peaks: dict[str, float]) -> float:
+    """The rate (GFLOP/s) at which a forward with FLOPs ``split`` by precision would run if each product ran at its
+    precision's reference rate in ``peaks``: the roofline of a mixed-precision path."""
+    seconds = sum(flop / 1e9 / peaks[kind] for kind, flop in split.items() if flop)
+    return sum(split.values()) / 1e9 / seconds
 
 
 def forward_flops(model: UVitTransformer, cache, ids: torch.Tensor) -> int:
@@ -99,11 +136,13 @@ def random_models(preset: str = "amused-256"):
     return config, reference, ours
 
 
-# musekit's CPU reduced-precision paths: int8 feed-forward / every per-step linear (Int8Linear), the whole per-step
-# forward in bf16 (HalfPrecisionModel), and bf16 products only (Bf16Linear) in the feed-forward / every per-step linear
-FAST_PATHS = ("int8", "int8_all", "bf16", "bf16_ff", "bf16_linears")
+# musekit's CPU reduced-precision paths: the MusePipeline.quantize kinds (int8 feed-forward / every per-step linear
+# with Int8Linear; bf16 products, Bf16Linear, in every per-step linear but the sensitive ones; the whole per-step
+# forward in bf16, HalfPrecisionModel), and two bench-only bf16 scopes (the feed-forward only; every per-step linear)
+FAST_PATHS = ("int8", "int8_all", "bf16", "bf16_linears", "bf16_ff", "bf16_all_linears")
 LINEAR_PATHS = {"int8": ("feed-forward", Int8Linear), "int8_all": ("all", Int8Linear),
-                "bf16_ff": ("feed-forward", Bf16Linear), "bf16_linears": ("all", Bf16Linear)}  # fmt: skip
+                "bf16_linears": ("most", Bf16Linear), "bf16_ff": ("feed-forward", Bf16Linear),
+                "bf16_all_linears": ("all", Bf16Linear)}  # fmt: skip
 
 
 def fast_paths_here() -> tuple[str, ...]:
@@ -111,7 +150,7 @@ def fast_paths_here() -> tuple[str, ...]:
     from musekit.models.quantize import bf16_speedup, int8_speedup
 
     paths = ("int8", "int8_all") if int8_speedup() >= 1 else ()
-    return paths + (("bf16", "bf16_ff", "bf16_linears") if bf16_speedup() >= 1 else ())
+    return paths + (("bf16", "bf16_linears", "bf16_ff", "bf16_all_linears") if bf16_speedup() >= 1 else ())
 
 
 def fast_path_model(ours: UVitTransformer, path: str, probe: torch.Tensor, cache) -> torch.nn.Module:
@@ -152,10 +191,15 @@ def run_bench(
     if unknown := set(paths) - set(FAST_PATHS):
         raise ValueError(f"unknown fast paths {sorted(unknown)}; choose from {FAST_PATHS}")
     config, reference, ours = random_models(preset)
-    peak = matmul_gflops()
     bf16 = any(p.startswith("bf16") for p in paths)
-    peaks = {"int8": int8_linear_gflops() if {"int8", "int8_all"} & set(paths) else None,
-             "bf16": matmul_gflops(dtype=torch.bfloat16) if bf16 else None}  # fmt: skip
+    int8 = bool({"int8", "int8_all"} & set(paths))
+
+    def measure_peaks(old: dict | None = None) -> dict:  # best of this and the previous measurement
+        new = {"fp32": matmul_gflops(), "int8": int8_linear_gflops() if int8 else None,
+               "bf16": matmul_gflops(dtype=torch.bfloat16) if bf16 else None}  # fmt: skip
+        return {k: v if old is None or v is None else max(v, old[k]) for k, v in new.items()}
+
+    peaks = measure_peaks()
     rows = []
     for batch in batches:
         states, pooled, micro, text, probe = bench_inputs(config, batch)
@@ -164,12 +208,12 @@ def run_bench(
         musekit_loop = partial(_musekit_loop, ours, config, batch, steps, guidance, text, micro)
         same = torch.equal(diffusers_loop(), musekit_loop())
         loops = {"diffusers": diffusers_loop, "musekit": musekit_loop}
-        fidelity = {}
+        fidelity, fast_models = {}, {}
         with torch.no_grad():
             cache = ours.precompute(text, micro_conds=micro)
             reference_logits = ours(probe, cache=cache)
             for path in paths:
-                fast = fast_path_model(ours, path, probe, cache)
+                fast = fast_models[path] = fast_path_model(ours, path, probe, cache)
                 fidelity[path] = logits_fidelity(reference_logits, fast(probe, cache=cache))
                 loops[f"musekit_{path}"] = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
         times = {name: [] for name in loops}
@@ -178,8 +222,12 @@ def run_bench(
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
+        peaks = measure_peaks(peaks)  # again after the timed loops, on a warm machine
+        peak = peaks["fp32"]
+        masked = torch.full((2 * batch, grid, grid), config.mask_token_id)
         with torch.no_grad():
-            flops = forward_flops(ours, cache, torch.full((2 * batch, grid, grid), config.mask_token_id)) * steps
+            forward = forward_flops(ours, cache, masked)
+        flops = forward * steps
         medians = {k: statistics.median(v) for k, v in times.items()}
         row = {
             "preset": preset, "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
@@ -194,17 +242,21 @@ def run_bench(
         for path in paths:
             seconds = medians[f"musekit_{path}"]
             dtype = "bf16" if path.startswith("bf16") else "int8"
-            reference_peak = peaks[dtype]
+            split = flops_by_precision(fast_models[path], cache, masked, forward)
+            mixed = blended_peak(split, peaks)
             row.update({
                 f"musekit_{path}_s": seconds, f"speedup_{path}": medians["diffusers"] / seconds,
                 f"{path}_fidelity": fidelity[path], f"musekit_{path}_gflops": flops / seconds / 1e9,
-                f"musekit_{path}_fraction_of_{dtype}_peak":
-                    flops / seconds / 1e9 / reference_peak,
+                f"musekit_{path}_fraction_of_{dtype}_peak": flops / seconds / 1e9 / peaks[dtype],
+                f"{path}_flop_share": {k: v / forward for k, v in split.items()},
+                f"{path}_blended_peak_gflops": mixed,
+                f"musekit_{path}_fraction_of_blended_peak": flops / seconds / 1e9 / mixed,
             })  # fmt: skip
         if peaks["int8"] is not None:
             row["int8_linear_peak_gflops"] = peaks["int8"]
         if peaks["bf16"] is not None:
             row["bf16_matmul_peak_gflops"] = peaks["bf16"]
+        del fast_models
         rows.append(row)
     return rows
 

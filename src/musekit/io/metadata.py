@@ -66,7 +66,7 @@ def machine_record(pipe) -> dict:
     return {
         "int8": {"int8": "ff", "int8-all": "all"}.get(precision),
         "device": str(pipe.device),
-        "half": precision if precision in ("fp16", "bf16") else None,
+        "half": precision if precision in ("fp16", "bf16", "bf16-linears") else None,
     }
 
 

@@ -11,13 +11,18 @@ weights int8 per output channel (once), activations int8 per token (at run time)
 activation scales keep a token's error independent of the other tokens' outliers; torch's dynamic quantization
 (one scale per batch) drifted several times further from fp32 at the same speed.
 
-Two scopes of the per-step linears (those a cached decoding forward runs; see ``step_linears``):
+Scopes of the per-step linears (those a cached decoding forward runs; see ``step_linears``) by ``quantize`` kind:
 
-* ``"int8"``: the feed-forward linears, the bulk of the FLOPs; closest to fp32.
+* ``"int8"``: the feed-forward linears, the bulk of the FLOPs; closest to fp32 of the int8 kinds.
 * ``"int8-all"``: every per-step linear (attention projections, patch and output layers too): faster, further.
+* ``"bf16-linears"``: ``Bf16Linear`` in every per-step linear but the few whose rounding moves the logits' arg-max
+  most (``sensitive_linears``: each self-attention's value and output projections and the projections into and
+  out of the residual stream, found one group at a time by ``benchmarks/bf16_sensitivity.py``), which stay fp32
+  with everything between the linears. On a CPU with native bf16 it is the path that is both over twice as fast
+  as diffusers' fp32 and within 1% of fp32's top-1 on random aMUSEd weights (docs/BENCHMARKS.md).
 
 Measured fidelity (logits cosine and top-1 agreement with fp32) is in docs/BENCHMARKS.md; on trained weights the
-cosine stays above 0.999 for both scopes, while top-1 agreement (97-99.6%) depends on how near-tied the logits are.
+cosine stays above 0.999 for every scope, while top-1 agreement (97-99.6%) depends on how near-tied the logits are.
 
 Everything that runs once per call (text projections, cross-attention K/V, which Perfusion edits) stays fp32.
 """
@@ -34,8 +39,6 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
-
-QUANTIZATIONS = {"int8": "feed-forward", "int8-all": "all"}  # quantize() kind -> quantize_int8 scope
 
 
 class Int8Linear(nn.Module):
@@ -119,21 +122,48 @@ def feed_forward_linears(model: nn.Module, names: list[str]) -> list[str]:
     return [n for n in names if any(n.startswith(b + ".") for b in blocks)]
 
 
+# the linears into and out of the transformer's residual stream: from the tokens' embedding (aMUSEd U-ViT's
+# ``project_to_hidden``, musekit's ``patch_in``) and to the logits (musekit's ``head``; aMUSEd's is a convolution)
+STREAM_ENDS = ("project_to_hidden", "patch_in", "head")
+
+
+def sensitive_linears(model: nn.Module, names: list[str]) -> list[str]:
+    """The subset of the per-step linears ``names`` that the ``"most"`` scope keeps in fp32: in every
+    self-attention (an ``Attention`` whose keys are computed per step) its value and output projections, and the
+    projections into and out of the residual stream (``STREAM_ENDS``). On random aMUSEd-256 weights each of these
+    groups alone in bf16 flipped 0.8% of the arg-maxes, every other group 0-0.4%; on the bundled super-resolution
+    transformer the logits head flipped the most, 0.8% (``benchmarks/bf16_sensitivity.py``)."""
+    from musekit.models.layers import Attention
+
+    ran = set(names)
+    keep = {n for n in names if n in STREAM_ENDS}
+    for prefix, module in model.named_modules():
+        if isinstance(module, Attention) and f"{prefix}.to_k" in ran:
+            keep |= {f"{prefix}.to_v", f"{prefix}.to_out"}
+    return [n for n in names if n in keep]
+
+
+SCOPES = ("feed-forward", "all", "most")
+
+
 def swap_step_linears(
     model: nn.Module, step: Callable[[nn.Module], object], scope: str = "feed-forward", linear=None
 ) -> nn.Module:
     """A copy of ``model`` (eval mode, CPU) whose per-step linears (see ``step_linears``) are ``linear(layer)``
-    (``Int8Linear`` or ``Bf16Linear``; default ``Int8Linear``): the feed-forward ones (``scope="feed-forward"``) or
-    all of them (``scope="all"``). Inference only.
+    (``Int8Linear`` or ``Bf16Linear``; default ``Int8Linear``): the feed-forward ones (``scope="feed-forward"``),
+    all of them (``scope="all"``), or all but the ``sensitive_linears`` (``scope="most"``). Inference only.
     """
     linear = Int8Linear if linear is None else linear
-    if scope not in ("feed-forward", "all"):
-        raise ValueError(f"scope must be 'feed-forward' or 'all', got {scope!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError(f"the {linear.__name__} path runs on CPU only; on GPU use fp16/bf16 instead")
     names = step_linears(model, step)
     if scope == "feed-forward":
         names = feed_forward_linears(model, names)
+    elif scope == "most":
+        sensitive = set(sensitive_linears(model, names))
+        names = [n for n in names if n not in sensitive]
     fast = copy.deepcopy(model).eval()
     for name in names:
         parent, _, leaf = name.rpartition(".")
@@ -143,9 +173,9 @@ def swap_step_linears(
     return fast
 
 
-def quantize_int8(model: nn.Module, step: Callable[[nn.Module], object], scope: str = "feed-forward") -> nn.Module:
-    """``swap_step_linears`` with ``Int8Linear``."""
-    return swap_step_linears(model, step, scope, Int8Linear)
+# quantize() kinds that swap per-step linears: kind -> (swap_step_linears scope, linear class)
+QUANTIZATIONS = {"int8": ("feed-forward", Int8Linear), "int8-all": ("all", Int8Linear),
+                 "bf16-linears": ("most", Bf16Linear)}  # fmt: skip
 
 
 def logits_fidelity(reference: torch.Tensor, fast: torch.Tensor) -> dict[str, float]:
@@ -195,8 +225,8 @@ def bf16_speedup() -> float:
 
 
 def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
-    """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 (CPU), bf16 (CPU or CUDA) or fp16 (CUDA)
-    copies, keeping the fp32 ones aside."""
+    """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 or bf16-linears (CPU), bf16 (CPU or CUDA)
+    or fp16 (CUDA) copies, keeping the fp32 ones aside."""
     from musekit.models.half import HALF_DTYPES, HalfPrecisionModel
 
     if kind not in QUANTIZATIONS and kind not in HALF_DTYPES:
@@ -224,13 +254,15 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
         return pipe
     if compile:
         raise ValueError("compile applies to the fp16/bf16 GPU paths")
+    scope, linear = QUANTIZATIONS[kind]
+    product = "int8" if linear is Int8Linear else "bf16"
     if pipe.device.type != "cpu":
-        raise ValueError("int8 quantization is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
-    speedup = int8_speedup()
+        raise ValueError(f"{kind} is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
+    speedup = int8_speedup() if product == "int8" else bf16_speedup()
     if speedup < 1:
-        logger.warning("on this CPU (%s) int8 matrix products run %.1fx slower than fp32 (torch has no fast int8 "
+        logger.warning("on this CPU (%s) %s matrix products run %.1fx slower than fp32 (torch has no fast %s "
                        "kernel for it): %s will be slower than fp32 here",
-                       torch.backends.cpu.get_cpu_capability(), 1 / speedup, kind)  # fmt: skip
+                       torch.backends.cpu.get_cpu_capability(), product, 1 / speedup, product, kind)  # fmt: skip
     text = pipe.text_encoder.empty(1)
     for name in ("transformer", "superres"):
         model = getattr(pipe, name)
@@ -245,8 +277,7 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
         side = model.config.grid_size
         ids = torch.full((1, side, side), model.config.mask_token_id, dtype=torch.long)
         pipe._full_precision[name] = model
-        setattr(
-            pipe, name, quantize_int8(model, lambda m, ids=ids, cache=cache: m(ids, cache=cache), QUANTIZATIONS[kind])
-        )
+        step = lambda m, ids=ids, cache=cache: m(ids, cache=cache)  # noqa: E731
+        setattr(pipe, name, swap_step_linears(model, step, scope, linear))
     pipe._quantization = kind
     return pipe

@@ -204,7 +204,7 @@ class Studio:
         if len(images) > MAX_CONCEPT_IMAGES:
             raise ValueError(f"at most {MAX_CONCEPT_IMAGES} concept images, got {len(images)}")
         steps = None if steps in (None, 0) else check_int("steps", steps, 1, 2000)
-        if self.pipe.precision in ("int8", "int8-all", "fp16", "bf16"):
+        if self.pipe.precision != "fp32":
             raise ValueError(f"learning concepts needs the full-precision model, and this one runs in "
                              f"{self.pipe.precision}: start musekit ui without --int8 / --half")  # fmt: skip
         start = time.perf_counter()
