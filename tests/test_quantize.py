@@ -55,11 +55,16 @@ def test_int8_all_scope_swaps_every_per_step_linear_but_not_the_text_path(tiny_p
     assert is_float_linear(fast.text_proj) and isinstance(fast.head, Int8Linear)
 
 
-def test_quantized_logits_stay_close_to_fp32(tiny_pipe):
-    text = tiny_pipe.encode_prompt(["a red circle", "a blue square"])
-    fp32 = tiny_pipe.transformer
+def logits_probe(pipe):
+    """(text with guidance for two prompts, the fp32 base transformer, 4 random token grids): a fixed input."""
+    text = pipe.encode_prompt(["a red circle", "a blue square"])
+    fp32 = pipe.transformer
     grid = fp32.config.grid_size
-    ids = torch.randint(0, fp32.config.codebook_size, (4, grid, grid), generator=seeded(0))
+    return text, fp32, torch.randint(0, fp32.config.codebook_size, (4, grid, grid), generator=seeded(0))
+
+
+def test_quantized_logits_stay_close_to_fp32(tiny_pipe):
+    text, fp32, ids = logits_probe(tiny_pipe)
     with torch.no_grad():
         reference = fp32(ids, cache=fp32.precompute(text))
         fast_model = tiny_pipe.quantize("int8").transformer
@@ -129,10 +134,7 @@ def test_bf16_linears_stays_closer_to_fp32_than_the_whole_forward_in_bf16(tiny_p
     from musekit.models.half import HalfPrecisionModel
     from musekit.models.quantize import Bf16Linear, swap_step_linears
 
-    text = tiny_pipe.encode_prompt(["a red circle", "a blue square"])
-    fp32 = tiny_pipe.transformer
-    grid = fp32.config.grid_size
-    ids = torch.randint(0, fp32.config.codebook_size, (4, grid, grid), generator=seeded(0))
+    text, fp32, ids = logits_probe(tiny_pipe)
     with torch.no_grad():
         cache = fp32.precompute(text)
         reference = fp32(ids, cache=cache)
