@@ -146,6 +146,18 @@ def test_int8_flag_takes_an_optional_scope():
     assert parser.parse_args(["eval", "shapes", "--half", "bf16-linears"]).half == "bf16-linears"
 
 
+def test_generate_with_bf16_linears_records_the_flag(tiny_model_dir, tmp_path):
+    from musekit.cli.main import main
+    from musekit.io.metadata import command_line, read_record
+
+    out = tmp_path / "fast.png"
+    args = ["generate", "a red circle", "--model", str(tiny_model_dir), "--seed", "3", "--quiet"]
+    assert main([*args, "--half", "bf16-linears", "--out", str(out)]) == 0
+    record = read_record(out)
+    assert record["half"] == "bf16-linears" and record["int8"] is None
+    assert "--half bf16-linears" in command_line(record)
+
+
 def test_eval_fast_path_flags_are_checked(tiny_model_dir, tmp_path, capsys):
     from musekit.cli.main import main
 

@@ -180,3 +180,44 @@ def test_bf16_linears_warns_where_this_cpu_multiplies_bf16_slower_than_fp32(tiny
         tiny_pipe.quantize("bf16-linears")
     assert "bf16 matrix products run 100.0x slower than fp32" in caplog.text
     assert "bf16-linears will be slower" in caplog.text
+
+
+def test_bf16_linears_on_a_patch_transformer_keeps_the_patch_input_and_the_head(tiny_pipe):
+    from musekit.models.quantize import Bf16Linear, sensitive_linears, step_linears, swap_step_linears
+    from musekit.models.transformer import MaskedTransformer
+
+    model = MaskedTransformer(tiny_pipe.transformer.config.replace(patch_size=2)).eval()
+    text = tiny_pipe.encode_prompt(["a red circle"])
+    grid = model.config.grid_size
+    ids = torch.full((2, grid, grid), model.config.mask_token_id)
+    with torch.no_grad():
+        cache = model.precompute(text)
+    step = lambda m: m(ids, cache=cache)  # noqa: E731
+    kept = set(sensitive_linears(model, step_linears(model, step)))
+    assert {"patch_in", "head"} <= kept and "patch_out" not in kept
+    fast = swap_step_linears(model, step, "most", Bf16Linear)
+    assert is_float_linear(fast.patch_in) and isinstance(fast.patch_out, Bf16Linear)
+
+
+def test_flops_by_precision_counts_each_swapped_linear():
+    from musekit.eval.bench_amused import flops_by_precision
+    from musekit.models.quantize import Bf16Linear
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = Bf16Linear(nn.Linear(8, 4)), nn.Linear(4, 2)
+
+        def forward(self, ids, cache=None):
+            return self.b(self.a(ids))
+
+    x = torch.randn(3, 5, 8)
+    split = flops_by_precision(Two(), None, x, total=10_000)
+    assert split == {"fp32": 10_000 - 2 * 15 * 8 * 4, "bf16": 2 * 15 * 8 * 4, "int8": 0}
+
+
+def test_swap_step_linears_names_its_scopes(tiny_pipe):
+    from musekit.models.quantize import swap_step_linears
+
+    with pytest.raises(ValueError, match="scope must be one of"):
+        swap_step_linears(tiny_pipe.transformer, lambda m: None, "some")

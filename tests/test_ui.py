@@ -84,15 +84,17 @@ def test_editing_calls_keep_sizes_and_check_masks(tiny_pipe, tmp_path):
         studio.edit(None, "a red circle")
 
 
-def test_an_int8_studio_generates_and_refuses_to_learn_in_one_line(tiny_text_encoder, tmp_path):
+@pytest.mark.parametrize("kind", ["int8", "bf16-linears"])
+def test_a_fast_path_studio_generates_and_refuses_to_learn_in_one_line(tiny_text_encoder, tmp_path, kind):
     from musekit.pipeline import MusePipeline
 
     pipe = MusePipeline.from_configs(tiny_text_encoder, vqgan="tiny", transformer="tiny", superres="tiny", seed=0)
     pipe.progress_bar = False
-    studio = Studio(pipe.quantize("int8"), concept_dir=tmp_path)
+    studio = Studio(pipe.quantize(kind), concept_dir=tmp_path)
     assert len(studio.generate("a red circle", seed=1).images) == 1
     image = Image.new("RGB", (16, 16), (200, 30, 30))
-    with pytest.raises(ValueError, match="^learning concepts needs the full-precision model[^\n]*--int8"):
+    pattern = f"^learning concepts needs the full-precision model, and this one runs in {kind}[^\n]*--int8 / --half"
+    with pytest.raises(ValueError, match=pattern):
         studio.learn([image], "<emblem>", "square", steps=2)
 
 

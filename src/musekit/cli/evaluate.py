@@ -72,15 +72,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.checker is not None and not Path(args.checker).is_dir():
         raise CLIError(f"checker folder not found: {args.checker}")
-    checker = load_checker(args.checker)
-    pipe = load_pipeline(args.model)
     if args.int8 and args.half:
         raise CLIError("choose one fast path: --half or --int8")
     fast = INT8_KINDS[args.int8] if args.int8 else args.half
+    if fast and args.suite == "personalize":
+        flag = "--int8" if args.int8 else "--half"
+        raise CLIError(f"{flag} applies to `eval shapes` and `eval edit` (concepts are learned in fp32)")
+    checker = load_checker(args.checker)
+    pipe = load_pipeline(args.model)
     if fast:
-        if args.suite == "personalize":
-            flag = "--int8" if args.int8 else "--half"
-            raise CLIError(f"{flag} applies to `eval shapes` and `eval edit` (concepts are learned in fp32)")
         pipe.quantize(fast)
     if args.suite == "personalize":
         return run_personalize(args, pipe, checker)
@@ -142,6 +142,7 @@ def run_edit(args, pipe, checker) -> int:
     settings = EditEvalSettings(num_cases=args.num, seed=args.seed, iterations=args.edit_iterations,
                                 guidance_scale=args.guidance, img2img_strength=args.img2img_strength)  # fmt: skip
     report = evaluate_editing(pipe, checker, settings)
+    report["precision"] = pipe.precision
     out = write_row(args, "edit", report)
     print(json.dumps(report, indent=2))
     print(f"wrote {out / 'edit.jsonl'}")

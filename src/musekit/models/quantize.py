@@ -16,8 +16,8 @@ Scopes of the per-step linears (those a cached decoding forward runs; see ``step
 * ``"int8"``: the feed-forward linears, the bulk of the FLOPs; closest to fp32 of the int8 kinds.
 * ``"int8-all"``: every per-step linear (attention projections, patch and output layers too): faster, further.
 * ``"bf16-linears"``: ``Bf16Linear`` in every per-step linear but the few whose rounding moves the logits' arg-max
-  most (``sensitive_linears``: each self-attention's value and output projections and the projections into and
-  out of the residual stream, found one group at a time by ``benchmarks/bf16_sensitivity.py``), which stay fp32
+  most (``sensitive_linears``: each self-attention's value and output projections, the projection into the
+  residual stream and the logits head, found one group at a time by ``benchmarks/bf16_sensitivity.py``), which stay fp32
   with everything between the linears. On a CPU with native bf16 it is the path that is both over twice as fast
   as diffusers' fp32 and within 1% of fp32's top-1 on random aMUSEd weights (docs/BENCHMARKS.md).
 
@@ -122,17 +122,19 @@ def feed_forward_linears(model: nn.Module, names: list[str]) -> list[str]:
     return [n for n in names if any(n.startswith(b + ".") for b in blocks)]
 
 
-# the linears into and out of the transformer's residual stream: from the tokens' embedding (aMUSEd U-ViT's
-# ``project_to_hidden``, musekit's ``patch_in``) and to the logits (musekit's ``head``; aMUSEd's is a convolution)
+# the linear into the transformer's residual stream from the tokens' embedding (aMUSEd U-ViT's ``project_to_hidden``,
+# musekit's ``patch_in``) and the logits head (musekit's ``head``; aMUSEd's is a convolution, fp32 anyway); the
+# linears out of the stream (``project_from_hidden``, ``patch_out``) run in bf16 (the bundled base's ``patch_out``
+# alone flipped 0.1% of the arg-maxes)
 STREAM_ENDS = ("project_to_hidden", "patch_in", "head")
 
 
 def sensitive_linears(model: nn.Module, names: list[str]) -> list[str]:
     """The subset of the per-step linears ``names`` that the ``"most"`` scope keeps in fp32: in every
-    self-attention (an ``Attention`` whose keys are computed per step) its value and output projections, and the
-    projections into and out of the residual stream (``STREAM_ENDS``). On random aMUSEd-256 weights each of these
-    groups alone in bf16 flipped 0.8% of the arg-maxes, every other group 0-0.4%; on the bundled super-resolution
-    transformer the logits head flipped the most, 0.8% (``benchmarks/bf16_sensitivity.py``)."""
+    self-attention (an ``Attention`` whose keys are computed per step) its value and output projections, the
+    projection into the residual stream and the logits head (``STREAM_ENDS``). On random aMUSEd-256 weights each
+    of these groups alone in bf16 flipped 0.8% of the arg-maxes, every other group 0-0.4%; on the bundled
+    super-resolution transformer the logits head flipped the most, 0.8% (``benchmarks/bf16_sensitivity.py``)."""
     from musekit.models.layers import Attention
 
     ran = set(names)
