@@ -18,8 +18,9 @@ Scopes of the per-step linears (those a cached decoding forward runs; see ``step
 * ``"bf16-linears"``: ``Bf16Linear`` in every per-step linear but the few whose rounding moves the logits' arg-max
   most (``sensitive_linears``: each self-attention's value and output projections, the projection into the
   residual stream and the logits head, found one group at a time by ``benchmarks/bf16_sensitivity.py``), which stay fp32
-  with everything between the linears. On a CPU with native bf16 it is the path that is both over twice as fast
-  as diffusers' fp32 and within 1% of fp32's top-1 on random aMUSEd weights (docs/BENCHMARKS.md).
+  with everything between the linears. On a Zen 5 CPU (bf16 products 4.5x fp32) it is the path that is both over
+  twice as fast as diffusers' fp32 and within 1% of fp32's top-1 on random aMUSEd weights (docs/BENCHMARKS.md); on
+  the Zen 4 CPU before it (bf16 products about 2.2x fp32) even bf16 in every per-step linear reached only 1.97x.
 
 Measured fidelity (logits cosine and top-1 agreement with fp32) is in docs/BENCHMARKS.md; on trained weights the
 cosine stays above 0.999 for every scope, while top-1 agreement (97-99.6%) depends on how near-tied the logits are.
