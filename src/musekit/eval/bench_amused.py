@@ -18,7 +18,7 @@ import torch
 
 from musekit.config import SchedulerConfig, UVitConfig
 from musekit.models.half import HalfPrecisionModel
-from musekit.models.quantize import Bf16Linear, Int8Linear, logits_fidelity, swap_step_linears
+from musekit.models.quantize import QUANTIZATIONS, Bf16Linear, Int8Linear, logits_fidelity, swap_step_linears
 from musekit.models.uvit import UVitTransformer, from_diffusers_state_dict
 from musekit.sampling.sampler import decode_tokens
 from musekit.text import TextEmbeddings
@@ -140,9 +140,8 @@ def random_models(preset: str = "amused-256"):
 # with Int8Linear; bf16 products, Bf16Linear, in every per-step linear but the sensitive ones; the whole per-step
 # forward in bf16, HalfPrecisionModel), and two bench-only bf16 scopes (the feed-forward only; every per-step linear)
 FAST_PATHS = ("int8", "int8_all", "bf16", "bf16_linears", "bf16_ff", "bf16_all_linears")
-LINEAR_PATHS = {"int8": ("feed-forward", Int8Linear), "int8_all": ("all", Int8Linear),
-                "bf16_linears": ("most", Bf16Linear), "bf16_ff": ("feed-forward", Bf16Linear),
-                "bf16_all_linears": ("all", Bf16Linear)}  # fmt: skip
+LINEAR_PATHS = {kind.replace("-", "_"): scope for kind, scope in QUANTIZATIONS.items()} | {
+    "bf16_ff": ("feed-forward", Bf16Linear), "bf16_all_linears": ("all", Bf16Linear)}  # fmt: skip
 
 
 def fast_paths_here() -> tuple[str, ...]:
