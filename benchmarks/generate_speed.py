@@ -2,6 +2,8 @@
 with ``pipe.quantize(KIND)`` for each of ``--kinds``.
 
 Usage: python benchmarks/generate_speed.py [MODEL_DIR] [--threads 2] [--kinds int8,int8-all,bf16,bf16-linears]
+A kind ending in ``+compile`` (int8, int8-all and bf16-linears) is quantized with ``compile=True``; its warm-up call,
+which compiles, is timed too.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ def main() -> None:
     print(f"imports + model load: {time.perf_counter() - start:.2f} s")
     for label in ["fp32", *args.kinds.split(",")]:
         if label != "fp32":
-            pipe = MusePipeline.from_pretrained(args.model).quantize(label)
+            kind = label.removesuffix("+compile")
+            pipe = MusePipeline.from_pretrained(args.model).quantize(kind, compile=kind != label)
             pipe.progress_bar = False
+        t0 = time.perf_counter()
         pipe(PROMPT, generator=torch.Generator().manual_seed(0))
+        if label.endswith("+compile"):
+            print(f"{label}: warm-up call (compiles) {time.perf_counter() - t0:.1f} s")
         times = []
         for seed in range(5):
             t0 = time.perf_counter()

@@ -23,7 +23,9 @@ def add_parser(subparsers) -> None:
                    help="cpu: the fast paths to time beside fp32, comma-separated from int8, int8_all, bf16, "
                    "bf16_linears, bf16_ff, bf16_all_linears, or none; auto (default): those whose products beat fp32 "
                    "here (a slow one takes hours)")  # fmt: skip
-    p.add_argument("--compile", action="store_true", help="cuda: also time torch.compile'd fp16 (compiles per batch)")
+    p.add_argument("--compile", action="store_true",
+                   help="cuda: also time torch.compile'd fp16; cpu: also time each int8/bf16-linears path with its "
+                   "blocks compiled (needs a C++ compiler; compiles per batch, untimed)")  # fmt: skip
     p.add_argument("--out", default="outputs/bench_amused.jsonl")
     p.set_defaults(func=run)
 
@@ -64,7 +66,16 @@ def run(args: argparse.Namespace) -> int:
             if not names or (unknown := [p for p in paths if p not in FAST_PATHS]):
                 given = ", ".join(unknown) if names else repr(args.paths)
                 raise CLIError(f"--paths: unknown {given}; choose from {', '.join(FAST_PATHS)}, none or auto")
-        rows = run_bench(args.preset, batches, args.steps, args.repeats, paths=paths)
+        if args.compile:
+            from musekit.eval.bench_amused import LINEAR_PATHS
+            from musekit.models.compiled import cpp_compiler
+
+            if not any(p in LINEAR_PATHS for p in paths):
+                raise CLIError("--compile on cpu compiles the linear paths: add one of them to --paths "
+                               f"({', '.join(LINEAR_PATHS)})")  # fmt: skip
+            if cpp_compiler() is None:
+                raise CLIError("--compile on cpu needs a C++ compiler (g++ or clang++ on PATH, or $CXX)")
+        rows = run_bench(args.preset, batches, args.steps, args.repeats, paths=paths, compile=args.compile)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as handle:

@@ -17,6 +17,7 @@ from functools import partial
 import torch
 
 from musekit.config import SchedulerConfig, UVitConfig
+from musekit.models.compiled import compile_blocks
 from musekit.models.half import HalfPrecisionModel
 from musekit.models.quantize import QUANTIZATIONS, Bf16Linear, Int8Linear, logits_fidelity, swap_step_linears
 from musekit.models.uvit import UVitTransformer, from_diffusers_state_dict
@@ -115,12 +116,13 @@ def _forward(model, ids, cache):
     return model(ids, cache=cache)
 
 
-def _musekit_loop(ours, config, batch, steps, guidance, text, micro):
+def _musekit_loop(ours, config, batch, steps, guidance, text, micro, draws="multinomial"):
+    """musekit's loop with the aMUSEd scheduler; ``draws="inverse-cdf"`` for the fast paths (see ``run_bench``)."""
     grid = config.sample_size
     with torch.no_grad():
         cache = ours.precompute(text, micro_conds=micro)  # text keys/values once per call
         start = torch.full((batch, grid, grid), config.mask_token_id)
-        return decode_tokens(ours, cache, start, steps, SchedulerConfig(kind="amused"), guidance,
+        return decode_tokens(ours, cache, start, steps, SchedulerConfig(kind="amused", draws=draws), guidance,
                              generator=torch.Generator().manual_seed(1))  # fmt: skip
 
 
@@ -154,11 +156,16 @@ def fast_paths_here() -> tuple[str, ...]:
 
 def fast_path_model(ours: UVitTransformer, path: str, probe: torch.Tensor, cache) -> torch.nn.Module:
     """``ours`` made ready for one of ``FAST_PATHS`` (the per-step linears found by running ``probe`` with
-    ``cache``); call it like ``ours`` with the same fp32 cache."""
+    ``cache``), or for a linear path's ``"{path}_compiled"`` variant (its blocks compiled,
+    ``musekit.models.compiled``); call it like ``ours`` with the same fp32 cache."""
     if path == "bf16":
         return HalfPrecisionModel(ours, "bf16", cuda_graph=False)  # casts an fp32 cache itself
-    scope, linear = LINEAR_PATHS[path]
-    return swap_step_linears(ours, partial(_forward, ids=probe, cache=cache), scope, linear)
+    compiled = path.endswith("_compiled")
+    scope, linear = LINEAR_PATHS[path.removesuffix("_compiled")]
+    fast = swap_step_linears(ours, partial(_forward, ids=probe, cache=cache), scope, linear)
+    if compiled:
+        compile_blocks(fast)
+    return fast
 
 
 def bench_inputs(config: UVitConfig, batch: int):
@@ -183,12 +190,19 @@ def run_bench(
     repeats: int = 3,
     guidance: float = 10.0,
     paths: tuple[str, ...] | None = None,
+    compile: bool = False,
 ):
     """One row per batch size. ``paths``: the fast paths to time beside fp32 and diffusers (default: those faster
-    than fp32 on this CPU, ``fast_paths_here``; the row lists the ones left out)."""
+    than fp32 on this CPU, ``fast_paths_here``; the row lists the ones left out); ``compile``: each linear path
+    also with its blocks compiled (``"{path}_compiled"``, compiled before the timed loops).
+
+    musekit's fp32 loop draws tokens with ``torch.multinomial`` as diffusers does (the same ids); the fast paths,
+    which cannot give diffusers' ids, draw the same distribution by inverse CDF (``SchedulerConfig.draws``)."""
     paths = fast_paths_here() if paths is None else tuple(paths)
     if unknown := set(paths) - set(FAST_PATHS):
         raise ValueError(f"unknown fast paths {sorted(unknown)}; choose from {FAST_PATHS}")
+    if compile:
+        paths += tuple(f"{p}_compiled" for p in paths if p in LINEAR_PATHS)
     config, reference, ours = random_models(preset)
     bf16 = any(p.startswith("bf16") for p in paths)
     int8 = bool({"int8", "int8_all"} & set(paths))
@@ -214,7 +228,9 @@ def run_bench(
             for path in paths:
                 fast = fast_models[path] = fast_path_model(ours, path, probe, cache)
                 fidelity[path] = logits_fidelity(reference_logits, fast(probe, cache=cache))
-                loops[f"musekit_{path}"] = partial(_musekit_loop, fast, config, batch, steps, guidance, text, micro)
+                loops[f"musekit_{path}"] = partial(
+                    _musekit_loop, fast, config, batch, steps, guidance, text, micro, draws="inverse-cdf"
+                )
         times = {name: [] for name in loops}
         for _ in range(repeats):  # interleaved
             for name, fn in loops.items():
@@ -236,12 +252,14 @@ def run_bench(
             "gflop_per_image": flops / batch / 1e9,
             "musekit_gflops": flops / medians["musekit"] / 1e9, "diffusers_gflops": flops / medians["diffusers"] / 1e9,
             "matmul_peak_gflops": peak, "musekit_fraction_of_peak": flops / medians["musekit"] / 1e9 / peak,
-            "skipped_paths": [p for p in FAST_PATHS if p not in paths],
+            "skipped_paths": [p for p in FAST_PATHS if p not in paths], "fast_path_draws": "inverse-cdf",
         }  # fmt: skip
         for path in paths:
             seconds = medians[f"musekit_{path}"]
             dtype = "bf16" if path.startswith("bf16") else "int8"
-            split = flops_by_precision(fast_models[path], cache, masked, forward)
+            eager = path.removesuffix("_compiled")  # hooks inside compiled blocks would not run: count uncompiled
+            model = fast_models[eager] if eager in fast_models else fast_path_model(ours, eager, probe, cache)
+            split = flops_by_precision(model, cache, masked, forward)
             mixed = blended_peak(split, peaks)
             row.update({
                 f"musekit_{path}_s": seconds, f"speedup_{path}": medians["diffusers"] / seconds,
@@ -296,8 +314,6 @@ def run_bench_cuda(preset: str = "amused-256", batches=(1, 4), steps: int = 12, 
     CUDA graphs (``musekit.models.half``; with ``compile``, also torch.compile'd fp16 in the graph); logits fidelity
     of each half path against fp32; roofline per dtype (fp32 without TF32)."""
     import copy
-
-    from musekit.models.half import HalfPrecisionModel
 
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 in both stacks
     torch.backends.cudnn.allow_tf32 = False

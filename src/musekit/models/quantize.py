@@ -229,7 +229,9 @@ def bf16_speedup() -> float:
 
 def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
     """``MusePipeline.quantize``: swap ``pipe``'s transformers for int8 or bf16-linears (CPU), bf16 (CPU or CUDA)
-    or fp16 (CUDA) copies, keeping the fp32 ones aside."""
+    or fp16 (CUDA) copies, keeping the fp32 ones aside. ``compile``: torch.compile the half-precision forward on
+    CUDA, or each block of the int8/bf16-linears copies on a CPU (``musekit.models.compiled``)."""
+    from musekit.models.compiled import compile_blocks, require_cpp_compiler
     from musekit.models.half import HALF_DTYPES, HalfPrecisionModel
 
     if kind not in QUANTIZATIONS and kind not in HALF_DTYPES:
@@ -242,7 +244,7 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
                 raise ValueError("fp16 is a GPU path (on a CPU fp16 matrix products run about 100x slower than "
                                  "fp32): move the pipeline to CUDA first, or use bf16 or int8 on a CPU")  # fmt: skip
             if compile:
-                raise ValueError("compile applies to the fp16/bf16 GPU paths")
+                raise ValueError("on a CPU, compile applies to the int8 and bf16-linears paths (bf16 runs eagerly)")
             speedup = bf16_speedup()
             if speedup < 1:
                 logger.warning("on this CPU (%s) bf16 matrix products run %.1fx slower than fp32 (no native bf16): "
@@ -254,13 +256,14 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
                 pipe._full_precision[name] = model
                 setattr(pipe, name, HalfPrecisionModel(model, kind, compile=compile))
         pipe._quantization = kind
+        use_fast_draws(pipe)
         return pipe
-    if compile:
-        raise ValueError("compile applies to the fp16/bf16 GPU paths")
     scope, linear = QUANTIZATIONS[kind]
     product = "int8" if linear is Int8Linear else "bf16"
     if pipe.device.type != "cpu":
         raise ValueError(f"{kind} is a CPU path; on GPU cast the pipeline to fp16/bf16 instead")
+    if compile:
+        require_cpp_compiler()  # before the pipeline changes
     speedup = int8_speedup() if product == "int8" else bf16_speedup()
     if speedup < 1:
         logger.warning("on this CPU (%s) %s matrix products run %.1fx slower than fp32 (torch has no fast %s "
@@ -281,6 +284,19 @@ def quantize_pipeline(pipe, kind: str = "int8", compile: bool = False):
         ids = torch.full((1, side, side), model.config.mask_token_id, dtype=torch.long)
         pipe._full_precision[name] = model
         step = lambda m, ids=ids, cache=cache: m(ids, cache=cache)  # noqa: E731
-        setattr(pipe, name, swap_step_linears(model, step, scope, linear))
+        fast = swap_step_linears(model, step, scope, linear)
+        if compile:
+            compile_blocks(fast)
+        setattr(pipe, name, fast)
     pipe._quantization = kind
+    use_fast_draws(pipe)
     return pipe
+
+
+def use_fast_draws(pipe) -> None:
+    """A quantized pipeline cannot give diffusers' ids, so the aMUSEd scheduler's draws need not follow diffusers'
+    random stream: switch them to ``"inverse-cdf"`` (the same distribution, ~30 ms a step less at 256 x 8,192)."""
+    config = pipe.scheduler_config
+    if config.kind == "amused" and config.draws == "multinomial":
+        pipe.scheduler_config = config.replace(draws="inverse-cdf")
+        logger.info("the aMUSEd scheduler now draws by inverse CDF (a quantized path cannot give diffusers' ids)")

@@ -17,7 +17,7 @@ def build_scheduler(mask_token_id: int, config: SchedulerConfig | None):
     if config is not None and config.kind == "amused":
         from musekit.sampling.amused_scheduler import AmusedScheduler
 
-        return AmusedScheduler(mask_token_id, config.mask_schedule)
+        return AmusedScheduler(mask_token_id, config.mask_schedule, config.draws)
     return MaskGITScheduler(mask_token_id, config)
 
 
