@@ -14,7 +14,6 @@ import time
 
 import torch
 
-from musekit.sampling.amused_scheduler import DRAWS, AmusedScheduler
 from musekit.sampling.scheduler import MaskGITScheduler
 
 CASES = ((1, 1024, 1024, 0.2), (8, 1024, 1024, 0.2), (2, 256, 256, 0.5), (8, 256, 256, 0.5))
@@ -27,7 +26,12 @@ def main() -> None:
     parser.add_argument("--amused", action="store_true", help="the aMUSEd scheduler's draws at aMUSEd-256's size")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cases = [(case, draws) for case in AMUSED_CASES for draws in DRAWS] if args.amused else [(c, "") for c in CASES]
+    cases = [(case, "") for case in CASES]
+    if args.amused:  # imported here: the default mode also runs against older checkouts
+        from musekit.config import SCHEDULER_DRAWS
+        from musekit.sampling.amused_scheduler import AmusedScheduler
+
+        cases = [(case, draws) for case in AMUSED_CASES for draws in SCHEDULER_DRAWS]
     for (batch, length, codebook, share), draws in cases:
         scheduler = AmusedScheduler(codebook, draws=draws) if draws else MaskGITScheduler(codebook)
         scheduler.set_timesteps(4)

@@ -16,6 +16,8 @@ from typing import Any, Self, TypeVar
 T = TypeVar("T", bound="BaseConfig")
 
 MASK_SCHEDULES = ("cosine", "linear", "arccos", "pow")
+# the aMUSEd scheduler's token draws: diffusers' torch.multinomial, or inverse CDF (musekit.sampling.amused_scheduler)
+SCHEDULER_DRAWS = ("multinomial", "inverse-cdf")
 TEXT_ENCODER_KINDS = ("minilm", "clip", "t5")
 
 
@@ -247,13 +249,13 @@ class SchedulerConfig(BaseConfig):
     mask_schedule: str = "cosine"
     schedule_power: float = 2.0  # exponent of the "pow" schedule, 1 - r**p
     temperature: tuple[float, float] = (2.0, 0.0)  # Gumbel choice temperature, annealed linearly over the steps
-    # kind "amused" only (MaskGIT draws by Gumbel-max): "multinomial" (diffusers' random stream) or "inverse-cdf"
-    # (the same distribution, under 1 ms a step where multinomial takes ~31 ms at 256 x 8,192 on a 2-core CPU)
+    # kind "amused" only (MaskGIT draws by Gumbel-max): "multinomial" (diffusers' random stream, its ids) or
+    # "inverse-cdf" (the same distribution, a fraction of the time: docs/BENCHMARKS.md)
     draws: str = "multinomial"
 
     def __post_init__(self) -> None:
         _check(self.kind in ("maskgit", "amused"), "SchedulerConfig: kind must be maskgit or amused")
-        _check(self.draws in ("multinomial", "inverse-cdf"), "SchedulerConfig: draws is multinomial or inverse-cdf")
+        _check(self.draws in SCHEDULER_DRAWS, f"SchedulerConfig: draws must be one of {SCHEDULER_DRAWS}")
         _check(self.mask_schedule in MASK_SCHEDULES, f"SchedulerConfig: mask_schedule must be one of {MASK_SCHEDULES}")
         _check(self.schedule_power > 0, "SchedulerConfig: schedule_power must be > 0")
         _check(len(self.temperature) == 2, "SchedulerConfig: temperature is (start, end)")

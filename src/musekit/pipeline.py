@@ -180,13 +180,13 @@ class MusePipeline(StageMethods, EditingMethods, PersonalizationMethods):
         per-step forward in half precision replayed as a CUDA graph (``musekit.models.half``; ``compile=True`` adds
         torch.compile); ``"bf16"`` also on a CPU, eagerly. With the int8 and bf16-linears kinds ``compile=True``
         compiles each transformer block (``musekit.models.compiled``: the elementwise work between the products
-        fused; needs a C++ compiler, and the first call per input shape compiles for tens of seconds). A quantized
-        pipeline whose scheduler is the aMUSEd one draws tokens by inverse CDF (``SchedulerConfig.draws``): it
-        cannot give diffusers' ids anyway. Which path is faster than fp32 depends on the CPU: each
-        is timed once per process and a warning says when it is slower here (``musekit.models.quantize``). Only
-        per-step work changes: text keys/values (and so Perfusion's edits) stay fp32. Fidelity against fp32 and speed
-        are measured by ``musekit bench amused`` and ``benchmarks/int8_fidelity.py``. Learning concepts and saving
-        need the full-precision pipeline.
+        fused; needs a C++ compiler, and the first call per input shape compiles). With the aMUSEd scheduler a
+        quantized pipeline can also draw tokens faster, since it cannot give diffusers' ids anyway:
+        ``pipe.scheduler_config = pipe.scheduler_config.replace(draws="inverse-cdf")``. Which path is faster than
+        fp32 depends on the CPU: each is timed once per process and a warning says when it is slower here
+        (``musekit.models.quantize``). Only per-step work changes: text keys/values (and so Perfusion's edits) stay
+        fp32. Fidelity against fp32 and speed are measured by ``musekit bench amused`` and
+        ``benchmarks/int8_fidelity.py``. Learning concepts and saving need the full-precision pipeline.
 
         Example:
             >>> pipe = MusePipeline.from_pretrained().quantize("int8")

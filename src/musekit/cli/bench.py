@@ -24,8 +24,8 @@ def add_parser(subparsers) -> None:
                    "bf16_linears, bf16_ff, bf16_all_linears, or none; auto (default): those whose products beat fp32 "
                    "here (a slow one takes hours)")  # fmt: skip
     p.add_argument("--compile", action="store_true",
-                   help="cuda: also time torch.compile'd fp16; cpu: also time each int8/bf16-linears path with its "
-                   "blocks compiled (needs a C++ compiler; compiles per batch, untimed)")  # fmt: skip
+                   help="cuda: also time torch.compile'd fp16; cpu: also time each linear path of --paths (all but "
+                   "bf16) with its blocks compiled (needs a C++ compiler; compiles per batch, untimed)")  # fmt: skip
     p.add_argument("--out", default="outputs/bench_amused.jsonl")
     p.set_defaults(func=run)
 
@@ -68,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(f"--paths: unknown {given}; choose from {', '.join(FAST_PATHS)}, none or auto")
         if args.compile:
             from musekit.eval.bench_amused import LINEAR_PATHS
-            from musekit.models.compiled import cpp_compiler
+            from musekit.models.compiled import CPP_COMPILER_MISSING, cpp_compiler
 
             if not any(p in LINEAR_PATHS for p in paths):
                 raise CLIError("--compile on cpu compiles the linear paths: add one of them to --paths "
                                f"({', '.join(LINEAR_PATHS)})")  # fmt: skip
             if cpp_compiler() is None:
-                raise CLIError("--compile on cpu needs a C++ compiler (g++ or clang++ on PATH, or $CXX)")
+                raise CLIError(f"--compile: {CPP_COMPILER_MISSING}")
         rows = run_bench(args.preset, batches, args.steps, args.repeats, paths=paths, compile=args.compile)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -203,6 +203,12 @@ def run_bench(
         raise ValueError(f"unknown fast paths {sorted(unknown)}; choose from {FAST_PATHS}")
     if compile:
         paths += tuple(f"{p}_compiled" for p in paths if p in LINEAR_PATHS)
+    # a compiled row must not time blocks that fell back to eager past dynamo's recompile limit
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=compile):
+        return _bench_rows(preset, batches, steps, repeats, guidance, paths)
+
+
+def _bench_rows(preset, batches, steps, repeats, guidance, paths) -> list[dict]:
     config, reference, ours = random_models(preset)
     bf16 = any(p.startswith("bf16") for p in paths)
     int8 = bool({"int8", "int8_all"} & set(paths))
@@ -221,13 +227,16 @@ def run_bench(
         musekit_loop = partial(_musekit_loop, ours, config, batch, steps, guidance, text, micro)
         same = torch.equal(diffusers_loop(), musekit_loop())
         loops = {"diffusers": diffusers_loop, "musekit": musekit_loop}
-        fidelity, fast_models = {}, {}
+        fidelity, fast_models, first_call = {}, {}, {}
         with torch.no_grad():
             cache = ours.precompute(text, micro_conds=micro)
             reference_logits = ours(probe, cache=cache)
             for path in paths:
                 fast = fast_models[path] = fast_path_model(ours, path, probe, cache)
-                fidelity[path] = logits_fidelity(reference_logits, fast(probe, cache=cache))
+                first = time.perf_counter()
+                logits = fast(probe, cache=cache)  # a compiled path compiles here, untimed below
+                first_call[path] = time.perf_counter() - first
+                fidelity[path] = logits_fidelity(reference_logits, logits)
                 loops[f"musekit_{path}"] = partial(
                     _musekit_loop, fast, config, batch, steps, guidance, text, micro, draws="inverse-cdf"
                 )
@@ -257,12 +266,12 @@ def run_bench(
         for path in paths:
             seconds = medians[f"musekit_{path}"]
             dtype = "bf16" if path.startswith("bf16") else "int8"
-            eager = path.removesuffix("_compiled")  # hooks inside compiled blocks would not run: count uncompiled
-            model = fast_models[eager] if eager in fast_models else fast_path_model(ours, eager, probe, cache)
-            split = flops_by_precision(model, cache, masked, forward)
+            # a compiled path's split is its eager twin's (the same linears; hooks would not run in compiled blocks)
+            split = flops_by_precision(fast_models[path.removesuffix("_compiled")], cache, masked, forward)
             mixed = blended_peak(split, peaks)
             row.update({
                 f"musekit_{path}_s": seconds, f"speedup_{path}": medians["diffusers"] / seconds,
+                f"{path}_first_forward_s": first_call[path],
                 f"{path}_fidelity": fidelity[path], f"musekit_{path}_gflops": flops / seconds / 1e9,
                 f"musekit_{path}_fraction_of_{dtype}_peak": flops / seconds / 1e9 / peaks[dtype],
                 f"{path}_flop_share": {k: v / forward for k, v in split.items()},

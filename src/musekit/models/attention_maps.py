@@ -35,7 +35,8 @@ def cross_attention_maps(model: MaskedTransformer, ids: torch.Tensor, cache: Con
         for attn in attentions
     ]
     try:
-        model(ids, cache=cache)
+        with torch.compiler.set_stance("force_eager"):  # hooks added after compiling would not run in compiled blocks
+            model(ids, cache=cache)
     finally:
         for handle in handles:
             handle.remove()

@@ -2,22 +2,27 @@
 
 Inductor fuses the elementwise work between the products (the bf16 casts around ``Bf16Linear``, norms, adaptive
 scale and shift, GEGLU, residual adds) into a few C++ loops; the products themselves stay oneDNN's. On the Zen 5
-CPU of docs/BENCHMARKS.md this took about 6% off a ``bf16-linears`` forward of the aMUSEd-256 transformer (blocks:
+CPU of docs/BENCHMARKS.md this took 3-10% off a ``bf16-linears`` decoding loop of the aMUSEd-256 transformer (blocks:
 the 22 transformer layers and the convolution stages' blocks). Blocks of one class share one compiled graph (their
-weights are the graph's inputs), so a model compiles once per block class and input shape: tens of seconds on 2
-cores the first time, then read from inductor's on-disk cache. The exact fp32 path is never compiled: fused
+weights are the graph's inputs), so a model compiles once per block class and input shape (up to
+``RECOMPILE_LIMIT`` entries in all; the bench's rows give the first forward's time, compile included), then reads
+inductor's on-disk cache. The exact fp32 path is never compiled: fused
 elementwise work rounds differently, and that path must give diffusers' ids.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+CPP_COMPILER_MISSING = "compiling on a CPU needs a C++ compiler (g++ on PATH, or $CXX); none found"
+# every module compiled with nn.Module.compile shares one dynamo cache (that of nn.Module._call_impl), 8 entries by
+# default: past them blocks run eagerly with one log line. An entry is a block class, input shape and set of linear
+# types; base and super-resolution models at a few batch sizes and fast paths need more than 8.
+RECOMPILE_LIMIT = 64
 
 
 def block_classes() -> tuple[type[nn.Module], ...]:
@@ -29,18 +34,20 @@ def block_classes() -> tuple[type[nn.Module], ...]:
 
 
 def cpp_compiler() -> str | None:
-    """The C++ compiler inductor would use on a CPU ($CXX, else g++, c++ or clang++ on PATH), or None."""
-    candidates = [os.environ.get("CXX")] if os.environ.get("CXX") else []
-    for name in [*candidates, "g++", "c++", "clang++"]:
-        if path := shutil.which(name):
-            return path
-    return None
+    """The C++ compiler inductor would build CPU kernels with (on Linux $CXX as inductor read it, else g++), or
+    None where it finds none."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception:  # inductor's InvalidCxxCompiler, or a torch without this helper
+        return None
 
 
 def require_cpp_compiler() -> None:
     """Raise a clear error where inductor could not build its CPU kernels."""
     if cpp_compiler() is None:
-        raise RuntimeError("compiling on a CPU needs a C++ compiler (g++ or clang++ on PATH, or $CXX); none found")
+        raise RuntimeError(CPP_COMPILER_MISSING)
 
 
 def compile_blocks(model: nn.Module) -> int:
@@ -54,6 +61,6 @@ def compile_blocks(model: nn.Module) -> int:
     classes = block_classes()
     blocks = [m for m in model.modules() if isinstance(m, classes)]
     for block in blocks:
-        block.compile(dynamic=False)
+        block.compile(dynamic=False, recompile_limit=RECOMPILE_LIMIT)
     logger.info("compiled %d blocks of %s (the first call per input shape compiles)", len(blocks), type(model).__name__)
     return len(blocks)

@@ -5,11 +5,11 @@ the count left masked is floor(L * gamma((k+1)/K)) of *all* L tokens times ``sta
 inpainting passes the masked share); the cut-off is the (mask_len+1)-th smallest confidence; the temperature is
 linspace(t0, t1, K), or linspace(t, 0.01, K) for a scalar.
 
-``draws="inverse-cdf"`` draws the same distribution another way: one uniform per masked position, located in the
-cumulative sum of its probabilities. ``torch.multinomial`` (diffusers' draw, kept by the default ``"multinomial"``)
-samples every position, decided ones included, through one exponential per category: on a 2-core CPU about 31 ms
-per step for 256 x 8,192 probabilities against under 1 ms (docs/BENCHMARKS.md). The ids then follow another random
-stream, so only the reduced-precision paths, which cannot give diffusers' ids anyway, use it.
+``draws="inverse-cdf"`` draws the same distribution (to float32 resolution) another way: one uniform per masked
+position, located in the cumulative sum of its probabilities. ``torch.multinomial`` (diffusers' draw, kept by the
+default ``"multinomial"``) samples every position, decided ones included, through one exponential per category: on
+a 2-core CPU 32-37 ms per step for 256 x 8,192 probabilities against 1-9 ms (docs/BENCHMARKS.md). The ids follow
+another random stream, so only paths that cannot give diffusers' ids anyway (the reduced-precision ones) gain by it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import math
 
 import torch
 
+from musekit.config import SCHEDULER_DRAWS
 from musekit.sampling.scheduler import SchedulerOutput
 from musekit.sampling.schedules import uniform
-
-DRAWS = ("multinomial", "inverse-cdf")
 
 
 def _gumbel(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -34,8 +33,8 @@ class AmusedScheduler:
     def __init__(self, mask_token_id: int, masking_schedule: str = "cosine", draws: str = "multinomial") -> None:
         if masking_schedule not in ("cosine", "linear"):
             raise ValueError(f"masking_schedule must be cosine or linear, got {masking_schedule!r}")
-        if draws not in DRAWS:
-            raise ValueError(f"draws must be one of {DRAWS}, got {draws!r}")
+        if draws not in SCHEDULER_DRAWS:
+            raise ValueError(f"draws must be one of {SCHEDULER_DRAWS}, got {draws!r}")
         self.mask_token_id = mask_token_id
         self.masking_schedule = masking_schedule
         self.draws = draws
@@ -92,9 +91,13 @@ class AmusedScheduler:
 
 def inverse_cdf_draws(logits: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One draw per row of ``logits`` (M, V) from softmax(logits): the first category whose cumulative probability
-    exceeds u * total, u ~ U(0, 1). Returns (ids (M,), their probabilities (M,))."""
+    exceeds u * total, u ~ U(0, 1) (a zero-probability category is never drawn; each category's probability is
+    honoured to float32 resolution, about 1e-7). Returns (ids (M,), their probabilities (M,))."""
     probs = logits.softmax(dim=-1)
     cumulative = probs.cumsum(dim=-1)
-    u = uniform((probs.shape[0], 1), generator, probs.device) * cumulative[:, -1:]
-    drawn = torch.searchsorted(cumulative, u, right=True).clamp_max_(probs.shape[-1] - 1)
+    total = cumulative[:, -1:]
+    if not bool(torch.isfinite(total).all()):
+        raise ValueError("the logits hold NaN or infinite values: cannot draw tokens from them")
+    u = uniform((probs.shape[0], 1), generator, probs.device) * total  # u < 1, so u * total < total: an index < V
+    drawn = torch.searchsorted(cumulative, u, right=True)
     return drawn[:, 0], probs.gather(-1, drawn)[:, 0]
