@@ -1,13 +1,13 @@
 """torch.compile for the CPU fast paths: each repeated block of a transformer compiled in place.
 
 Inductor fuses the elementwise work between the products (the bf16 casts around ``Bf16Linear``, norms, adaptive
-scale and shift, GEGLU, residual adds) into a few C++ loops; the products themselves stay oneDNN's. On the Zen 5
-CPU of docs/BENCHMARKS.md this took 3-10% off a ``bf16-linears`` decoding loop of the aMUSEd-256 transformer (blocks:
-the 22 transformer layers and the convolution stages' blocks). Blocks of one class share one compiled graph (their
+scale and shift, GEGLU, residual adds) into a few C++ loops; the products themselves stay oneDNN's. On the Zen 5 CPU
+of docs/BENCHMARKS.md this took 3-10% off a ``bf16-linears`` decoding loop of the aMUSEd-256 transformer (blocks: the
+22 transformer layers and the convolution stages' blocks). Blocks of one class share one compiled graph (their
 weights are the graph's inputs), so a model compiles once per block class and input shape (up to
 ``RECOMPILE_LIMIT`` entries in all; the bench's rows give the first forward's time, compile included), then reads
-inductor's on-disk cache. The exact fp32 path is never compiled: fused
-elementwise work rounds differently, and that path must give diffusers' ids.
+inductor's on-disk cache. The exact fp32 path is never compiled: fused elementwise work rounds differently, and that
+path must give diffusers' ids.
 """
 
 from __future__ import annotations
