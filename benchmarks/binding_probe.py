@@ -11,15 +11,11 @@ Usage: python benchmarks/binding_probe.py none shape color both shape+pooled [--
 
 from __future__ import annotations
 
-import argparse
 import re
 
-import torch
+from heldout_probe_setup import load_probe, parse_probe_args, shape_and_colour_hits
 
-from musekit.data.renders import labels_of
-from musekit.data.shapes import COLORS, HELDOUT_PAIRS, SHAPES, ShapesWorld
-from musekit.eval.checker import load_checker
-from musekit.pipeline import MusePipeline
+from musekit.data.shapes import COLORS, HELDOUT_PAIRS, SHAPES
 
 VARIANTS = ("none", "shape", "color", "both", "shape+pooled")
 
@@ -50,17 +46,8 @@ def swapped(encode, tokenizer, prompts, variant: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", choices=VARIANTS)
-    parser.add_argument("--num", type=int, default=240)
-    parser.add_argument("--start", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    pipe = MusePipeline.from_pretrained()
-    pipe.progress_bar = False
-    checker = load_checker()
-    examples = ShapesWorld(0).examples("heldout", args.num, args.start)
+    args = parse_probe_args(__doc__, lambda p: p.add_argument("variants", nargs="+", choices=VARIANTS))
+    pipe, checker, examples = load_probe(args)
     captions = [e.scene.canonical_caption() for e in examples]
     encoder = pipe.text_encoder
     encode = encoder.encode
@@ -71,13 +58,7 @@ def main() -> None:
                 if variant == "none"
                 else (lambda ps, v=variant: swapped(encode, encoder.tokenizer, ps if isinstance(ps, list) else [ps], v))
             )
-            shape = color = 0
-            for start in range(0, len(examples), 8):
-                images = pipe(captions[start : start + 8], generator=torch.Generator().manual_seed(start),
-                              output_type="pt").images  # fmt: skip
-                predicted, labels = checker.predict(images), labels_of(examples[start : start + 8])
-                shape += int((predicted["shape"] == labels["shape"]).sum())
-                color += int((predicted["color"] == labels["color"]).sum())
+            shape, color = shape_and_colour_hits(pipe, checker, examples, captions)
             print(f"{variant}: shape {shape}/{len(examples)} = {shape / len(examples):.1%}, "
                   f"colour {color / len(examples):.1%}", flush=True)  # fmt: skip
     finally:

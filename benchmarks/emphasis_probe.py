@@ -10,28 +10,14 @@ Usage: python benchmarks/emphasis_probe.py 1.0 2.0 3.0 [--num 240] [--threads 2]
 
 from __future__ import annotations
 
-import argparse
+from heldout_probe_setup import load_probe, parse_probe_args, shape_and_colour_hits
 
-import torch
-
-from musekit.data.renders import labels_of
-from musekit.data.shapes import SHAPES, ShapesWorld
-from musekit.eval.checker import load_checker
-from musekit.pipeline import MusePipeline
+from musekit.data.shapes import SHAPES
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", nargs="+", type=float)
-    parser.add_argument("--num", type=int, default=240)
-    parser.add_argument("--start", type=int, default=1000)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    pipe = MusePipeline.from_pretrained()
-    pipe.progress_bar = False
-    checker = load_checker()
-    scenes = ShapesWorld(0).examples("heldout", args.num, args.start)
+    args = parse_probe_args(__doc__, lambda p: p.add_argument("weights", nargs="+", type=float))
+    pipe, checker, scenes = load_probe(args)
     encoder, encode = pipe.text_encoder, pipe.text_encoder.encode
     for weight in args.weights:
 
@@ -47,12 +33,7 @@ def main() -> None:
             return out
 
         encoder.encode = emphasised
-        right = 0
-        for start in range(0, len(scenes), 8):
-            batch = scenes[start : start + 8]
-            images = pipe([e.caption for e in batch], generator=torch.Generator().manual_seed(start),
-                          output_type="pt").images  # fmt: skip
-            right += int((checker.predict(images)["shape"] == labels_of(batch)["shape"]).sum())
+        right, _ = shape_and_colour_hits(pipe, checker, scenes, [e.caption for e in scenes])
         print(f"weight {weight}: shape {right}/{len(scenes)} = {right / len(scenes):.1%}", flush=True)
     encoder.encode = encode
 
